@@ -1,0 +1,35 @@
+"""Cheap checks of a composed config, run before any data is generated or model built.
+
+Each error names the config key, what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from facenet_pl.mining import MINERS
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says which key and what to use instead."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Validate the values every run depends on."""
+    loss, data, model, backbone = cfg.loss, cfg.data, cfg.model, cfg.backbone
+    _require(float(loss.get("margin", 0.2)) >= 0, f"loss.margin must be >= 0, got {loss.margin}")
+    _require(int(model.embedding_dim) >= 1, f"model.embedding_dim must be >= 1, got {model.embedding_dim}")
+    _require(int(data.k) >= 2, f"data.k (images per identity) must be >= 2, got {data.k}")
+    _require(int(data.p) >= 1, f"data.p (identities per batch) must be >= 1, got {data.p}")
+    _require(int(backbone.input_size) >= 16, f"backbone.input_size must be >= 16, got {backbone.input_size}")
+    target = str(cfg.miner.get("_target_", ""))
+    known = {f"facenet_pl.mining.{c.__name__}" for c in MINERS.values()}
+    _require(
+        target in known or "." in target,
+        f"miner._target_={target!r} is not a miner; use miner=<{'|'.join(MINERS)}>",
+    )

@@ -1,0 +1,8 @@
+"""Data: the PK sampler, datasets, verification pairs and DataModules."""
+
+from facenet_pl.data.datamodule import FaceDataModule, SyntheticFaceDataModule
+from facenet_pl.data.datasets import InMemoryFaceDataset
+from facenet_pl.data.pairs import make_pairs
+from facenet_pl.data.pk_sampler import PKSampler
+
+__all__ = ["FaceDataModule", "InMemoryFaceDataset", "PKSampler", "SyntheticFaceDataModule", "make_pairs"]

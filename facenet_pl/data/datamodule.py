@@ -1,0 +1,129 @@
+"""LightningDataModules: PK-batched training identities and LFW-style pairs of held-out identities."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
+from facenet_pl.data.pairs import make_pairs
+from facenet_pl.data.pk_sampler import PKSampler
+from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+
+log = logging.getLogger(__name__)
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Base: subclasses fill ``train_set`` (with ``.labels``), ``val_set``, ``val_pairs``, ``val_issame``.
+
+    Training batches come from a :class:`PKSampler` built per rank, so give the Trainer
+    ``use_distributed_sampler=False`` (the configs do): Lightning must not split PK batches.
+    Validation images are split across ranks with a plain ``DistributedSampler``; the pair metric
+    gathers them back by dataset index.
+    """
+
+    def __init__(
+        self,
+        p: int = 32,
+        k: int = 8,
+        extra_negatives: int = 0,
+        few_images: str = "replace",
+        batches_per_epoch: int | None = None,
+        val_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.p, self.k, self.extra_negatives = p, k, extra_negatives
+        self.few_images, self.batches_per_epoch = few_images, batches_per_epoch
+        self.val_batch_size, self.num_workers, self.seed = val_batch_size, num_workers, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.val_pairs: np.ndarray | None = None
+        self.val_issame: np.ndarray | None = None
+
+    def _world(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.world_size, t.global_rank) if t is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        sampler = PKSampler(
+            self.train_set.labels,
+            p=self.p,
+            k=self.k,
+            extra_negatives=self.extra_negatives,
+            few_images=self.few_images,
+            batches_per_epoch=self.batches_per_epoch,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        sampler = DistributedSampler(self.val_set, world, rank, shuffle=False) if world > 1 else None
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_batch,
+        )
+
+
+class SyntheticFaceDataModule(FaceDataModule):
+    """The built-in data: procedurally rendered identities (see :mod:`facenet_pl.data.synthetic`).
+
+    Train and validation identities come from different seeds, so they are disjoint people.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        train_identities: int = 400,
+        train_images_per_identity: int = 20,
+        val_identities: int = 200,
+        val_images_per_identity: int = 10,
+        val_folds: int = 10,
+        val_pairs_per_fold: int = 150,
+        difficulty: float = 1.0,
+        occlusion_prob: float = 0.3,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if image_size < 16:
+            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
+        if train_images_per_identity < 2 or val_images_per_identity < 2:
+            raise ValueError("data.train_images_per_identity and data.val_images_per_identity must be >= 2")
+        self.cfg = SyntheticFaceConfig(image_size=image_size, difficulty=difficulty, occlusion_prob=occlusion_prob)
+        self.train_identities, self.train_images_per_identity = train_identities, train_images_per_identity
+        self.val_identities, self.val_images_per_identity = val_identities, val_images_per_identity
+        self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        t0 = time.perf_counter()
+        x, y = generate_split(self.train_identities, self.train_images_per_identity, self.seed, "train", self.cfg)
+        self.train_set = InMemoryFaceDataset(x, y)
+        x, y = generate_split(self.val_identities, self.val_images_per_identity, self.seed, "val", self.cfg)
+        self.val_set = InMemoryFaceDataset(x, y)
+        self.val_pairs, self.val_issame = make_pairs(y.numpy(), self.val_folds, self.val_pairs_per_fold, self.seed)
+        log.info(
+            "synthetic faces: %d train images (%d ids), %d val images (%d ids, %d pairs) at %dpx in %.1fs",
+            len(self.train_set), self.train_identities, len(self.val_set), self.val_identities,
+            len(self.val_pairs), self.cfg.image_size, time.perf_counter() - t0,
+        )

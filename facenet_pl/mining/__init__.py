@@ -1,0 +1,30 @@
+"""Online triplet miners: ``miner(embeddings, labels) -> (anchor_idx, positive_idx, negative_idx)``."""
+
+from facenet_pl.mining.base import Miner, Triplets, label_masks, pairwise_sq_distances
+from facenet_pl.mining.batch_all import BatchAllMiner
+from facenet_pl.mining.batch_hard import BatchHardMiner
+from facenet_pl.mining.hardest import HardestMiner
+from facenet_pl.mining.random_negative import RandomMiner
+from facenet_pl.mining.semihard import SemiHardMiner
+
+#: Config names (``miner=<name>``) -> classes.
+MINERS: dict[str, type[Miner]] = {
+    "semihard": SemiHardMiner,
+    "hardest": HardestMiner,
+    "random": RandomMiner,
+    "batch_hard": BatchHardMiner,
+    "batch_all": BatchAllMiner,
+}
+
+__all__ = [
+    "MINERS",
+    "BatchAllMiner",
+    "BatchHardMiner",
+    "HardestMiner",
+    "Miner",
+    "RandomMiner",
+    "SemiHardMiner",
+    "Triplets",
+    "label_masks",
+    "pairwise_sq_distances",
+]

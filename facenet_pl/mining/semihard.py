@@ -1,0 +1,39 @@
+"""FaceNet semi-hard negatives (TensorFlow ``triplet_semihard_loss`` semantics)."""
+
+from __future__ import annotations
+
+import torch
+
+from facenet_pl.mining.base import (
+    Miner,
+    Triplets,
+    empty_triplets,
+    label_masks,
+    pairs_with_negatives,
+    pairwise_sq_distances,
+)
+
+
+class SemiHardMiner(Miner):
+    """Every (a, p) pair; negative = closest n with d(a,n) > d(a,p), else the farthest negative.
+
+    This is FaceNet's semi-hard selection with TensorFlow ``triplet_semihard_loss`` semantics.
+    Per anchor the negative distances are sorted once and every positive distance is located
+    with ``searchsorted``: O(B^2 log B) time and O(B^2) memory, never a B x B x B tensor.
+    """
+
+    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        d = pairwise_sq_distances(embeddings)
+        positive, negative = label_masks(labels)
+        a, p = pairs_with_negatives(positive, negative)
+        if a.numel() == 0:
+            return empty_triplets(embeddings.device)
+        neg_d = d.masked_fill(~negative, float("inf"))
+        sorted_d, sorted_idx = neg_d.sort(dim=1)  # negatives first, ascending; +inf after them
+        n_neg = negative.sum(dim=1)
+        # First position whose distance is strictly greater than d(a, p), for every (a, p) at once.
+        pos_in_row = torch.searchsorted(sorted_d, d, right=True)  # (B, B)
+        j = pos_in_row[a, p]
+        farthest = n_neg[a] - 1
+        j = torch.where(j < n_neg[a], j, farthest)  # no semi-hard negative: the farthest one
+        return a, p, sorted_idx[a, j]

@@ -1,0 +1,59 @@
+"""The FaceNet embedding network: timm backbone -> linear projection -> L2 normalisation."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
+
+
+def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, num_classes=0)`` with clear errors for unknown names and offline weights."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"backbone.name={name!r} is not a timm model.{hint} "
+            "Use a config from conf/backbone/ (backbone=inception|inception_resnet_v2|resnet18|resnet50|"
+            "mobilenetv3|small) or any name from timm.list_models()."
+        )
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except Exception as e:  # weights need the network; say so instead of a deep traceback
+        if pretrained:
+            raise RuntimeError(
+                f"could not load pretrained weights for backbone {name!r} ({type(e).__name__}: {e}). "
+                "This needs the network (Hugging Face Hub) or a local cache; set backbone.pretrained=false "
+                "to train from scratch."
+            ) from e
+        raise
+
+
+class FaceNetEmbedding(nn.Module):
+    """Maps images (N, 3, H, W) to unit vectors (N, embedding_dim): f(x) on the hypersphere."""
+
+    def __init__(
+        self,
+        backbone: str = "facenet_small",
+        embedding_dim: int = 128,
+        pretrained: bool = False,
+        dropout: float = 0.0,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if int(embedding_dim) < 1:
+            raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
+        self.backbone = create_backbone(backbone, pretrained=pretrained, **dict(backbone_kwargs or {}))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.num_features, int(embedding_dim))
+        self.embedding_dim = int(embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        return F.normalize(self.head(self.dropout(feats)).float(), p=2, dim=1)

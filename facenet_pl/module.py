@@ -1,0 +1,172 @@
+"""``FaceNetModule``: the LightningModule that trains an embedding with online triplet mining."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from facenet_pl.evaluation import EmbeddingCollector, kfold_accuracy
+from facenet_pl.models import FaceNetEmbedding
+
+log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("fixed", "imagenet", "unit")
+_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def _plain(cfg: Any) -> Any:
+    """DictConfig -> plain containers, so checkpoints hold no OmegaConf objects."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def normalize_images(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """uint8 or float [0, 255] images -> network input. ``fixed``: (x - 127.5) / 128 (FaceNet)."""
+    x = x.float()
+    if mode == "fixed":
+        return (x - 127.5) / 128.0
+    if mode == "imagenet":
+        mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+    if mode == "unit":
+        return x / 255.0
+    raise ValueError(f"model.normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+
+
+class FaceNetModule(pl.LightningModule):
+    """Embedding network + miner + triplet loss; validates by 10-fold pair verification.
+
+    All constructor arguments are plain config dicts (``_target_`` style for miner, loss,
+    optimizer), saved as hyperparameters, so ``FaceNetModule.load_from_checkpoint(path)`` rebuilds
+    the whole model with no Hydra config at hand. The best validation threshold is kept in the
+    ``threshold`` buffer, so it travels inside the checkpoint.
+    """
+
+    def __init__(
+        self,
+        backbone: dict,
+        model: dict,
+        miner: dict,
+        loss: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        val_folds: int = 10,
+    ) -> None:
+        super().__init__()
+        backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
+        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        self.save_hyperparameters(
+            dict(backbone=backbone, model=model, miner=miner, loss=loss, optimizer=optimizer,
+                 scheduler=scheduler, val_folds=val_folds)
+        )
+        self.normalization = model.get("normalization", "fixed")
+        normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
+        self.input_size = int(backbone.get("input_size", 64))
+        self.flip = bool(model.get("flip_augment", True))
+        self.channels_last = bool(model.get("channels_last", False))
+        self.net = FaceNetEmbedding(
+            backbone=backbone["name"],
+            embedding_dim=model.get("embedding_dim", 128),
+            pretrained=backbone.get("pretrained", False),
+            dropout=model.get("dropout", 0.0),
+            backbone_kwargs=backbone.get("kwargs") or {},
+        )
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.miner = instantiate(miner)
+        self.criterion = instantiate(loss)
+        self.val_folds = val_folds
+        self.val_embeddings = EmbeddingCollector()
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    # -- inference -----------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised network input (N, 3, H, W) -> unit embeddings (N, D)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float [0, 255] images -> embeddings, with this model's normalisation."""
+        return self(normalize_images(images.to(self.device), self.normalization))
+
+    # -- training --------------------------------------------------------------------------
+    def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
+        """Normalise a uint8 batch on its device; random horizontal flips when ``augment``."""
+        x = normalize_images(images, self.normalization)
+        if augment and self.flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, _ = batch
+        x = self._inputs(images, augment=True)
+        emb = self(x)
+        triplets = self.miner(emb, labels)
+        loss, stats = self.criterion(emb, triplets)
+        bs = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
+        self.log("train/active_fraction", stats.active_fraction, prog_bar=True, batch_size=bs)
+        if stats.num_triplets:
+            self.log("train/d_ap", stats.mean_d_ap, batch_size=bs)
+            self.log("train/d_an", stats.mean_d_an, batch_size=bs)
+        else:
+            log.warning("step %d: the miner found no triplet (loss 0); check data.p/data.k", self.global_step)
+        return loss
+
+    # -- validation ------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, _, idx = batch
+        self.val_embeddings.update(self(self._inputs(images, augment=False)), idx)
+
+    def on_validation_epoch_end(self) -> None:
+        idx, emb = self.val_embeddings.compute()
+        self.val_embeddings.reset()
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        pairs = getattr(dm, "val_pairs", None)
+        if pairs is None or self.trainer.sanity_checking:
+            return
+        n_val = len(dm.val_set)
+        if idx.numel() != n_val:  # fast_dev_run / limit_val_batches: not every image was embedded
+            log.info("validation saw %d of %d images: pair metrics skipped", idx.numel(), n_val)
+            return
+        pairs_t = torch.as_tensor(pairs, device=emb.device)
+        d = (emb[pairs_t[:, 0]] - emb[pairs_t[:, 1]]).pow(2).sum(1)
+        res = kfold_accuracy(d.cpu().numpy(), dm.val_issame, n_folds=self.val_folds)
+        self.threshold.fill_(res["best_threshold"])
+        self.log("val/acc", res["accuracy"], prog_bar=True)
+        self.log("val/acc_std", res["accuracy_std"])
+        self.log("val/threshold", res["best_threshold"])
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer)
+        opt = instantiate(opt_cfg, params=self.parameters(), _partial_=False)
+        sched = self.hparams.scheduler
+        if not sched or sched.get("name", "none") == "none":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = min(int(sched.get("warmup_steps", 0)), max(total - 1, 0))
+        name = sched["name"]
+        if name == "cosine":
+            main = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=max(total - warmup, 1), eta_min=opt_cfg.get("lr", 1e-3) * sched.get("min_lr_ratio", 0.0)
+            )
+        elif name == "step":
+            main = torch.optim.lr_scheduler.StepLR(opt, step_size=sched["step_size"], gamma=sched.get("gamma", 0.1))
+        else:
+            raise ValueError(f"scheduler.name must be one of none|cosine|step, got {name!r}")
+        if warmup > 0:
+            ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=sched.get("warmup_start_factor", 0.01),
+                                                     total_iters=warmup)
+            main = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, main], milestones=[warmup])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}

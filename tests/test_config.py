@@ -1,0 +1,77 @@
+"""Every option of every config group composes, and bad values fail before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from facenet_pl.config_checks import ConfigError, check_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["backbone", "miner", "loss", "data", "model", "optimizer", "scheduler", "trainer", "logger",
+          "callbacks", "experiment"]
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides=()):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/facenet-pl-test"
+    return cfg
+
+
+def test_required_groups_and_options_exist():
+    assert {"inception", "inception_resnet_v2", "resnet18", "resnet50", "mobilenetv3", "small"} <= set(
+        _options("backbone"))
+    assert {"semihard", "hardest", "random", "batch_hard", "batch_all"} <= set(_options("miner"))
+    assert {"cpu", "gpu", "ddp"} <= set(_options("trainer"))
+    assert {"csv", "wandb", "tensorboard"} <= set(_options("logger"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes_and_resolves(group, option):
+    cfg = _compose([f"{group}={option}"])
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("option", _options("miner"))
+def test_every_miner_instantiates(option):
+    cfg = _compose([f"miner={option}"])
+    miner = instantiate(cfg.miner)
+    assert callable(miner)
+
+
+def test_loggers_instantiate_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for option in _options("logger"):
+        cfg = _compose([f"logger={option}"])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+        for lg in (cfg.logger or {}).values():
+            assert instantiate(lg) is not None
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("loss.margin=-0.1", "loss.margin"),
+        ("data.k=1", "data.k"),
+        ("data.p=0", "data.p"),
+        ("model.embedding_dim=0", "model.embedding_dim"),
+        ("backbone.input_size=8", "backbone.input_size"),
+    ],
+)
+def test_bad_values_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        check_config(_compose([override]))

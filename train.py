@@ -1,0 +1,21 @@
+"""Train a FaceNet embedding: ``python train.py [group=option ...] [key=value ...]``.
+
+Examples:
+    python train.py                                   # built-in synthetic faces, CPU
+    python train.py backbone=inception miner=semihard
+    python train.py -m loss.margin=0.1,0.2,0.4 model.embedding_dim=64,128
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from facenet_pl.training import optimized_value, train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return optimized_value(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    main()
