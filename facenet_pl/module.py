@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from facenet_pl.evaluation import EmbeddingCollector, kfold_accuracy
+from facenet_pl.evaluation import EmbeddingCollector, evaluate_pairs
 from facenet_pl.models import FaceNetEmbedding
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,14 @@ class FaceNetModule(pl.LightningModule):
         optimizer: dict,
         scheduler: dict | None = None,
         val_folds: int = 10,
+        far_target: float = 1e-3,
     ) -> None:
         super().__init__()
         backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         self.save_hyperparameters(
             dict(backbone=backbone, model=model, miner=miner, loss=loss, optimizer=optimizer,
-                 scheduler=scheduler, val_folds=val_folds)
+                 scheduler=scheduler, val_folds=val_folds, far_target=far_target)
         )
         self.normalization = model.get("normalization", "fixed")
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
@@ -81,7 +83,8 @@ class FaceNetModule(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.miner = instantiate(miner)
         self.criterion = instantiate(loss)
-        self.val_folds = val_folds
+        self.val_folds, self.far_target = val_folds, far_target
+        self.last_val_distances = None
         self.val_embeddings = EmbeddingCollector()
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
@@ -98,6 +101,9 @@ class FaceNetModule(pl.LightningModule):
         return self(normalize_images(images.to(self.device), self.normalization))
 
     # -- training --------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
     def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
         """Normalise a uint8 batch on its device; random horizontal flips when ``augment``."""
         x = normalize_images(images, self.normalization)
@@ -140,12 +146,19 @@ class FaceNetModule(pl.LightningModule):
             log.info("validation saw %d of %d images: pair metrics skipped", idx.numel(), n_val)
             return
         pairs_t = torch.as_tensor(pairs, device=emb.device)
-        d = (emb[pairs_t[:, 0]] - emb[pairs_t[:, 1]]).pow(2).sum(1)
-        res = kfold_accuracy(d.cpu().numpy(), dm.val_issame, n_folds=self.val_folds)
-        self.threshold.fill_(res["best_threshold"])
+        d = (emb[pairs_t[:, 0]] - emb[pairs_t[:, 1]]).pow(2).sum(1).cpu().numpy()
+        res = evaluate_pairs(d, dm.val_issame, n_folds=self.val_folds, far_target=self.far_target,
+                             folds=getattr(dm, "val_pair_folds", None), test_folds=getattr(dm, "val_test_folds", None))
+        self.last_val_distances = d
+        self.threshold.fill_(res["threshold"])  # mean of the per-fold thresholds fit on training folds
         self.log("val/acc", res["accuracy"], prog_bar=True)
         self.log("val/acc_std", res["accuracy_std"])
-        self.log("val/threshold", res["best_threshold"])
+        self.log("val/threshold", res["threshold"])
+        self.log("val/val_at_far", res["val"])
+        self.log("val/auc", res["auc"])
+        self.log("val/eer", res["eer"])
+        if hasattr(self, "_fit_start"):  # wall time since fit start, to read off "time to X% val/acc"
+            self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):

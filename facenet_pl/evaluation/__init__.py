@@ -1,6 +1,23 @@
-"""Evaluation of embeddings: verification (k-fold accuracy) and collectors for DDP."""
+"""Evaluation of embeddings: verification, k-NN recognition, clustering, and DDP-ready metrics."""
 
+from facenet_pl.evaluation.clustering import cluster_embeddings, clustering_scores, purity
 from facenet_pl.evaluation.collector import EmbeddingCollector
-from facenet_pl.evaluation.verification import best_threshold, kfold_accuracy
+from facenet_pl.evaluation.metrics import ClusteringQuality, KNNAccuracy, PairVerification
+from facenet_pl.evaluation.recognition import knn_topk_accuracy, split_gallery_probe
+from facenet_pl.evaluation.verification import best_threshold, evaluate_pairs, kfold_accuracy, threshold_at_far
 
-__all__ = ["EmbeddingCollector", "best_threshold", "kfold_accuracy"]
+__all__ = [
+    "ClusteringQuality",
+    "EmbeddingCollector",
+    "KNNAccuracy",
+    "PairVerification",
+    "best_threshold",
+    "cluster_embeddings",
+    "clustering_scores",
+    "evaluate_pairs",
+    "kfold_accuracy",
+    "knn_topk_accuracy",
+    "purity",
+    "split_gallery_probe",
+    "threshold_at_far",
+]

@@ -49,14 +49,102 @@ def best_threshold(distances, issame) -> tuple[float, float]:
     return float(thr), float(correct[k] / d.size)
 
 
-def kfold_accuracy(distances, issame, n_folds: int = 10) -> dict[str, float]:
-    """Mean/std accuracy over ``n_folds`` consecutive folds, thresholds fit on the other folds."""
+def _far_curve(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thresholds between distinct distances and the VAL/FAR of "same iff distance < t" at each.
+
+    Thresholds: one below all distances, then the midpoints, then one above all distances.
+    VAL = accepted same pairs / same pairs, FAR = accepted different pairs / different pairs.
+    """
+    u = np.unique(d)
+    thr = np.r_[u[0] - 1e-6 * max(1.0, abs(u[0])), (u[1:] + u[:-1]) / 2, u[-1] + 1e-6 * max(1.0, abs(u[-1]))]
+    n_same, n_diff = max(int(s.sum()), 1), max(int((~s).sum()), 1)
+    val = np.searchsorted(np.sort(d[s]), thr, side="left") / n_same
+    far = np.searchsorted(np.sort(d[~s]), thr, side="left") / n_diff
+    return thr, val, far
+
+
+def threshold_at_far(distances, issame, far_target: float) -> float:
+    """Threshold whose FAR on these pairs is ``far_target``, interpolated on the FAR curve.
+
+    FAR is a non-decreasing step function of the threshold; repeated FAR values are collapsed to
+    their largest threshold before interpolating. When no threshold reaches the target FAR (too
+    few different pairs) the largest threshold with the smallest FAR is used, never an error.
+    """
     d, s = _as_arrays(distances, issame)
-    if n_folds < 2 or d.size < n_folds:
-        raise ValueError(f"need n_folds >= 2 and at least n_folds pairs, got {n_folds} folds, {d.size} pairs")
-    folds = np.array_split(np.arange(d.size), n_folds)
+    thr, _, far = _far_curve(d, s)
+    # Largest threshold per distinct FAR value (far is sorted ascending with thr).
+    last = np.r_[far[1:] != far[:-1], True]
+    far_u, thr_u = far[last], thr[last]
+    if far_target <= far_u[0]:
+        return float(thr_u[0])
+    return float(np.interp(far_target, far_u, thr_u))
+
+
+def evaluate_pairs(distances, issame, n_folds: int = 10, far_target: float = 1e-3, folds=None,
+                   test_folds=None) -> dict[str, float]:
+    """The LFW verification table: k-fold accuracy, VAL@FAR, AUC, EER, best threshold.
+
+    ``accuracy``/``accuracy_std``: per fold, the threshold maximising accuracy on the other folds.
+    ``val``/``val_std``/``far``: per fold, the threshold at ``far_target`` FAR on the other folds,
+    applied to the fold (mean VAL and FAR over folds). ``auc`` and ``eer`` over the test folds' pairs.
+    ``folds``/``test_folds``: see :func:`fold_splits`.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve  # sklearn: the reference ROC code
+
+    d, s = _as_arrays(distances, issame)
+    res = kfold_accuracy(d, s, n_folds, folds, test_folds)
+    vals, fars = [], []
+    for test in fold_splits(d.size, n_folds, folds, test_folds):
+        train = np.ones(d.size, dtype=bool)
+        train[test] = False
+        t = threshold_at_far(d[train], s[train], far_target)
+        st, dt = s[test], d[test]
+        vals.append(float(np.mean(dt[st] < t)) if st.any() else float("nan"))
+        fars.append(float(np.mean(dt[~st] < t)) if (~st).any() else float("nan"))
+    res.update(val=float(np.nanmean(vals)), val_std=float(np.nanstd(vals)), far=float(np.nanmean(fars)))
+    tested = np.concatenate(fold_splits(d.size, n_folds, folds, test_folds))
+    d, s = d[tested], s[tested]
+    if s.all() or (~s).all():
+        res.update(auc=float("nan"), eer=float("nan"))
+        return res
+    res["auc"] = float(roc_auc_score(s, -d))
+    fpr, tpr, _ = roc_curve(s, -d)
+    fnr = 1 - tpr
+    i = int(np.argmax(fpr >= fnr))  # first point where FAR crosses FRR: interpolate the crossing
+    if i == 0:
+        res["eer"] = float(fpr[0])
+    else:
+        x0, x1 = fpr[i - 1] - fnr[i - 1], fpr[i] - fnr[i]
+        w = x0 / (x0 - x1) if x1 != x0 else 0.0
+        res["eer"] = float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
+    return res
+
+
+def fold_splits(n_pairs: int, n_folds: int = 10, folds=None, test_folds=None) -> list[np.ndarray]:
+    """Test-index arrays, one per evaluated fold.
+
+    ``folds``: a fold id per pair (default: ``n_folds`` consecutive chunks in file order, as LFW
+    defines them). ``test_folds``: the folds to evaluate (default: all of them).
+    """
+    if folds is None:
+        if n_folds < 2 or n_pairs < n_folds:
+            raise ValueError(f"need n_folds >= 2 and at least n_folds pairs, got {n_folds} folds, {n_pairs} pairs")
+        return [t for i, t in enumerate(np.array_split(np.arange(n_pairs), n_folds))
+                if test_folds is None or i in set(test_folds)]
+    folds = np.asarray(folds).reshape(-1)
+    if folds.size != n_pairs:
+        raise ValueError(f"{folds.size} fold ids for {n_pairs} pairs")
+    ids = np.unique(folds) if test_folds is None else np.asarray(list(test_folds))
+    if len(np.unique(folds)) < 2:
+        raise ValueError("need pairs from at least two folds: one to test, others to fit the threshold")
+    return [np.flatnonzero(folds == i) for i in ids]
+
+
+def kfold_accuracy(distances, issame, n_folds: int = 10, folds=None, test_folds=None) -> dict[str, float]:
+    """Mean/std accuracy over the test folds, each with the threshold fit on all other pairs."""
+    d, s = _as_arrays(distances, issame)
     accs, thrs = [], []
-    for test in folds:  # n_folds iterations, each vectorised
+    for test in fold_splits(d.size, n_folds, folds, test_folds):  # one vectorised fit per fold
         train = np.ones(d.size, dtype=bool)
         train[test] = False
         thr, _ = best_threshold(d[train], s[train])

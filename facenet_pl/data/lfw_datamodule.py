@@ -1,0 +1,108 @@
+"""``data=lfw``: LFW View 2, unrestricted protocol, or LFW pairs as the test of outside training data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from facenet_pl.data.datamodule import FaceDataModule
+from facenet_pl.data.datasets import InMemoryFaceDataset
+from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
+from facenet_pl.data.lfw import find_image_root, image_path, read_pairs, read_people
+
+log = logging.getLogger(__name__)
+
+
+class LFWDataModule(FaceDataModule):
+    """LFW pairs for validation; training images from LFW's other folds or from an outside folder.
+
+    - ``fold=i`` (0-9), unrestricted protocol without outside data: train on the people of the nine
+      other ``people.txt`` folds; report accuracy on fold i's ``pairs.txt`` pairs with the
+      threshold chosen on the other nine folds' pairs (the LFW README's procedure).
+    - ``fold=None`` with ``train_root``: train on an identity-folder dataset (outside data) and
+      report the standard 10-fold accuracy over all 6,000 pairs.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        pairs_file: str | None = None,
+        people_file: str | None = None,
+        fold: int | None = 0,
+        train_root: str | None = None,
+        image_size: int = 96,
+        crop_size: int | None = 130,
+        cache_dir: str | None = ".cache/facenet_pl",
+        decode_workers: int = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root, self.fold, self.train_root = root, fold, train_root
+        base = Path(root).expanduser()
+        self.pairs_file = Path(pairs_file) if pairs_file else base / "pairs.txt"
+        self.people_file = Path(people_file) if people_file else base / "people.txt"
+        self.image_size, self.crop_size = image_size, crop_size
+        self.cache_dir, self.decode_workers = cache_dir, decode_workers
+        if fold is None and not train_root:
+            raise ValueError(
+                "data.fold=null evaluates all 10 LFW folds, so training needs outside data: set data.train_root="
+                "<identity folders>, or pick a fold (data.fold=0..9) to train on the others"
+            )
+        self.val_pair_folds: np.ndarray | None = None
+        self.val_test_folds: list[int] | None = None
+
+    def _decode(self, paths, what):
+        images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers)
+        report_unreadable(paths, ok, what)
+        return images, ok
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_set is not None:
+            return
+        img_root = find_image_root(self.root)
+        pairs = read_pairs(self.pairs_file)
+        if self.fold is not None and not 0 <= self.fold < pairs.n_folds:
+            raise ValueError(f"data.fold={self.fold} but {self.pairs_file} has folds 0..{pairs.n_folds - 1}")
+        # Validation: every image named by a pair, once.
+        keys = sorted(set(zip(pairs.name1, pairs.num1.tolist())) | set(zip(pairs.name2, pairs.num2.tolist())))
+        pos = {k: i for i, k in enumerate(keys)}
+        vpaths = [image_path(img_root, n, i) for n, i in keys]
+        missing = [p for p in vpaths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} images named in {self.pairs_file} are missing under {img_root} "
+                                    f"(e.g. {missing[0]}); is data.root the LFW folder?")
+        images, ok = self._decode(vpaths, "LFW pair images")
+        if not ok.all():
+            raise ValueError(f"unreadable LFW pair images, e.g. {vpaths[int(np.argmin(ok))]}: re-download LFW")
+        names = sorted({n for n, _ in keys})
+        label_of = {n: i for i, n in enumerate(names)}
+        self.val_set = InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys]))
+        self.val_pairs = np.stack([[pos[k] for k in zip(pairs.name1, pairs.num1.tolist())],
+                                   [pos[k] for k in zip(pairs.name2, pairs.num2.tolist())]], 1)
+        self.val_issame, self.val_pair_folds = pairs.issame, pairs.fold
+        self.val_test_folds = None if self.fold is None else [int(self.fold)]
+
+        if self.fold is not None:
+            people = read_people(self.people_file)
+            if len(people) != pairs.n_folds:
+                raise ValueError(f"{self.people_file} has {len(people)} folds, {self.pairs_file} has {pairs.n_folds}")
+            train_people = [(n, c) for f, fold in enumerate(people) if f != self.fold for n, c in fold]
+            tpaths = [image_path(img_root, n, i) for n, c in train_people for i in range(1, c + 1)]
+            tlabels = np.repeat(np.arange(len(train_people)), [c for _, c in train_people])
+            present = np.array([p.exists() for p in tpaths])
+            if not present.all():
+                log.warning("%d training images listed in %s are missing; skipped", int((~present).sum()),
+                            self.people_file)
+            tpaths = [p for p, k in zip(tpaths, present) if k]
+            tlabels = tlabels[present]
+            what = f"LFW training folds (all but {self.fold})"
+        else:
+            tpaths, tlabels, _ = scan_identity_folders(self.train_root, min_images=2)
+            what = f"data.train_root={self.train_root}"
+        timgs, tok = self._decode(tpaths, what)
+        rows = np.flatnonzero(tok)
+        self.train_set = InMemoryFaceDataset(timgs, tlabels[rows], rows=rows)
+        log.info("LFW: %d train images (%d ids), %d pair images, %d pairs, test folds %s", len(rows),
+                 len(np.unique(tlabels)), len(keys), len(pairs), self.val_test_folds or "all")

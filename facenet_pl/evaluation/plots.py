@@ -1,0 +1,69 @@
+"""ROC curve and same/different distance histograms as PNG files (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
+    """ROC (TAR against FAR, log FAR axis) of "same iff distance < t"."""
+    from sklearn.metrics import auc, roc_curve
+
+    plt = _plt()
+    s = np.asarray(issame, bool)
+    fpr, tpr, _ = roc_curve(s, -np.asarray(distances, float))
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"AUC {auc(fpr, tpr):.4f}")
+    ax.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", title=title, ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_distance_histogram(distances, issame, path: str | Path, threshold: float | None = None,
+                            title: str = "pair distances") -> Path:
+    """Histograms of squared distances of same-identity and different-identity pairs."""
+    plt = _plt()
+    d, s = np.asarray(distances, float), np.asarray(issame, bool)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    bins = np.linspace(d.min(), d.max(), 50) if d.size else 10
+    ax.hist(d[s], bins=bins, alpha=0.6, label="same")
+    ax.hist(d[~s], bins=bins, alpha=0.6, label="different")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="squared distance", ylabel="pairs", title=title)
+    ax.legend()
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def log_images(loggers, images: dict[str, Path], step: int | None = None) -> None:
+    """Send PNGs to the loggers that take images (W&B, TensorBoard); the CSV logger keeps files only."""
+    for lg in loggers or []:
+        name = type(lg).__name__
+        if name == "WandbLogger":
+            lg.log_image(key="eval", images=[str(p) for p in images.values()], caption=list(images), step=step)
+        elif name == "TensorBoardLogger":
+            from PIL import Image
+
+            for key, p in images.items():
+                arr = np.asarray(Image.open(p).convert("RGB"))
+                lg.experiment.add_image(key, arr, global_step=step or 0, dataformats="HWC")
