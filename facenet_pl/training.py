@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -65,8 +66,41 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the model the config describes; return the final metrics (also in ``metrics.json``)."""
+    """Fit the model the config describes; return the final metrics (also in ``metrics.json``).
+
+    With ``cv=N`` (data with folds, e.g. ``data=lfw``) train N times, holding out fold i each time,
+    and report the mean +- std of the final-epoch accuracies (not the best epoch: that would be
+    chosen on the test fold) in ``cv_metrics.json``.
+    """
     check_config(cfg)
+    if cfg.get("cv"):
+        return cross_validate(cfg)
+    return fit_once(cfg)
+
+
+def cross_validate(cfg: DictConfig) -> dict[str, Any]:
+    if "fold" not in cfg.data:
+        raise ValueError(f"cv={cfg.cv} needs a data config with folds (data=lfw), not {cfg.data._target_}")
+    out_dir = Path(cfg.paths.output_dir)
+    accs = []
+    for fold in range(int(cfg.cv)):
+        fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        fold_cfg.cv = None
+        fold_cfg.data.fold = fold
+        fold_cfg.paths.output_dir = str(out_dir / f"fold_{fold}")
+        fold_cfg = OmegaConf.create(OmegaConf.to_container(fold_cfg, resolve=False))
+        log.info("cross-validation: fold %d of %d", fold + 1, cfg.cv)
+        accs.append(fit_once(fold_cfg)["val/acc"])
+    res = {"cv/folds": len(accs), "cv/accuracy": float(np.mean(accs)), "cv/accuracy_std": float(np.std(accs)),
+           "cv/fold_accuracies": accs, "val/acc": float(np.mean(accs))}
+    (out_dir / "cv_metrics.json").write_text(json.dumps(res, indent=2))
+    log.info("cross-validation accuracy: %.4f +- %.4f over %d folds", res["cv/accuracy"], res["cv/accuracy_std"],
+             len(accs))
+    return res
+
+
+def fit_once(cfg: DictConfig) -> dict[str, Any]:
+    """One training run."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)

@@ -23,10 +23,14 @@ TINY = [
 ]
 
 
-def run_train(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(script: str, run_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path}", *TINY, *overrides]
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_script("train.py", tmp_path, *TINY, *overrides, timeout=timeout)
 
 
 def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
@@ -67,3 +71,43 @@ def test_bad_config_fails_fast_with_the_key(tmp_path):
     assert out.returncode != 0
     assert "loss.margin must be >= 0" in out.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_eval_py_prints_the_table_and_writes_results(tmp_path):
+    out = run_train(tmp_path / "train", "trainer.max_epochs=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ev = run_script("eval.py", tmp_path / "eval", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}",
+                    "data.val_identities=20", "data.val_images_per_identity=3", "data.val_pairs_per_fold=4")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    res = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    for key in ["accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "knn/top1", "kmeans/nmi"]:
+        assert key in res, key
+    assert "VAL @ FAR" in ev.stdout and "accuracy" in ev.stdout
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "distances.png").stat().st_size > 1000
+
+
+def test_train_on_lfw_fold_layout(tmp_path):
+    from .lfw_fixture import make_mini_lfw
+
+    lfw = make_mini_lfw(tmp_path / "lfw")
+    out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "data.fold=1", "data.p=2",
+                     "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
+                     "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+
+
+def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
+    from .lfw_fixture import make_mini_lfw
+
+    lfw = make_mini_lfw(tmp_path / "lfw")
+    out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "cv=2", "data.p=2",
+                     "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
+                     "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    cv = json.loads((tmp_path / "run" / "cv_metrics.json").read_text())
+    folds = [json.loads((tmp_path / "run" / f"fold_{i}" / "metrics.json").read_text())["val/acc"] for i in (0, 1)]
+    assert cv["cv/fold_accuracies"] == folds
+    assert abs(cv["cv/accuracy"] - sum(folds) / 2) < 1e-12

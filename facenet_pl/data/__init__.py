@@ -2,7 +2,17 @@
 
 from facenet_pl.data.datamodule import FaceDataModule, SyntheticFaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
+from facenet_pl.data.folder import FolderDataModule
+from facenet_pl.data.lfw_datamodule import LFWDataModule
 from facenet_pl.data.pairs import make_pairs
 from facenet_pl.data.pk_sampler import PKSampler
 
-__all__ = ["FaceDataModule", "InMemoryFaceDataset", "PKSampler", "SyntheticFaceDataModule", "make_pairs"]
+__all__ = [
+    "FaceDataModule",
+    "FolderDataModule",
+    "InMemoryFaceDataset",
+    "LFWDataModule",
+    "PKSampler",
+    "SyntheticFaceDataModule",
+    "make_pairs",
+]

@@ -114,16 +114,15 @@ class SyntheticFaceDataModule(FaceDataModule):
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
         t0 = time.perf_counter()
-        x, y = generate_split(self.train_identities, self.train_images_per_identity, self.seed, "train", self.cfg)
-        self.train_set = InMemoryFaceDataset(x, y)
-        x, y = generate_split(self.val_identities, self.val_images_per_identity, self.seed, "val", self.cfg)
-        self.val_set = InMemoryFaceDataset(x, y)
-        self.val_pairs, self.val_issame = make_pairs(y.numpy(), self.val_folds, self.val_pairs_per_fold, self.seed)
-        log.info(
-            "synthetic faces: %d train images (%d ids), %d val images (%d ids, %d pairs) at %dpx in %.1fs",
-            len(self.train_set), self.train_identities, len(self.val_set), self.val_identities,
-            len(self.val_pairs), self.cfg.image_size, time.perf_counter() - t0,
-        )
+        if self.train_set is None and stage in (None, "fit"):
+            x, y = generate_split(self.train_identities, self.train_images_per_identity, self.seed, "train", self.cfg)
+            self.train_set = InMemoryFaceDataset(x, y)
+            log.info("synthetic faces: %d train images (%d ids) at %dpx", len(x), self.train_identities,
+                     self.cfg.image_size)
+        if self.val_set is None:
+            x, y = generate_split(self.val_identities, self.val_images_per_identity, self.seed, "val", self.cfg)
+            self.val_set = InMemoryFaceDataset(x, y)
+            self.val_pairs, self.val_issame = make_pairs(y.numpy(), self.val_folds, self.val_pairs_per_fold, self.seed)
+            log.info("synthetic faces: %d val images (%d ids, %d pairs); generated in %.1fs", len(x),
+                     self.val_identities, len(self.val_pairs), time.perf_counter() - t0)

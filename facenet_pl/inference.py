@@ -1,0 +1,43 @@
+"""Embedding images with a trained model: batches, test-time flip averaging, checkpoint loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from facenet_pl.data.datasets import collate_batch
+from facenet_pl.module import FaceNetModule, normalize_images
+
+
+def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> FaceNetModule:
+    """Rebuild a trained model from a checkpoint alone (its hyperparameters hold the config)."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        module = FaceNetModule.load_from_checkpoint(str(path), map_location=device, weights_only=False)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a facenet-pl checkpoint ({type(e).__name__}: {e})") from e
+    return module.eval()
+
+
+@torch.no_grad()
+def embed_images(module: FaceNetModule, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """uint8 [0, 255] images (N, 3, H, W) -> unit embeddings; ``flip`` averages with the mirror image."""
+    x = normalize_images(images.to(module.device), module.normalization)
+    emb = module(x)
+    if flip:
+        emb = F.normalize(emb + module(x.flip(-1)), dim=1)
+    return emb
+
+
+@torch.no_grad()
+def embed_dataset(module: FaceNetModule, dataset: Dataset, batch_size: int = 256, flip: bool = False,
+                  num_workers: int = 0) -> torch.Tensor:
+    """Embeddings of every item of a dataset yielding (uint8 images, labels, indices), in order."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_batch)
+    out = [embed_images(module, images, flip).cpu() for images, _, _ in loader]
+    return torch.cat(out) if out else torch.empty(0, module.net.embedding_dim)

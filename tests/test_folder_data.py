@@ -1,0 +1,93 @@
+"""Identity folders with every kind of awkward file: skipped and counted, never a crash."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facenet_pl.data import FolderDataModule
+from facenet_pl.data.images import cached_decode, decode_images, load_image, scan_identity_folders
+
+
+def _img(path, mode="RGB", size=(20, 24), ext_format="PNG"):
+    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, size[::-1]).astype(np.uint16))
+    else:
+        bands = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+        arr = rng.integers(0, 255, (*size[::-1], bands)).astype(np.uint8)
+        im = Image.fromarray(arr[..., 0] if bands == 1 else arr, mode)
+    im.save(path, format=ext_format)
+
+
+@pytest.fixture()
+def messy(tmp_path):
+    root = tmp_path / "faces"
+    a, b, c = root / "id_a", root / "id_b", root / "id_c"
+    for d in (a, b, c):
+        d.mkdir(parents=True)
+    for i in range(3):
+        _img(a / f"{i}.jpg", ext_format="JPEG")
+    (a / "empty.jpg").write_bytes(b"")
+    good = (a / "0.jpg").read_bytes()
+    (a / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (a / "notes.txt").write_text("not an image")
+    _img(b / "gray.png", "L")
+    _img(b / "rgba.png", "RGBA", size=(31, 17))
+    _img(b / "deep.png", "I;16")
+    _img(b / "noext", ext_format="PNG")
+    _img(c / "x.bmp", ext_format="BMP")
+    _img(c / "y.png")
+    (c / "sub").mkdir()
+    os.symlink(c, c / "sub" / "loop")  # a symlink loop must not hang the scan
+    (root / "README").write_text("a stray file at the top level is not an identity")
+    return root
+
+
+def test_scan_and_decode_skip_and_count_bad_files(messy):
+    paths, labels, names = scan_identity_folders(messy)
+    assert names == ["id_a", "id_b", "id_c"]
+    assert len(paths) == 6 + 4 + 2  # the symlinked folder is neither followed nor taken as a file
+    assert not any("loop" in str(p) for p in paths)
+    imgs, ok = decode_images(paths, 16)
+    bad = sorted(p.name for p, k in zip(paths, ok) if not k)
+    assert bad == ["empty.jpg", "notes.txt", "truncated.jpg"]
+    assert imgs.shape == (12, 3, 16, 16) and imgs.dtype == np.uint8
+
+
+def test_every_mode_becomes_8bit_rgb(messy):
+    for name in ("gray.png", "rgba.png", "deep.png", "noext"):
+        arr = load_image(messy / "id_b" / name, 12)
+        assert arr.shape == (3, 12, 12) and arr.dtype == np.uint8 and arr.max() > 0
+    crop = load_image(messy / "id_b" / "rgba.png", 8, crop=10)
+    assert crop.shape == (3, 8, 8)
+
+
+def test_cache_round_trip_and_invalidation(messy, tmp_path):
+    paths, _, _ = scan_identity_folders(messy)
+    a, ok_a = cached_decode(paths, 16, None, tmp_path / "cache")
+    b, ok_b = cached_decode(paths, 16, None, tmp_path / "cache")
+    assert isinstance(b, np.memmap) and np.array_equal(a, b) and np.array_equal(ok_a, ok_b)
+    assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 1
+    os.utime(paths[0], ns=(1, 1))  # a changed file gets a new cache entry
+    cached_decode(paths, 16, None, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 2
+
+
+def test_folder_datamodule_warns_with_a_count(messy):
+    dm = FolderDataModule(root=str(messy), image_size=16, val_identities=1, val_folds=2, val_pairs_per_fold=1,
+                          cache_dir=None, decode_workers=0, p=1, k=2)
+    with pytest.warns(UserWarning, match="skipped 3 unreadable"):
+        with pytest.raises(ValueError, match="val_identities"):
+            dm.setup("fit")  # 3 identities cannot give 1 val + 2 train: a clear error, after the warning
+
+
+def test_missing_or_empty_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        scan_identity_folders(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no identity sub-folder"):
+        scan_identity_folders(tmp_path / "empty")

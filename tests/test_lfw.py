@@ -1,0 +1,95 @@
+"""LFW protocol parsers and the LFW DataModule on a generated miniature LFW."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facenet_pl.data import LFWDataModule
+from facenet_pl.data.images import load_image
+from facenet_pl.data.lfw import LFWFormatError, find_image_root, image_path, read_pairs, read_people
+
+from .lfw_fixture import PEOPLE, make_mini_lfw
+
+
+@pytest.fixture()
+def lfw(tmp_path):
+    return make_mini_lfw(tmp_path / "lfw")
+
+
+def test_read_pairs_official_format(lfw):
+    p = read_pairs(lfw / "pairs.txt")
+    assert len(p) == 8 and p.n_folds == 2
+    assert p.issame.tolist() == [True, True, False, False] * 2
+    assert p.fold.tolist() == [0] * 4 + [1] * 4
+    assert (p.name1[2], int(p.num1[2]), p.name2[2], int(p.num2[2])) == ("Alice_Able", 3, "Carol_Cole", 1)
+    assert (p.name1[4], p.name2[4], int(p.num1[4]), int(p.num2[4])) == ("Eve_Evans", "Eve_Evans", 1, 3)
+
+
+def test_read_pairs_view1_header(tmp_path):
+    f = tmp_path / "pairsDevTest.txt"
+    f.write_text("1\nA_B\t1\t2\nA_B\t1\tC_D\t1\n")
+    p = read_pairs(f)
+    assert len(p) == 2 and p.n_folds == 1 and p.issame.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("2\t1\nA\t1\t2\nA\t1\tB\t1\n", "header promises"),
+        ("1\t1\nA\t1\nA\t1\tB\t1\n", r"pairs.txt:2: expected"),
+        ("1\t1\nA\t1\tB\t1\nA\t1\t2\n", r"pairs.txt:2: each fold must list"),
+        ("x\ty\n", r"pairs.txt:1: header"),
+    ],
+)
+def test_read_pairs_errors_name_file_and_line(tmp_path, text, match):
+    f = tmp_path / "pairs.txt"
+    f.write_text(text)
+    with pytest.raises(LFWFormatError, match=match):
+        read_pairs(f)
+
+
+def test_read_people_both_layouts(lfw, tmp_path):
+    assert read_people(lfw / "people.txt") == PEOPLE
+    f = tmp_path / "peopleDevTrain.txt"
+    f.write_text("2\nA_B\t3\nC_D\t1\n")
+    assert read_people(f) == [[("A_B", 3), ("C_D", 1)]]
+    f.write_text("2\nA_B\t3\n")
+    with pytest.raises(LFWFormatError, match="ended early"):
+        read_people(f)
+
+
+def test_paths_and_root(lfw):
+    assert find_image_root(lfw) == lfw / "lfw-deepfunneled"
+    assert image_path(lfw / "lfw-deepfunneled", "Bob_Baker", 2).name == "Bob_Baker_0002.jpg"
+    with pytest.raises(FileNotFoundError, match="download"):
+        find_image_root(lfw / "nope")
+
+
+def test_fold_mode_trains_on_other_folds_and_indexes_the_right_images(lfw):
+    dm = LFWDataModule(root=str(lfw), fold=0, image_size=32, crop_size=None, cache_dir=None, decode_workers=0,
+                       p=2, k=2)
+    dm.setup("fit")
+    # Training: fold 1's people only (3 + 2 + 1 + 2 images).
+    assert len(dm.train_set) == 8 and len(torch.unique(dm.train_set.labels)) == 4
+    assert dm.val_test_folds == [0] and dm.val_pair_folds.tolist() == [0] * 4 + [1] * 4
+    pairs = read_pairs(lfw / "pairs.txt")
+    root = lfw / "lfw-deepfunneled"
+    for (i, j), n1, k1, n2, k2, same in zip(dm.val_pairs, pairs.name1, pairs.num1, pairs.name2, pairs.num2,
+                                            dm.val_issame):
+        img_i = dm.val_set.__getitems__([int(i)])[0][0].numpy()
+        assert np.array_equal(img_i, load_image(image_path(root, n1, int(k1)), 32))
+        img_j = dm.val_set.__getitems__([int(j)])[0][0].numpy()
+        assert np.array_equal(img_j, load_image(image_path(root, n2, int(k2)), 32))
+        assert same == (n1 == n2)
+
+
+def test_missing_images_and_bad_fold_are_clear(lfw):
+    with pytest.raises(ValueError, match="data.fold=5"):
+        LFWDataModule(root=str(lfw), fold=5, cache_dir=None, decode_workers=0).setup("fit")
+    (lfw / "lfw-deepfunneled" / "Bob_Baker" / "Bob_Baker_0002.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        LFWDataModule(root=str(lfw), fold=0, cache_dir=None, decode_workers=0).setup("fit")
+    with pytest.raises(ValueError, match="train_root"):
+        LFWDataModule(root=str(lfw), fold=None)
