@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from facenet_pl.errors import ConfigError
 from facenet_pl.mining import MINERS
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message says which key and what to use instead."""
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -27,6 +24,21 @@ def check_config(cfg: DictConfig) -> None:
     _require(int(data.k) >= 2, f"data.k (images per identity) must be >= 2, got {data.k}")
     _require(int(data.p) >= 1, f"data.p (identities per batch) must be >= 1, got {data.p}")
     _require(int(backbone.input_size) >= 16, f"backbone.input_size must be >= 16, got {backbone.input_size}")
+    name = str(backbone.name)
+    import timm
+
+    import facenet_pl.models  # noqa: F401  (registers facenet_small)
+
+    if not timm.is_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+        raise ConfigError(
+            f"backbone.name={name!r} is not a timm model"
+            + (f" (close: {', '.join(close)})" if close else "")
+            + "; use backbone=<inception|inception_resnet_v2|resnet18|resnet50|mobilenetv3|small> or any "
+            "name from timm.list_models()"
+        )
     target = str(cfg.miner.get("_target_", ""))
     known = {f"facenet_pl.mining.{c.__name__}" for c in MINERS.values()}
     _require(

@@ -19,7 +19,7 @@ def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Fac
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         module = FaceNetModule.load_from_checkpoint(str(path), map_location=device, weights_only=False)
-    except (KeyError, TypeError, RuntimeError) as e:
+    except Exception as e:  # unpickling, missing keys, wrong shapes: all mean "not one of ours"
         raise ValueError(f"{path} is not a facenet-pl checkpoint ({type(e).__name__}: {e})") from e
     return module.eval()
 

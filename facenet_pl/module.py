@@ -11,12 +11,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector, evaluate_pairs
+from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.models import FaceNetEmbedding
 
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("fixed", "imagenet", "unit")
+#: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
+COLLAPSE_DISTANCE = 1e-4
+
+
+class NonFiniteLossError(FloatingPointError, ConfigError):
+    """The loss became NaN or inf; training stops before the optimiser step spoils the weights."""
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -59,17 +67,21 @@ class FaceNetModule(pl.LightningModule):
         scheduler: dict | None = None,
         val_folds: int = 10,
         far_target: float = 1e-3,
+        preprocess: dict | None = None,
+        mining: dict | None = None,
     ) -> None:
         super().__init__()
         backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         self.save_hyperparameters(
             dict(backbone=backbone, model=model, miner=miner, loss=loss, optimizer=optimizer,
-                 scheduler=scheduler, val_folds=val_folds, far_target=far_target)
+                 scheduler=scheduler, val_folds=val_folds, far_target=far_target,
+                 preprocess=_plain(preprocess) or {}, mining=_plain(mining) or {})
         )
         self.normalization = model.get("normalization", "fixed")
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
         self.input_size = int(backbone.get("input_size", 64))
+        self.crop_size = (preprocess or {}).get("crop_size")  # centre crop applied to files before resizing
         self.flip = bool(model.get("flip_augment", True))
         self.channels_last = bool(model.get("channels_last", False))
         self.net = FaceNetEmbedding(
@@ -81,10 +93,14 @@ class FaceNetModule(pl.LightningModule):
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.cross_rank = bool((mining or {}).get("cross_rank", False))
+        if model.get("compile", False):
+            self.net = torch.compile(self.net)
         self.miner = instantiate(miner)
         self.criterion = instantiate(loss)
         self.val_folds, self.far_target = val_folds, far_target
         self.last_val_distances = None
+        self.collapse_warnings, self._next_collapse_warning = 0, 0
         self.val_embeddings = EmbeddingCollector()
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
@@ -116,8 +132,17 @@ class FaceNetModule(pl.LightningModule):
         images, labels, _ = batch
         x = self._inputs(images, augment=True)
         emb = self(x)
+        world = 1
+        if self.cross_rank:  # mine the global batch; see facenet_pl.mining.cross_rank
+            emb, labels, world = gather_batch(emb, labels)
         triplets = self.miner(emb, labels)
         loss, stats = self.criterion(emb, triplets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.global_step}: the weights before this step are kept "
+                "in the last checkpoint. Lower optimizer.lr, set trainer.gradient_clip_val, or check the inputs."
+            )
+        self._check_collapse(emb, stats)
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
@@ -127,7 +152,22 @@ class FaceNetModule(pl.LightningModule):
             self.log("train/d_an", stats.mean_d_an, batch_size=bs)
         else:
             log.warning("step %d: the miner found no triplet (loss 0); check data.p/data.k", self.global_step)
-        return loss
+        return loss * world  # DDP averages gradients over ranks; each rank's only reach its own rows
+
+    def _check_collapse(self, emb: torch.Tensor, stats) -> None:
+        """Warn (once per 100 steps) when all embeddings sit on one point: f(x) = const."""
+        if stats.num_triplets == 0 or self.global_step < self._next_collapse_warning:
+            return
+        if float(stats.mean_d_an) < COLLAPSE_DISTANCE and float(stats.mean_d_ap) < COLLAPSE_DISTANCE:
+            spread = float(emb.detach().float().std(dim=0).sum())
+            log.warning(
+                "embedding collapse at step %d: mean d(a,n)=%.2e, d(a,p)=%.2e, spread %.2e. The model maps every "
+                "face to one point (the paper's warning about hardest negatives). Try miner=semihard, a lower "
+                "optimizer.lr, or a larger loss.margin.", self.global_step, float(stats.mean_d_an),
+                float(stats.mean_d_ap), spread,
+            )
+            self.collapse_warnings += 1
+            self._next_collapse_warning = self.global_step + 100
 
     # -- validation ------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:

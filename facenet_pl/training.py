@@ -15,8 +15,11 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
-from facenet_pl.module import FaceNetModule
+from facenet_pl.errors import ConfigError
+from facenet_pl.loggers import RESUME_STEP_ENV
+from facenet_pl.module import FaceNetModule, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,11 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
         if ckpt == "last":
             path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
             if not path.exists():
-                raise FileNotFoundError(f"ckpt_path=last but {path} does not exist: pass the checkpoint's path")
+                raise ConfigError(f"ckpt_path=last but {path} does not exist: pass the checkpoint's path")
             return str(path)
         return None
     if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt!r} is not a file")
+        raise ConfigError(f"ckpt_path={ckpt!r} is not a file")
     return str(ckpt)
 
 
@@ -62,6 +65,8 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler"),
         val_folds=cfg.data.get("val_folds", 10),
+        preprocess={"crop_size": cfg.data.get("crop_size")},
+        mining=cfg.get("mining"),
     )
 
 
@@ -80,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def cross_validate(cfg: DictConfig) -> dict[str, Any]:
     if "fold" not in cfg.data:
-        raise ValueError(f"cv={cfg.cv} needs a data config with folds (data=lfw), not {cfg.data._target_}")
+        raise ConfigError(f"cv={cfg.cv} needs a data config with folds (data=lfw), not {cfg.data._target_}")
     out_dir = Path(cfg.paths.output_dir)
     accs = []
     for fold in range(int(cfg.cv)):
@@ -105,20 +110,40 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
     out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = _resolve_ckpt_path(cfg)
+    existing = sorted((out_dir / "checkpoints").glob("*.ckpt")) if (out_dir / "checkpoints").is_dir() else []
+    if existing and ckpt_path is None:
+        raise ConfigError(
+            f"the run directory {out_dir} already holds checkpoints ({existing[0].name}, ...): not overwriting them. "
+            "Resume with ckpt_path=last, or choose another hydra.run.dir."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if ckpt_path:  # the CSV logger trims rows logged after this checkpoint (they are trained again)
+        import torch
+
+        os.environ[RESUME_STEP_ENV] = str(torch.load(ckpt_path, map_location="cpu",
+                                                              weights_only=False).get("global_step", -1))
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as e:
+        last = out_dir / "checkpoints" / "last.ckpt"
+        keep = f" The last good checkpoint is {last}." if last.exists() else ""
+        raise NonFiniteLossError(f"{e}{keep}") from None
     elapsed = time.perf_counter() - t0
 
+    if trainer.is_global_zero and module.last_val_distances is not None:
+        _save_plots(module, datamodule, out_dir, loggers)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
@@ -130,6 +155,20 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
         log.info("run directory: %s", out_dir)
     return metrics
+
+
+def _save_plots(module: FaceNetModule, dm, out_dir: Path, loggers: list) -> None:
+    """ROC and distance histograms of the last validation, as PNGs in the run dir and in the loggers."""
+    from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
+
+    d, s = module.last_val_distances, np.asarray(dm.val_issame)
+    folds, test = getattr(dm, "val_pair_folds", None), getattr(dm, "val_test_folds", None)
+    if folds is not None and test is not None:
+        keep = np.isin(folds, test)
+        d, s = d[keep], s[keep]
+    images = {"val/roc": save_roc(d, s, out_dir / "roc.png"),
+              "val/distances": save_distance_histogram(d, s, out_dir / "distances.png", float(module.threshold))}
+    log_images(loggers, images, step=module.global_step)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

@@ -10,12 +10,23 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from facenet_pl.errors import ConfigError
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
 from facenet_pl.data.pairs import make_pairs
 from facenet_pl.data.pk_sampler import PKSampler
 from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 
 log = logging.getLogger(__name__)
+
+
+class PKDataLoader(DataLoader):
+    """A DataLoader over a :class:`PKSampler` that Lightning treats as resumable (``state_dict``)."""
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -64,7 +75,13 @@ class FaceDataModule(pl.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
-        return DataLoader(
+        t = self.trainer
+        if t is not None and t.fit_loop.restarting:  # resumed mid-epoch: skip the batches already trained on
+            done = t.fit_loop.epoch_loop.batch_progress.current.completed
+            if 0 < done < len(sampler):
+                sampler.resume(t.current_epoch, done)
+                log.info("resuming epoch %d after %d of %d batches", t.current_epoch, done, len(sampler))
+        return PKDataLoader(
             self.train_set,
             batch_sampler=sampler,
             num_workers=self.num_workers,
@@ -105,9 +122,9 @@ class SyntheticFaceDataModule(FaceDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if image_size < 16:
-            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
+            raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
         if train_images_per_identity < 2 or val_images_per_identity < 2:
-            raise ValueError("data.train_images_per_identity and data.val_images_per_identity must be >= 2")
+            raise ConfigError("data.train_images_per_identity and data.val_images_per_identity must be >= 2")
         self.cfg = SyntheticFaceConfig(image_size=image_size, difficulty=difficulty, occlusion_prob=occlusion_prob)
         self.train_identities, self.train_images_per_identity = train_identities, train_images_per_identity
         self.val_identities, self.val_images_per_identity = val_identities, val_images_per_identity

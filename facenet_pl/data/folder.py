@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from facenet_pl.errors import ConfigError
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
@@ -50,7 +51,7 @@ class FolderDataModule(FaceDataModule):
         ids, counts = np.unique(labels, return_counts=True)
         ids = ids[counts >= 2]
         if len(ids) < self.val_identities + 2:
-            raise ValueError(
+            raise ConfigError(
                 f"data.root={self.root} has {len(ids)} identities with >= 2 readable images; need more than "
                 f"data.val_identities={self.val_identities} + 2 (lower data.val_identities)"
             )

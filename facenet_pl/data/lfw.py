@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.errors import ConfigError
 
-class LFWFormatError(ValueError):
+
+class LFWFormatError(ConfigError):
     """A malformed LFW protocol file; the message names the file and line."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.errors import ConfigError
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
@@ -46,7 +47,7 @@ class LFWDataModule(FaceDataModule):
         self.image_size, self.crop_size = image_size, crop_size
         self.cache_dir, self.decode_workers = cache_dir, decode_workers
         if fold is None and not train_root:
-            raise ValueError(
+            raise ConfigError(
                 "data.fold=null evaluates all 10 LFW folds, so training needs outside data: set data.train_root="
                 "<identity folders>, or pick a fold (data.fold=0..9) to train on the others"
             )
@@ -64,7 +65,7 @@ class LFWDataModule(FaceDataModule):
         img_root = find_image_root(self.root)
         pairs = read_pairs(self.pairs_file)
         if self.fold is not None and not 0 <= self.fold < pairs.n_folds:
-            raise ValueError(f"data.fold={self.fold} but {self.pairs_file} has folds 0..{pairs.n_folds - 1}")
+            raise ConfigError(f"data.fold={self.fold} but {self.pairs_file} has folds 0..{pairs.n_folds - 1}")
         # Validation: every image named by a pair, once.
         keys = sorted(set(zip(pairs.name1, pairs.num1.tolist())) | set(zip(pairs.name2, pairs.num2.tolist())))
         pos = {k: i for i, k in enumerate(keys)}
@@ -75,7 +76,7 @@ class LFWDataModule(FaceDataModule):
                                     f"(e.g. {missing[0]}); is data.root the LFW folder?")
         images, ok = self._decode(vpaths, "LFW pair images")
         if not ok.all():
-            raise ValueError(f"unreadable LFW pair images, e.g. {vpaths[int(np.argmin(ok))]}: re-download LFW")
+            raise ConfigError(f"unreadable LFW pair images, e.g. {vpaths[int(np.argmin(ok))]}: re-download LFW")
         names = sorted({n for n, _ in keys})
         label_of = {n: i for i, n in enumerate(names)}
         self.val_set = InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys]))
@@ -87,7 +88,7 @@ class LFWDataModule(FaceDataModule):
         if self.fold is not None:
             people = read_people(self.people_file)
             if len(people) != pairs.n_folds:
-                raise ValueError(f"{self.people_file} has {len(people)} folds, {self.pairs_file} has {pairs.n_folds}")
+                raise ConfigError(f"{self.people_file} has {len(people)} folds, {self.pairs_file} has {pairs.n_folds}")
             train_people = [(n, c) for f, fold in enumerate(people) if f != self.fold for n, c in fold]
             tpaths = [image_path(img_root, n, i) for n, c in train_people for i in range(1, c + 1)]
             tlabels = np.repeat(np.arange(len(train_people)), [c for _, c in train_people])

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from facenet_pl.errors import ConfigError
+
 FEW_IMAGES_POLICIES = ("replace", "skip")
 
 
@@ -40,17 +42,18 @@ class PKSampler(Sampler[list[int]]):
     ) -> None:
         labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
         if p < 1:
-            raise ValueError(f"data.p (identities per batch) must be >= 1, got {p}")
+            raise ConfigError(f"data.p (identities per batch) must be >= 1, got {p}")
         if k < 2:
-            raise ValueError(f"data.k (images per identity) must be >= 2 to form anchor-positive pairs, got {k}")
+            raise ConfigError(f"data.k (images per identity) must be >= 2 to form anchor-positive pairs, got {k}")
         if extra_negatives < 0:
-            raise ValueError(f"data.extra_negatives must be >= 0, got {extra_negatives}")
+            raise ConfigError(f"data.extra_negatives must be >= 0, got {extra_negatives}")
         if few_images not in FEW_IMAGES_POLICIES:
-            raise ValueError(f"data.few_images must be one of {FEW_IMAGES_POLICIES}, got {few_images!r}")
+            raise ConfigError(f"data.few_images must be one of {FEW_IMAGES_POLICIES}, got {few_images!r}")
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+            raise ConfigError(f"rank {rank} outside [0, {num_replicas})")
         self.p, self.k, self.extra_negatives = int(p), int(k), int(extra_negatives)
         self.few_images, self.seed, self.epoch = few_images, int(seed), 0
+        self._skip = 0  # batches of the next epoch to skip when resuming mid-epoch
         self.num_replicas, self.rank = int(num_replicas), int(rank)
 
         order = np.argsort(labels, kind="stable")
@@ -61,21 +64,21 @@ class PKSampler(Sampler[list[int]]):
         self.identities = ids
         per_step = self.p * self.num_replicas
         if len(self._eligible) < per_step:
-            raise ValueError(
+            raise ConfigError(
                 f"PKSampler needs p x world_size = {self.p} x {self.num_replicas} = {per_step} identities with "
                 f">= {min_count} images per step, but the data has {len(self._eligible)} "
                 f"(of {len(ids)} identities). Lower data.p, or use data.few_images=replace, or add data."
             )
         spare = len(ids) - per_step
         if self.extra_negatives * self.num_replicas > spare:
-            raise ValueError(
+            raise ConfigError(
                 f"data.extra_negatives={self.extra_negatives} (x world_size {self.num_replicas}) needs that many "
                 f"identities beside the {per_step} in a step, but only {spare} are left: lower it"
             )
         default = len(self._eligible) // per_step
         self.batches_per_epoch = int(batches_per_epoch) if batches_per_epoch else default
         if self.batches_per_epoch < 1:
-            raise ValueError(f"data.batches_per_epoch must be >= 1, got {batches_per_epoch}")
+            raise ConfigError(f"data.batches_per_epoch must be >= 1, got {batches_per_epoch}")
 
     @property
     def batch_size(self) -> int:
@@ -86,6 +89,16 @@ class PKSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def resume(self, epoch: int, completed_batches: int) -> None:
+        """Continue ``epoch`` after ``completed_batches``: the next pass yields only the rest of it."""
+        self.epoch, self._skip = int(epoch), int(completed_batches)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", self.epoch))
 
     def _step_identities(self, rng: np.random.Generator) -> np.ndarray:
         """(steps, num_replicas, p) identity positions; each step's identities are distinct."""
@@ -125,6 +138,7 @@ class PKSampler(Sampler[list[int]]):
             draws = np.argpartition(keys, n_extra - 1, axis=1)[:, :n_extra]
             draws = draws.reshape(self.batches_per_epoch, self.num_replicas, self.extra_negatives)
             extra = self._pick_images(rng, draws, 1)[:, self.rank, :, 0]
-        for b in range(self.batches_per_epoch):
+        skip, self._skip = self._skip, 0
+        for b in range(skip, self.batches_per_epoch):
             batch = mine[b] if extra is None else np.concatenate([mine[b], extra[b]])
             yield batch.tolist()

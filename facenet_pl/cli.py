@@ -1,0 +1,247 @@
+"""``facenet-pl``: use a trained model from the shell.
+
+    facenet-pl embed   CKPT INPUT... -o embeddings.npy      images/folders -> embeddings + file names
+    facenet-pl verify  CKPT IMG1 IMG2                        distance, same/different at the stored threshold
+    facenet-pl cluster CKPT DIR -o OUT                       group images into identities: CSV + contact sheets
+    facenet-pl export  CKPT -o model.onnx|model.pt           ONNX or TorchScript, checked against PyTorch
+    facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
+    facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
+    facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("facenet_pl.cli")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _collect_images(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CLIError(f"{p}: no such file or folder")
+    if not files:
+        raise CLIError(f"no files found in {' '.join(inputs)}")
+    return files
+
+
+def _embed_files(ckpt: str, files: list[Path], flip: bool, batch_size: int = 256):
+    from facenet_pl.data.images import decode_images
+    from facenet_pl.inference import embed_images, load_model
+
+    model = load_model(ckpt)
+    images, ok = decode_images(files, model.input_size, model.crop_size)
+    bad = [str(f) for f, k in zip(files, ok) if not k]
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s): {', '.join(bad[:3])}", file=sys.stderr)
+    files = [f for f, k in zip(files, ok) if k]
+    if not files:
+        raise CLIError("none of the inputs is a readable image")
+    x = torch.from_numpy(images[ok])
+    emb = torch.cat([embed_images(model, x[i : i + batch_size], flip) for i in range(0, len(x), batch_size)])
+    return model, files, emb.cpu().numpy()
+
+
+def _no_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CLIError(f"{path} exists: not overwriting it (pass --force to replace it)")
+
+
+def cmd_embed(a) -> None:
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs), a.flip)
+    names = [str(f) for f in files]
+    if out.suffix == ".npy":
+        np.save(out, emb.astype(np.float32))
+        out.with_suffix(".files.txt").write_text("\n".join(names) + "\n")
+        print(f"wrote {out} ({emb.shape[0]} x {emb.shape[1]}) and {out.with_suffix('.files.txt')}")
+    elif out.suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise CLIError("writing .parquet needs pyarrow: pip install pyarrow (or use -o file.npy)") from e
+        table = pa.table({"file": names, "embedding": [row.tolist() for row in emb.astype(np.float32)]})
+        pq.write_table(table, out)
+        print(f"wrote {out} ({emb.shape[0]} rows)")
+    else:
+        raise CLIError(f"-o {out}: use a .npy or .parquet file name")
+
+
+def cmd_verify(a) -> None:
+    model, files, emb = _embed_files(a.ckpt, [Path(a.image1), Path(a.image2)], a.flip)
+    if len(files) != 2:
+        raise CLIError("both images must be readable")
+    d = float(((emb[0] - emb[1]) ** 2).sum())
+    thr = a.threshold if a.threshold is not None else float(model.threshold)
+    if math.isnan(thr):
+        raise CLIError("this checkpoint has no calibrated threshold (it never validated): pass --threshold")
+    res = {"distance": round(d, 6), "threshold": round(thr, 6), "same": d < thr}
+    print(json.dumps(res))
+
+
+def _contact_sheet(paths: list[Path], size: int, out: Path, cols: int = 8) -> None:
+    from PIL import Image
+
+    from facenet_pl.data.images import load_image
+
+    rows = math.ceil(len(paths) / cols)
+    sheet = Image.new("RGB", (cols * size, rows * size), "white")
+    for i, p in enumerate(paths):
+        arr = load_image(p, size)
+        if arr is not None:
+            sheet.paste(Image.fromarray(arr.transpose(1, 2, 0)), ((i % cols) * size, (i // cols) * size))
+    sheet.save(out)
+
+
+def cmd_cluster(a) -> None:
+    from sklearn.cluster import AgglomerativeClustering
+
+    out = Path(a.output)
+    _no_overwrite(out / "clusters.csv", a.force)
+    model, files, emb = _embed_files(a.ckpt, _collect_images([a.folder]), a.flip)
+    if a.n_clusters:
+        algo = AgglomerativeClustering(n_clusters=a.n_clusters, linkage="average")
+    else:
+        thr = a.threshold if a.threshold is not None else float(model.threshold)
+        if math.isnan(thr):
+            raise CLIError("no calibrated threshold in the checkpoint: pass --threshold or --n-clusters")
+        # Average linkage on Euclidean distance; the threshold is on squared distance.
+        algo = AgglomerativeClustering(n_clusters=None, distance_threshold=math.sqrt(thr), linkage="average")
+    labels = algo.fit_predict(emb) if len(files) > 1 else np.zeros(1, int)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "clusters.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "cluster"])
+        w.writerows((str(p), int(c)) for p, c in zip(files, labels))
+    for c in np.unique(labels):
+        _contact_sheet([p for p, k in zip(files, labels) if k == c], 96, out / f"cluster_{int(c):03d}.png")
+    print(f"{len(files)} images -> {len(np.unique(labels))} clusters: {out / 'clusters.csv'} and contact sheets")
+
+
+def cmd_export(a) -> None:
+    from facenet_pl.export import export_model
+
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    err = export_model(a.ckpt, out, a.format)
+    print(f"wrote {out}; max |embedding difference| vs PyTorch: {err:.2e}")
+
+
+def cmd_plot(a) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    files = _collect_images([a.folder])
+    _, files, emb = _embed_files(a.ckpt, files, a.flip)
+    root = Path(a.folder).resolve()
+    ids = [p.resolve().relative_to(root).parts[0] if len(p.resolve().relative_to(root).parts) > 1 else "."
+           for p in files]
+    names, codes = np.unique(ids, return_inverse=True)
+    xy = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(files) - 1) / 3)), init="pca",
+              random_state=0).fit_transform(emb)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=codes, cmap="tab20", s=12)
+    if len(names) <= 20:
+        ax.legend(sc.legend_elements()[0], names, fontsize=7, loc="best", markerscale=0.8)
+    ax.set(title=f"t-SNE of {len(files)} embeddings, {len(names)} identities", xticks=[], yticks=[])
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
+def cmd_summary(a) -> None:
+    from facenet_pl.summary import summarize
+
+    print(summarize(a.folder, a.sort, csv_path=a.csv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="facenet-pl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p, output=True):
+        p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt)")
+        p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal-flip averaging")
+        if output:
+            p.add_argument("--force", action="store_true", help="replace an existing output")
+        return p
+
+    p = common(sub.add_parser("embed", help="embed images or folders"))
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="embeddings.npy (+ .files.txt) or .parquet")
+    p.set_defaults(fn=cmd_embed)
+    p = common(sub.add_parser("verify", help="same person or not"), output=False)
+    p.add_argument("image1")
+    p.add_argument("image2")
+    p.add_argument("--threshold", type=float, help="squared-distance threshold (default: the checkpoint's)")
+    p.set_defaults(fn=cmd_verify)
+    p = common(sub.add_parser("cluster", help="group a folder of images into identities"))
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--n-clusters", type=int)
+    p.set_defaults(fn=cmd_cluster)
+    p = common(sub.add_parser("export", help="ONNX or TorchScript"))
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["onnx", "torchscript"], help="default: from the file extension")
+    p.set_defaults(fn=cmd_export)
+    p = common(sub.add_parser("plot", help="2-D t-SNE of embeddings coloured by identity folder"))
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.set_defaults(fn=cmd_plot)
+    p = sub.add_parser("summary", help="tabulate a Hydra multirun directory")
+    p.add_argument("folder")
+    p.add_argument("--sort", default="best/val/acc")
+    p.add_argument("--csv", help="also write the table as CSV")
+    p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=None)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["download"]:
+        from facenet_pl.data.download import main as download_main
+
+        return download_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        args.fn(args)
+    except (CLIError, FileNotFoundError, ValueError) as e:
+        print(f"facenet-pl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The facenet-pl console commands on a tiny model trained once for this module."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+from facenet_pl.inference import load_model
+
+from .test_train_e2e import run_train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    out = run_train(run, "trainer.max_epochs=2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    x, y = generate_split(4, 3, seed=3, split="test", cfg=SyntheticFaceConfig(image_size=64))
+    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
+        (root / f"person{lab}").mkdir(exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(root / f"person{lab}" / f"{i}.png")
+    return root
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "facenet_pl.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_checkpoint_carries_a_calibrated_threshold(trained):
+    assert np.isfinite(float(load_model(trained).threshold))
+
+
+def test_embed_writes_npy_and_names_matching_the_model(trained, faces, tmp_path):
+    out = cli("embed", trained, faces, "-o", tmp_path / "e.npy", "--no-flip")
+    assert out.returncode == 0, out.stderr
+    emb = np.load(tmp_path / "e.npy")
+    names = (tmp_path / "e.files.txt").read_text().split()
+    assert emb.shape == (12, 128) and len(names) == 12
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    model = load_model(trained)
+    x = torch.from_numpy(np.asarray(Image.open(names[0]).convert("RGB"))).permute(2, 0, 1)[None]
+    np.testing.assert_allclose(model.embed(x).numpy()[0], emb[0], atol=1e-5)
+    again = cli("embed", trained, faces, "-o", tmp_path / "e.npy")
+    assert again.returncode == 2 and "not overwriting" in again.stderr
+
+
+def test_verify_uses_the_checkpoint_threshold(trained, faces):
+    a, b = sorted((faces / "person0").iterdir())[:2]
+    out = cli("verify", trained, a, b)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["threshold"] == pytest.approx(float(load_model(trained).threshold), abs=1e-6)
+    assert res["same"] == (res["distance"] < res["threshold"])
+    forced = json.loads(cli("verify", trained, a, b, "--threshold", "0").stdout)
+    assert forced["same"] is False
+
+
+def test_cluster_writes_csv_and_contact_sheets(trained, faces, tmp_path):
+    out = cli("cluster", trained, faces, "-o", tmp_path / "c", "--n-clusters", "4")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "c" / "clusters.csv")))
+    assert len(rows) == 12 and {r["cluster"] for r in rows} == {"0", "1", "2", "3"}
+    assert len(list((tmp_path / "c").glob("cluster_*.png"))) == 4
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
+def test_export_matches_pytorch_within_1e4(trained, tmp_path, name):
+    out = cli("export", trained, "-o", tmp_path / name)
+    assert out.returncode == 0, out.stderr
+    model = load_model(trained)
+    x = torch.randn(3, 3, model.input_size, model.input_size)
+    with torch.no_grad():
+        ref = model.net(x).numpy()
+    if name.endswith(".onnx"):
+        import onnxruntime as ort
+
+        got = ort.InferenceSession(str(tmp_path / name)).run(None, {"images": x.numpy()})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(tmp_path / name))(x).numpy()
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_plot_writes_a_png(trained, faces, tmp_path):
+    out = cli("plot", trained, faces, "-o", tmp_path / "tsne.png")
+    assert out.returncode == 0, out.stderr
+    assert Image.open(tmp_path / "tsne.png").size[0] > 300
+
+
+def test_errors_are_one_line(tmp_path, trained):
+    out = cli("verify", tmp_path / "missing.ckpt", "a.png", "b.png")
+    assert out.returncode == 2 and "checkpoint not found" in out.stderr and "Traceback" not in out.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    out = cli("embed", bad, tmp_path, "-o", tmp_path / "x.npy")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

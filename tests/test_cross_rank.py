@@ -1,0 +1,75 @@
+"""Cross-rank mining: 2 gloo processes on B/2 each give the triplets, loss and gradient of 1 process on B."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from facenet_pl.losses import TripletLoss
+from facenet_pl.mining import SemiHardMiner
+from facenet_pl.mining.cross_rank import gather_batch
+
+B, D_IN, D = 24, 10, 6
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, D_IN, generator=g, dtype=torch.float64)
+    labels = torch.arange(6).repeat_interleave(4)[torch.randperm(B, generator=g)]
+    w = torch.randn(D, D_IN, generator=g, dtype=torch.float64)
+    return x, labels, w
+
+
+def _step(x, labels, w):
+    """Embed with a linear map, mine semi-hard on the (gathered) batch, loss x world; returns all parts."""
+    w = w.clone().requires_grad_(True)
+    emb = torch.nn.functional.normalize(x @ w.T, dim=1)
+    emb, labels, world = gather_batch(emb, labels)
+    trip = SemiHardMiner()(emb, labels)
+    loss, _ = TripletLoss(0.2)(emb, trip)
+    (loss * world).backward()
+    grad = w.grad.clone()
+    if world > 1:  # what DDP does: average the gradients over ranks
+        dist.all_reduce(grad)
+        grad /= world
+    return [t.numpy() for t in trip], float(loss), grad.numpy()
+
+
+def _worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    x, labels, w = _data()
+    half = B // world
+    trip, loss, grad = _step(x[rank * half:(rank + 1) * half], labels[rank * half:(rank + 1) * half], w)
+    np.savez(os.path.join(out_dir, f"rank{rank}.npz"), a=trip[0], p=trip[1], n=trip[2], loss=loss, grad=grad)
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    x, labels, w = _data()
+    trip1, loss1, grad1 = _step(x, labels, w)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        r = np.load(tmp_path / f"rank{rank}.npz")
+        got = sorted(zip(r["a"].tolist(), r["p"].tolist(), r["n"].tolist()))
+        assert got == sorted(zip(*(t.tolist() for t in trip1)))
+        assert float(r["loss"]) == np.float64(loss1).item() or abs(float(r["loss"]) - loss1) < 1e-12
+        np.testing.assert_allclose(r["grad"], grad1, rtol=1e-10, atol=1e-12)
+    assert len(trip1[0]) > 0 and np.abs(grad1).sum() > 0
+
+
+def test_without_process_group_gather_is_the_identity():
+    e, lab = torch.randn(5, 3), torch.arange(5)
+    ge, gl, world = gather_batch(e, lab)
+    assert ge is e and gl is lab and world == 1

@@ -1,0 +1,164 @@
+"""Experiments at scale: multirun + summary, Optuna, W&B sweep files, SLURM config, kill -9 and resume,
+mixed precision and gradient clipping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .test_train_e2e import ROOT, TINY, run_train
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _multirun(sweep_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *TINY, *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_multirun_writes_one_dir_per_job_and_summary_tabulates(tmp_path):
+    out = _multirun(tmp_path, "trainer.max_epochs=1", "loss.margin=0.1,0.3", "model.embedding_dim=16,32")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 4
+    for j in jobs:
+        assert (j / "metrics.json").is_file() and (j / ".hydra" / "config.yaml").is_file()
+    summ = subprocess.run([sys.executable, "-m", "facenet_pl.cli", "summary", str(tmp_path), "--csv",
+                           str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=120)
+    assert summ.returncode == 0, summ.stderr
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert len(rows) == 4 and {r["loss.margin"] for r in rows} == {"0.1", "0.3"}
+    accs = [float(r["best/val/acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)
+    assert "| job |" in summ.stdout
+
+
+def test_optuna_sweep_returns_the_metric(tmp_path):
+    out = _multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.sampler.n_startup_trials=1", "trainer.max_epochs=1",
+                    "data.p=choice(2,4)", "data.k=choice(2,3)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert 0.0 <= float(res["best_value"]) <= 1.0 and "loss.margin" in res["best_params"]
+
+
+def _agent_commands(sweep_file: Path, n: int) -> list[list[str]]:
+    """The commands a `wandb agent` would run for the first n parameter sets of a sweep file."""
+    import itertools
+    import random
+
+    spec = yaml.safe_load(sweep_file.read_text())
+    params = spec["parameters"]
+    rng = random.Random(0)
+
+    def sample(p):
+        if "values" in p:
+            return rng.choice(p["values"])
+        if p.get("distribution") == "log_uniform_values":
+            return float(p["min"]) * (float(p["max"]) / float(p["min"])) ** rng.random()
+        return rng.uniform(float(p["min"]), float(p["max"]))
+
+    if spec["method"] == "grid":
+        combos = list(itertools.product(*[p["values"] for p in params.values()]))[:n]
+        sets = [dict(zip(params, c)) for c in combos]
+    else:
+        sets = [{k: sample(p) for k, p in params.items()} for _ in range(n)]
+    cmds = []
+    for s in sets:
+        cmd = []
+        for tok in spec["command"]:
+            if tok == "${env}":
+                continue
+            if tok == "python":
+                cmd.append(sys.executable)
+            elif tok == "${program}":
+                cmd.append(str(ROOT / spec["program"]))
+            elif tok == "${args_no_hyphens}":
+                cmd += [f"{k}={v}" for k, v in s.items()]
+            else:
+                cmd.append(tok)
+        cmds.append(cmd)
+    return cmds
+
+
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_wandb_sweep_file_parses_and_its_command_runs_offline(sweep, tmp_path):
+    spec = yaml.safe_load(sweep.read_text())
+    assert spec["metric"] == {"name": "val/acc", "goal": "maximize"}
+    assert {"loss.margin", "data.p", "data.k", "model.embedding_dim"} <= set(spec["parameters"])
+    assert "${args_no_hyphens}" in spec["command"]
+    cmd = _agent_commands(sweep, 1)[0]
+    # Tiny data; the sweep's own P/K are kept but bounded by the tiny identity count.
+    cmd += [f"hydra.run.dir={tmp_path}", "data.train_identities=64", "data.train_images_per_identity=8",
+            "data.val_identities=20", "data.val_images_per_identity=3", "data.val_pairs_per_fold=4",
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.progress_bar.refresh_rate=0"]
+    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"}
+    env.pop("WANDB_MODE")  # train.py must go offline by itself when there is no key, never prompt
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run was written"
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.tasks_per_node == 4 and launcher.max_num_timeout == 3
+
+
+def test_kill_9_mid_epoch_then_resume_completes_the_run(tmp_path):
+    common = [*TINY, "data.train_identities=48", "trainer.max_epochs=3",
+              "+callbacks.model_checkpoint.every_n_train_steps=2"]  # 12 steps per epoch
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path}", *common]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    import torch
+
+    deadline = time.time() + 240
+    step = -1
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists():
+            try:
+                step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+            except Exception:  # being replaced right now
+                step = -1
+            if step >= 16 and step % 12:  # inside epoch 2
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = run_train(tmp_path, *common[len(TINY):], "ckpt_path=last")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["global_step"] == 36
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    val_epochs = sorted(int(float(r["epoch"])) for r in rows if r.get("val/acc"))
+    assert val_epochs == [0, 1, 2], val_epochs  # the log kept epoch 0 and has each epoch once
+    steps = [int(float(r["step"])) for r in rows if r.get("train/loss")]
+    assert len(steps) == len(set(steps)), "a step was logged twice"
+
+
+@pytest.mark.parametrize("extra", [["trainer.precision=bf16-mixed"], ["trainer.gradient_clip_val=0.5"],
+                                   ["model.channels_last=false"], ["scheduler=step"], ["optimizer=sgd"]])
+def test_training_options(tmp_path, extra):
+    out = run_train(tmp_path, "trainer.fast_dev_run=true", *extra)
+    assert out.returncode == 0, out.stderr[-3000:]

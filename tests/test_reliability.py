@@ -1,0 +1,101 @@
+"""Faults: NaN loss, collapse, atomic checkpoints, no overwriting, config errors before any work."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+
+import pytest
+import torch
+
+from facenet_pl.checkpoint_io import atomic_torch_save
+from facenet_pl.module import FaceNetModule, NonFiniteLossError
+
+from .test_train_e2e import run_train
+
+
+def _module():
+    return FaceNetModule(
+        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
+        model={"embedding_dim": 8}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+    )
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = run_train(tmp_path, "trainer.max_epochs=3", "+callbacks.nan._target_=tests.helpers.InjectNaNWeights",
+                    "+callbacks.nan.step=8")  # 6 steps per epoch: epoch 1 ends well, step 8 fails
+    assert out.returncode != 0
+    assert "non-finite loss" in out.stderr and "last good checkpoint" in out.stderr
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 6
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+               and v.numel() and "threshold" not in str(v))
+
+
+def test_collapse_is_detected_and_warned(caplog):
+    m = _module()
+    stats = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(1e-7), "mean_d_ap": torch.tensor(1e-7)})
+    with caplog.at_level(logging.WARNING):
+        m._check_collapse(torch.ones(4, 8), stats)
+    assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
+    healthy = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(0.9), "mean_d_ap": torch.tensor(0.3)})
+    m2 = _module()
+    m2._check_collapse(torch.randn(4, 8), healthy)
+    assert m2.collapse_warnings == 0
+
+
+def test_non_finite_loss_raises_in_training_step(monkeypatch):
+    m = _module()
+    monkeypatch.setattr(m, "log", lambda *a, **k: None)
+    images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    with torch.no_grad():
+        m.net.head.bias.fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        m.training_step((images, labels, torch.arange(8)), 0)
+
+
+def test_atomic_save_survives_disk_full(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"v": 1}, path)
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        atomic_torch_save({"v": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["v"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+def test_an_existing_run_directory_is_never_overwritten(tmp_path):
+    first = run_train(tmp_path, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    again = run_train(tmp_path, "trainer.max_epochs=1")
+    assert again.returncode != 0 and "not overwriting" in again.stderr
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+    resumed = run_train(tmp_path, "trainer.max_epochs=2", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("backbone.name=resnet_nope", "backbone.name='resnet_nope' is not a timm model"),
+        ("miner=nope", "Could not find 'miner/nope'"),
+        ("data.k=1", "data.k"),
+        ("nonexistent_key=1", "nonexistent_key"),
+        ("data.p=500", "PKSampler needs p x world_size"),
+    ],
+)
+def test_bad_config_messages(tmp_path, override, message):
+    out = run_train(tmp_path, override)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-1500:]
