@@ -31,9 +31,14 @@ class SemiHardMiner(Miner):
         neg_d = d.masked_fill(~negative, float("inf"))
         sorted_d, sorted_idx = neg_d.sort(dim=1)  # negatives first, ascending; +inf after them
         n_neg = negative.sum(dim=1)
-        # First position whose distance is strictly greater than d(a, p), for every (a, p) at once.
-        pos_in_row = torch.searchsorted(sorted_d, d, right=True)  # (B, B)
-        j = pos_in_row[a, p]
+        # Locate only the anchor-positive distances: pack each anchor's positives into a row of a
+        # (B, max positives) matrix, then one batched searchsorted finds the first negative strictly
+        # farther than each positive (B x (K-1) searches instead of B x B).
+        counts = torch.bincount(a, minlength=d.shape[0])
+        rank = torch.arange(a.numel(), device=a.device) - (torch.cumsum(counts, 0) - counts)[a]
+        packed = torch.zeros(d.shape[0], int(counts.max()), dtype=d.dtype, device=d.device)
+        packed[a, rank] = d[a, p]
+        j = torch.searchsorted(sorted_d, packed, right=True)[a, rank]
         farthest = n_neg[a] - 1
         j = torch.where(j < n_neg[a], j, farthest)  # no semi-hard negative: the farthest one
         return a, p, sorted_idx[a, j]
