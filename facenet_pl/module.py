@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector, evaluate_pairs
+from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
+from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.models import FaceNetEmbedding
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,14 @@ class FaceNetModule(pl.LightningModule):
         self.cross_rank = bool((mining or {}).get("cross_rank", False))
         if model.get("compile", False):
             self.net = torch.compile(self.net)
-        self.miner = instantiate(miner)
+        offline = dict(miner.get("offline") or {})
+        #: ``miner.offline`` settings when triplets are mined offline (every_n_steps > 0), else None;
+        #: the datamodule reads it to build an :class:`~facenet_pl.mining.offline.OfflineTripletSampler`.
+        self.offline_mining: dict | None = offline if offline.get("every_n_steps") else None
+        if self.offline_mining and self.cross_rank:
+            raise ConfigError("miner.offline.every_n_steps and mining.cross_rank=true do not combine: offline "
+                              "triplets are mined per rank on a subset. Set one of them off.")
+        self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
         self.val_folds, self.far_target = val_folds, far_target
         self.last_val_distances = None
@@ -128,6 +137,22 @@ class FaceNetModule(pl.LightningModule):
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
+    @torch.no_grad()
+    def mine_offline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Embed a subset with the current weights (eval mode, no gradients) and mine it.
+
+        Called by the offline sampler between training steps; the module's train/eval mode is restored.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            chunk = int((self.offline_mining or {}).get("embed_batch_size") or 256)
+            emb = torch.cat([self(self._inputs(images[i:i + chunk].to(self.device), augment=False))
+                             for i in range(0, len(images), chunk)])
+            return self.miner(emb, labels.to(self.device))
+        finally:
+            self.train(was_training)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
         x = self._inputs(images, augment=True)
@@ -135,7 +160,10 @@ class FaceNetModule(pl.LightningModule):
         world = 1
         if self.cross_rank:  # mine the global batch; see facenet_pl.mining.cross_rank
             emb, labels, world = gather_batch(emb, labels)
-        triplets = self.miner(emb, labels)
+        if self.offline_mining:  # the batch is made of triplets mined offline: [anchors, positives, negatives]
+            triplets = offline_batch_triplets(emb.shape[0], emb.device)
+        else:
+            triplets = self.miner(emb, labels)
         loss, stats = self.criterion(emb, triplets)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

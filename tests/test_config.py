@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from facenet_pl.config_checks import ConfigError, check_config
+from facenet_pl.mining import MINERS, build_miner
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["backbone", "miner", "loss", "data", "model", "optimizer", "scheduler", "trainer", "logger",
@@ -48,8 +49,8 @@ def test_every_option_composes_and_resolves(group, option):
 @pytest.mark.parametrize("option", _options("miner"))
 def test_every_miner_instantiates(option):
     cfg = _compose([f"miner={option}"])
-    miner = instantiate(cfg.miner)
-    assert callable(miner)
+    miner = build_miner(cfg.miner)
+    assert isinstance(miner, MINERS[option])
 
 
 def test_loggers_instantiate_offline(tmp_path, monkeypatch):

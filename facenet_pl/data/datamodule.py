@@ -10,11 +10,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from facenet_pl.errors import ConfigError
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
 from facenet_pl.data.pairs import make_pairs
 from facenet_pl.data.pk_sampler import PKSampler
 from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+from facenet_pl.errors import ConfigError
+from facenet_pl.mining.offline import OfflineTripletSampler
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
-        sampler = PKSampler(
+        sampler: PKSampler | OfflineTripletSampler = PKSampler(
             self.train_set.labels,
             p=self.p,
             k=self.k,
@@ -76,6 +77,9 @@ class FaceDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
         t = self.trainer
+        offline = getattr(t.lightning_module, "offline_mining", None) if t is not None else None
+        if offline:
+            sampler = self._offline_sampler(offline, len(sampler), world, rank)
         if t is not None and t.fit_loop.restarting:  # resumed mid-epoch: skip the batches already trained on
             done = t.fit_loop.epoch_loop.batch_progress.current.completed
             if 0 < done < len(sampler):
@@ -88,6 +92,29 @@ class FaceDataModule(pl.LightningDataModule):
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _offline_sampler(self, cfg: dict, batches_per_epoch: int, world: int, rank: int) -> OfflineTripletSampler:
+        """Batches of triplets mined offline by the module on PK subsets (``miner.offline``)."""
+        subsets = PKSampler(
+            self.train_set.labels,
+            p=int(cfg.get("subset_identities", 128)),
+            k=int(cfg.get("images_per_identity", 8)),
+            few_images=self.few_images,
+            batches_per_epoch=1,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed + 1,
+        )
+        module = self.trainer.lightning_module
+
+        def mine(idx: np.ndarray):
+            images, labels, _ = self.train_set.__getitems__(idx)
+            return tuple(t.cpu().numpy() for t in module.mine_offline(images, labels))
+
+        per_batch = cfg.get("triplets_per_batch") or max((self.p * self.k + self.extra_negatives) // 3, 1)
+        return OfflineTripletSampler(subsets, mine, every_n_steps=int(cfg["every_n_steps"]),
+                                     triplets_per_batch=int(per_batch), batches_per_epoch=batches_per_epoch,
+                                     seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         world, rank = self._world()

@@ -6,11 +6,11 @@ import logging
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
 from facenet_pl.data.pairs import make_pairs
+from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
 from facenet_pl.data.lfw import find_image_root, image_path, read_pairs, read_people
+from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,21 @@ MINERS: dict[str, type[Miner]] = {
     "batch_all": BatchAllMiner,
 }
 
+
+
+def build_miner(cfg) -> Miner:
+    """Instantiate a ``miner`` config (``_target_`` + arguments), leaving out its ``offline`` settings."""
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    cfg.pop("offline", None)
+    return instantiate(cfg)
+
+
 __all__ = [
     "MINERS",
+    "build_miner",
     "BatchAllMiner",
     "BatchHardMiner",
     "HardestMiner",
