@@ -11,6 +11,7 @@ Rounds alternate plain / Lightning so machine drift hits both; the ratio is of m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -100,7 +101,8 @@ def lightning_loop(module: FaceNetModule, dm: SyntheticFaceDataModule, warmup: i
                        TQDMProgressBar(refresh_rate=10)],
             enable_model_summary=False, default_root_dir=tmp,
         )
-        trainer.fit(module, datamodule=dm)
+        with contextlib.redirect_stdout(sys.stderr):  # the progress bar writes to stdout; keep the table clean
+            trainer.fit(module, datamodule=dm)
     return clock.n / (clock.t1 - clock.t0)
 
 

@@ -56,6 +56,21 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(ckpt)
 
 
+def _trainer_config(trainer: DictConfig) -> DictConfig:
+    """``sync_batchnorm`` only where PyTorch supports it: SyncBatchNorm needs GPU modules, so DDP on CPU
+    (``trainer=ddp trainer.accelerator=cpu``, gloo) keeps per-rank BatchNorm statistics instead."""
+    if not trainer.get("sync_batchnorm"):
+        return trainer
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        log.info("trainer.sync_batchnorm=true ignored on CPU (SyncBatchNorm needs GPUs): per-rank BatchNorm")
+        trainer = trainer.copy()
+        trainer.sync_batchnorm = False
+    return trainer
+
+
 def build_module(cfg: DictConfig) -> FaceNetModule:
     return FaceNetModule(
         backbone=cfg.backbone,
@@ -128,7 +143,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    trainer: pl.Trainer = instantiate(_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False,
                                       plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
