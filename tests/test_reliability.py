@@ -111,10 +111,11 @@ def _train_in_process(tmp_path, *overrides):
         ("nonexistent_key=1", "nonexistent_key"),
         ("data.p=500", "PKSampler needs p x world_size"),
         ("miner.offline.every_n_steps=-1", "miner.offline.every_n_steps must be >= 0"),
+        ("miner.offline.every_n_steps=1 miner.offline.subset_identities=100", "Lower miner.offline.subset_identities"),
     ],
 )
 def test_bad_config_messages(tmp_path, override, message):
     with pytest.raises(Exception) as err:
-        _train_in_process(tmp_path, override, "trainer.max_epochs=1")
+        _train_in_process(tmp_path, *override.split(), "trainer.max_epochs=1")
     assert message in str(err.value)
     assert not (tmp_path / "checkpoints").exists()  # failed before any checkpoint was written

@@ -95,16 +95,20 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _offline_sampler(self, cfg: dict, batches_per_epoch: int, world: int, rank: int) -> OfflineTripletSampler:
         """Batches of triplets mined offline by the module on PK subsets (``miner.offline``)."""
-        subsets = PKSampler(
-            self.train_set.labels,
-            p=int(cfg.get("subset_identities", 128)),
-            k=int(cfg.get("images_per_identity", 8)),
-            few_images=self.few_images,
-            batches_per_epoch=1,
-            num_replicas=world,
-            rank=rank,
-            seed=self.seed + 1,
-        )
+        try:
+            subsets = PKSampler(
+                self.train_set.labels,
+                p=int(cfg.get("subset_identities", 128)),
+                k=int(cfg.get("images_per_identity", 8)),
+                few_images=self.few_images,
+                batches_per_epoch=1,
+                num_replicas=world,
+                rank=rank,
+                seed=self.seed + 1,
+            )
+        except ConfigError as e:
+            raise ConfigError(f"offline mining subset (miner.offline.subset_identities x images_per_identity): {e} "
+                              "Lower miner.offline.subset_identities.") from None
         module = self.trainer.lightning_module
 
         def mine(idx: np.ndarray):
