@@ -6,24 +6,17 @@ Examples:
     python train.py -m loss.margin=0.1,0.2,0.4 model.embedding_dim=64,128
 """
 
-import logging
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.errors import exit_on_user_error
 from facenet_pl.training import optimized_value, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with exit_on_user_error(__name__):
         return optimized_value(cfg, train(cfg))
-    except (ConfigError, FileNotFoundError) as e:  # the user's to fix: the message, not a traceback
-        logging.getLogger(__name__).error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

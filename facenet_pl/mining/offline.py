@@ -96,7 +96,7 @@ class OfflineTripletSampler(Sampler[list[int]]):
         """Continue ``epoch`` after ``completed_batches``; the pool is mined again with the restored model."""
         self.epoch, self._skip = int(epoch), int(completed_batches)
         self._pool = None
-        self._refreshes = self.epoch * self.batches_per_epoch // self.every_n_steps + 1
+        self._refreshes = (self.epoch * self.batches_per_epoch + self._skip) // self.every_n_steps + 1
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "seed": self.seed, "refreshes": self._refreshes}
