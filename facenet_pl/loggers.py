@@ -9,12 +9,14 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-#: Set by training.py when resuming: rows logged at or after this step are dropped (trained again).
-RESUME_STEP_ENV = "FACENET_PL_RESUME_STEP"
-
 
 class AppendingExperimentWriter(ExperimentWriter):
-    """Keeps an existing ``metrics.csv`` (Lightning's writer deletes it) and appends to it."""
+    """Keeps an existing ``metrics.csv`` (Lightning's writer deletes it) and appends to it; rows logged at or
+    after ``resume_step`` are dropped (the resumed run trains and logs those steps again)."""
+
+    def __init__(self, log_dir: str, resume_step: int | None = None) -> None:
+        self.resume_step = -1 if resume_step is None else int(resume_step)
+        super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:
         if not os.path.isfile(self.metrics_file_path):
@@ -23,7 +25,7 @@ class AppendingExperimentWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             self.metrics_keys = list(reader.fieldnames or [])
             rows = list(reader)
-        resume_step = int(os.environ.get(RESUME_STEP_ENV, "-1"))
+        resume_step = self.resume_step
         kept = [r for r in rows if resume_step < 0 or not r.get("step") or int(float(r["step"])) < resume_step]
         if len(kept) != len(rows):
             with open(self.metrics_file_path, "w", newline="") as f:
@@ -33,12 +35,17 @@ class AppendingExperimentWriter(ExperimentWriter):
 
 
 class ResumableCSVLogger(CSVLogger):
-    """``CSVLogger`` that appends to an existing ``metrics.csv``: a resumed run keeps its history."""
+    """``CSVLogger`` that appends to an existing ``metrics.csv``: a resumed run keeps its history.
+
+    ``resume_step`` (set by ``train`` when resuming, before anything is logged): the checkpoint's step.
+    """
+
+    resume_step: int | None = None
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir, resume_step=self.resume_step)
         return self._experiment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -129,6 +130,21 @@ class FaceNetModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the random state (flip augmentation draws from it), so a resumed run continues it exactly."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng_states")
+        if not rng or self._trainer is None:  # loading for inference: leave the caller's random state alone
+            return
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
     def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
         """Normalise a uint8 batch on its device; random horizontal flips when ``augment``."""
         x = normalize_images(images, self.normalization)
@@ -229,13 +245,34 @@ class FaceNetModule(pl.LightningModule):
             self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
 
     # -- optimisation ----------------------------------------------------------------------
+    def _total_training_steps(self) -> int:
+        """Optimiser steps the run will take (for the LR schedule), like ``trainer.estimated_stepping_batches``.
+
+        That property makes Lightning build the train loader's iterator before a checkpoint is restored,
+        so a resumed run would start from the first batch of epoch 0; counting the datamodule's batches
+        leaves the loader to be built after the restore.
+        """
+        t = self.trainer
+        per_epoch = getattr(t.datamodule, "train_batches_per_epoch", None)
+        if per_epoch is None:
+            return int(t.estimated_stepping_batches)
+        if t.max_epochs == -1 and t.max_steps == -1:
+            raise ConfigError("trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
+                              "needs an end. Set one of them, or scheduler=none.")
+        n, limit = per_epoch(), t.limit_train_batches
+        n = int(n * limit) if isinstance(limit, float) else min(n, int(limit))
+        steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
+        if t.max_epochs == -1:
+            return int(t.max_steps)
+        return min(steps, t.max_steps) if t.max_steps != -1 else steps
+
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.optimizer)
         opt = instantiate(opt_cfg, params=self.parameters(), _partial_=False)
         sched = self.hparams.scheduler
         if not sched or sched.get("name", "none") == "none":
             return opt
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self._total_training_steps()
         warmup = min(int(sched.get("warmup_steps", 0)), max(total - 1, 0))
         name = sched["name"]
         if name == "cosine":

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
 from facenet_pl.errors import ConfigError
-from facenet_pl.loggers import RESUME_STEP_ENV
+from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,16 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt!r} is not a file")
     return str(ckpt)
+
+
+def _checkpoint_step(path: str) -> int:
+    """The ``global_step`` a checkpoint was saved at (read without unpickling code)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={path!r} cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
 
 
 def _trainer_config(trainer: DictConfig) -> DictConfig:
@@ -134,15 +144,17 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if ckpt_path:  # the CSV logger trims rows logged after this checkpoint (they are trained again)
-        import torch
-
-        os.environ[RESUME_STEP_ENV] = str(torch.load(ckpt_path, map_location="cpu",
-                                                              weights_only=False).get("global_step", -1))
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
+    if not loggers:  # nothing to send learning rates to (Lightning would refuse to start)
+        callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.LearningRateMonitor)]
+    if ckpt_path:  # the CSV logger drops rows logged after this checkpoint (they are trained again)
+        resume_step = _checkpoint_step(ckpt_path)
+        for lg in loggers:
+            if isinstance(lg, ResumableCSVLogger):
+                lg.resume_step = resume_step
     trainer: pl.Trainer = instantiate(_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False,
                                       plugins=[AtomicCheckpointIO()])
     for lg in loggers:
@@ -160,7 +172,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and module.last_val_distances is not None:
         _save_plots(module, datamodule, out_dir, loggers)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
         metrics["best/" + str(ckpt_cb.monitor)] = float(ckpt_cb.best_model_score)
         metrics["best_model_path"] = ckpt_cb.best_model_path

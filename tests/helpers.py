@@ -16,3 +16,48 @@ class InjectNaNWeights(Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 pl_module.net.head.weight.fill_(float("nan"))
+
+
+class RecordBatches(Callback):
+    """Appends a JSON line per trained batch to ``path``: epoch, global step after it, batch_idx, dataset
+    indices, loss. ``kill_at_step``: SIGKILL this process right after recording that step (before any
+    checkpoint of that step is written: Lightning runs checkpoint callbacks last). ``weights``: where to
+    save the final weights when training ends."""
+
+    def __init__(self, path: str, kill_at_step: int | None = None, weights: str | None = None) -> None:
+        self.path, self.kill_at_step, self.weights = path, kill_at_step, weights
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import json
+
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "batch_idx": batch_idx,
+               "idx": batch[2].tolist(), "loss": float(outputs["loss"])}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.weights:
+            torch.save({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}, self.weights)
+
+
+def read_batches(path) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+class InterruptAt(Callback):
+    """Fault injection: raise KeyboardInterrupt (what Ctrl-C does) after training step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

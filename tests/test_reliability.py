@@ -82,7 +82,7 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path):
     # (continuing with ckpt_path=last is tested in test_experiments.py::test_kill_9_mid_epoch_then_resume...)
 
 
-def _train_in_process(tmp_path, *overrides):
+def _train_in_process(tmp_path, *overrides, logger: bool = False):
     """Compose train.yaml as train.py would and call ``train``: the same code path without a new
     interpreter (tests/test_train_e2e.py::test_bad_config_fails_fast_with_the_key covers train.py itself)."""
     from hydra import compose, initialize_config_dir
@@ -98,7 +98,9 @@ def _train_in_process(tmp_path, *overrides):
         cfg = compose("train", overrides=[*TINY, *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
-        cfg.logger = None
+        del cfg["hydra"]  # resolved only under @hydra.main; nothing in train() reads it
+        if not logger:
+            cfg.logger = None
     return train(cfg)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -21,13 +23,49 @@ log = logging.getLogger(__name__)
 
 
 class PKDataLoader(DataLoader):
-    """A DataLoader over a :class:`PKSampler` that Lightning treats as resumable (``state_dict``)."""
+    """A DataLoader over a batch sampler (:class:`PKSampler`, offline sampler) that knows where training is.
+
+    Lightning calls ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``, never on a
+    batch sampler, and it creates the first epoch's iterator before it calls either. So the loader asks
+    ``position()`` for ``(epoch, batches already trained in it)`` each time an epoch's iteration starts and
+    puts the sampler there: a new epoch gets that epoch's batches, a resumed run continues after the last
+    batch its checkpoint trained. Without ``position`` it behaves as a plain DataLoader (call
+    ``batch_sampler.set_epoch`` yourself). ``state_dict`` makes the loader resumable for Lightning.
+    """
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._position = position
+
+    def __iter__(self):
+        if self._position is not None:
+            epoch, done = self._position()
+            if done >= len(self.batch_sampler):  # that epoch is complete: the next one starts
+                epoch, done = epoch + 1, 0
+            self.batch_sampler.resume(epoch, done)
+            if done:
+                log.info("resuming epoch %d after %d of %d batches", epoch, done, len(self.batch_sampler))
+        return super().__iter__()
 
     def state_dict(self) -> dict:
         return self.batch_sampler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.batch_sampler.load_state_dict(state)
+
+
+def trainer_position(trainer: pl.Trainer) -> tuple[int, int]:
+    """``(epoch, batches trained in it)`` from the fit loop's progress, as restored from a checkpoint.
+
+    ``processed`` counts a batch once its optimiser step is done (a checkpoint written in
+    ``on_train_batch_end`` has ``completed`` one lower); ``is_last_batch`` marks an epoch that ended.
+    """
+    epoch = trainer.fit_loop.epoch_progress.current.completed
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    done = batches.current.processed
+    if done and batches.is_last_batch:
+        return epoch + 1, 0
+    return epoch, done
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -58,14 +96,24 @@ class FaceDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.val_pairs: np.ndarray | None = None
         self.val_issame: np.ndarray | None = None
+        self._train_sampler: PKSampler | OfflineTripletSampler | None = None
 
     def _world(self) -> tuple[int, int]:
         t = self.trainer
         return (t.world_size, t.global_rank) if t is not None else (1, 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def _loader_generator(self) -> torch.Generator:
+        """A DataLoader draws its workers' base seed from this, not from the global random state: the
+        training step's augmentation draws from that one, and a resumed run must find it as it was saved."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def train_batches_per_epoch(self) -> int:
+        """Training batches in one epoch on this rank (before ``trainer.limit_train_batches``)."""
+        return len(self._pk_sampler())
+
+    def _pk_sampler(self) -> PKSampler:
         world, rank = self._world()
-        sampler: PKSampler | OfflineTripletSampler = PKSampler(
+        return PKSampler(
             self.train_set.labels,
             p=self.p,
             k=self.k,
@@ -76,22 +124,36 @@ class FaceDataModule(pl.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        sampler: PKSampler | OfflineTripletSampler = self._pk_sampler()
         t = self.trainer
         offline = getattr(t.lightning_module, "offline_mining", None) if t is not None else None
         if offline:
             sampler = self._offline_sampler(offline, len(sampler), world, rank)
-        if t is not None and t.fit_loop.restarting:  # resumed mid-epoch: skip the batches already trained on
-            done = t.fit_loop.epoch_loop.batch_progress.current.completed
-            if 0 < done < len(sampler):
-                sampler.resume(t.current_epoch, done)
-                log.info("resuming epoch %d after %d of %d batches", t.current_epoch, done, len(sampler))
+        self._train_sampler = sampler
         return PKDataLoader(
             self.train_set,
             batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            position=(lambda: trainer_position(t)) if t is not None else None,
+            generator=self._loader_generator(),
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Guard: a training batch must come from the epoch the trainer is in (else batches repeat)."""
+        t = self.trainer
+        s = self._train_sampler
+        if t is not None and t.training and s is not None and s.epoch != t.current_epoch:
+            raise RuntimeError(
+                f"the training sampler is at epoch {s.epoch} but the trainer at epoch {t.current_epoch}: batches "
+                "would repeat. This Lightning version iterates the train loader in an order facenet-pl does not "
+                "know; please report it with your pytorch-lightning version."
+            )
+        return batch
 
     def _offline_sampler(self, cfg: dict, batches_per_epoch: int, world: int, rank: int) -> OfflineTripletSampler:
         """Batches of triplets mined offline by the module on PK subsets (``miner.offline``)."""
@@ -129,6 +191,7 @@ class FaceDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
+            generator=self._loader_generator(),
         )
 
 

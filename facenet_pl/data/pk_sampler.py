@@ -23,7 +23,9 @@ class PKSampler(Sampler[list[int]]):
     - Under DDP every rank builds the same identity permutation for the epoch and takes its own
       slice of each step, so the ranks' identities in a step are disjoint and the ranks together
       form one global P*world_size batch.
-    - Deterministic for (seed, epoch): call ``set_epoch`` each epoch (Lightning does).
+    - Deterministic for (seed, epoch): call ``set_epoch`` each epoch. Lightning does not call it on a
+      batch sampler; under Lightning the :class:`~facenet_pl.data.datamodule.PKDataLoader` sets the
+      epoch (and the position inside it, when resuming) from the trainer's progress.
     - An epoch visits each eligible identity about once: ``len(self)`` is
       ``eligible // (p * num_replicas)`` steps, unless ``batches_per_epoch`` sets it.
     """

@@ -54,7 +54,12 @@ class OfflineTripletSampler(Sampler[list[int]]):
     - A subset in which the miner finds nothing (``BatchAllMiner`` when every triplet already meets
       the margin) is replaced by the next one; after ``max_empty`` empty subsets in a row it stops
       with an error rather than train on nothing.
-    - Resuming (``resume``) re-mines at once with the restored model.
+    - ``resume(epoch, done)`` puts it at batch ``done`` of ``epoch`` (the loader calls it at the start
+      of every epoch). Continuing where it is keeps the pool; any other position (a resumed run) mines
+      a fresh pool at once with the restored weights and keeps the refresh schedule: the next refresh
+      comes where the uninterrupted run's would. The subsets drawn are deterministic per refresh, but
+      the resumed pool is mined with the checkpoint's weights, so its triplets differ from the ones the
+      uninterrupted run drew from a pool mined earlier.
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class OfflineTripletSampler(Sampler[list[int]]):
         self._cursor = 0
         self._since_refresh = 0
         self._refreshes = 0  # number of subsets mined so far (drives the subset seed)
+        self._resume_offset = 0  # after a resume, batches already trained since the last scheduled refresh
+        self._produced = 0  # batches yielded since training began (epoch * batches_per_epoch + position)
 
     @property
     def batch_size(self) -> int:
@@ -93,10 +100,14 @@ class OfflineTripletSampler(Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def resume(self, epoch: int, completed_batches: int) -> None:
-        """Continue ``epoch`` after ``completed_batches``; the pool is mined again with the restored model."""
+        """Continue ``epoch`` after ``completed_batches``; a jump re-mines the pool with the current model."""
         self.epoch, self._skip = int(epoch), int(completed_batches)
-        self._pool = None
-        self._refreshes = (self.epoch * self.batches_per_epoch + self._skip) // self.every_n_steps + 1
+        target = self.epoch * self.batches_per_epoch + self._skip
+        if target == self._produced and (self._pool is not None or target == 0):
+            return  # simply the next epoch of this run
+        self._pool, self._produced = None, target
+        self._refreshes = target // self.every_n_steps + 1
+        self._resume_offset = target % self.every_n_steps
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "seed": self.seed, "refreshes": self._refreshes}
@@ -115,7 +126,8 @@ class OfflineTripletSampler(Sampler[list[int]]):
             if a.size:
                 pool = np.stack([idx[a], idx[p], idx[n]], axis=1)
                 rng = np.random.default_rng([self.seed, self._refreshes])
-                self._pool, self._cursor, self._since_refresh = pool[rng.permutation(len(pool))], 0, 0
+                self._pool, self._cursor = pool[rng.permutation(len(pool))], 0
+                self._since_refresh, self._resume_offset = self._resume_offset, 0
                 log.debug("offline mining: %d triplets from %d images", len(pool), idx.size)
                 return
             log.info("offline mining: no triplet in a subset of %d images; drawing another", idx.size)
@@ -131,6 +143,7 @@ class OfflineTripletSampler(Sampler[list[int]]):
         take = (self._cursor + np.arange(self.triplets_per_batch)) % len(self._pool)
         self._cursor = int(take[-1]) + 1
         self._since_refresh += 1
+        self._produced += 1
         return self._pool[take].T.reshape(-1).tolist()  # [anchors, positives, negatives]
 
     def __iter__(self) -> Iterator[list[int]]:
