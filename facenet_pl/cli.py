@@ -3,7 +3,7 @@
     facenet-pl embed   CKPT INPUT... -o embeddings.npy      images/folders -> embeddings + file names
     facenet-pl verify  CKPT IMG1 IMG2                        distance, same/different at the stored threshold
     facenet-pl cluster CKPT DIR -o OUT                       group images into identities: CSV + contact sheets
-    facenet-pl export  CKPT -o model.onnx|model.pt           ONNX or TorchScript, checked against PyTorch
+    facenet-pl export  CKPT -o model.onnx|.pt|.safetensors  ONNX, TorchScript or shareable safe weights, checked
     facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
     facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
     facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p, output=True):
-        p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt)")
+        p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt) or exported weights (.safetensors)")
         p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal-flip averaging")
         if output:
             p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -208,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float)
     p.add_argument("--n-clusters", type=int)
     p.set_defaults(fn=cmd_cluster)
-    p = common(sub.add_parser("export", help="ONNX or TorchScript"))
+    p = common(sub.add_parser("export", help="ONNX, TorchScript or safetensors (to share a model)"))
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--format", choices=["onnx", "torchscript"], help="default: from the file extension")
+    p.add_argument("--format", choices=["onnx", "torchscript", "safetensors"],
+                   help="default: from the file extension")
     p.set_defaults(fn=cmd_export)
     p = common(sub.add_parser("plot", help="2-D t-SNE of embeddings coloured by identity folder"))
     p.add_argument("folder")

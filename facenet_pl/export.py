@@ -1,7 +1,8 @@
-"""Export the embedding network (uint8-free: takes normalised float input) to ONNX or TorchScript.
+"""Export a trained model: ONNX or TorchScript (runtime formats of the network alone, taking normalised
+float input) or safetensors (weights + a JSON description: the safe format to share a model in).
 
-Every export is checked: the exported model's embeddings must match PyTorch's within 1e-4 on
-random inputs, else the file is removed and an error raised.
+Every export is checked: the exported model's embeddings must match PyTorch's (ONNX/TorchScript within
+1e-4, safetensors within 1e-6) on random inputs, else the file is removed and an error raised.
 """
 
 from __future__ import annotations
@@ -13,15 +14,34 @@ import torch
 from facenet_pl.inference import load_model
 
 TOLERANCE = 1e-4
+SAFETENSORS_TOLERANCE = 1e-6
+FORMATS = ("onnx", "torchscript", "safetensors")
+
+
+def _export_safetensors(module, out: Path) -> float:
+    from facenet_pl.model_files import load_safetensors_model, save_safetensors
+
+    save_safetensors(module, out)
+    x = torch.randn(4, 3, module.input_size, module.input_size)
+    with torch.no_grad():
+        err = float((load_safetensors_model(out).eval()(x) - module.eval()(x)).abs().max())
+    if err > SAFETENSORS_TOLERANCE:
+        out.unlink(missing_ok=True)
+        raise ValueError(f"the safetensors model differs from the checkpoint by {err:.2e}: not written")
+    return err
 
 
 def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batch: int = 4) -> float:
     """Write ``out``; return the max absolute embedding difference against PyTorch."""
     out = Path(out)
-    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}.get(out.suffix)
-    if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"cannot tell the format of {out}: use a .onnx/.pt name or --format onnx|torchscript")
+    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
+                  ".safetensors": "safetensors"}.get(out.suffix)
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot tell the format of {out}: use a .onnx/.pt/.safetensors name or --format "
+                         f"{'|'.join(FORMATS)}")
     module = load_model(ckpt)
+    if fmt == "safetensors":
+        return _export_safetensors(module, out)
     net = module.net.eval().to(memory_format=torch.contiguous_format)
     x = torch.randn(batch, 3, module.input_size, module.input_size)
     with torch.no_grad():

@@ -12,16 +12,14 @@ from facenet_pl.data.datasets import collate_batch
 from facenet_pl.module import FaceNetModule, normalize_images
 
 
-def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> FaceNetModule:
-    """Rebuild a trained model from a checkpoint alone (its hyperparameters hold the config)."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        module = FaceNetModule.load_from_checkpoint(str(path), map_location=device, weights_only=False)
-    except Exception as e:  # unpickling, missing keys, wrong shapes: all mean "not one of ours"
-        raise ValueError(f"{path} is not a facenet-pl checkpoint ({type(e).__name__}: {e})") from e
-    return module.eval()
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FaceNetModule:
+    """Rebuild a trained model from a checkpoint (``.ckpt``) or shared weights (``.safetensors``) alone.
+
+    Never runs code from the file: see :mod:`facenet_pl.model_files`.
+    """
+    from facenet_pl.model_files import load_model_file
+
+    return load_model_file(path).to(device).eval()
 
 
 @torch.no_grad()

@@ -55,7 +55,7 @@ class FaceNetModule(pl.LightningModule):
     """Embedding network + miner + triplet loss; validates by 10-fold pair verification.
 
     All constructor arguments are plain config dicts (``_target_`` style for miner, loss,
-    optimizer), saved as hyperparameters, so ``FaceNetModule.load_from_checkpoint(path)`` rebuilds
+    optimizer), saved as hyperparameters, so ``facenet_pl.inference.load_model(path)`` rebuilds
     the whole model with no Hydra config at hand. The best validation threshold is kept in the
     ``threshold`` buffer, so it travels inside the checkpoint.
     """

@@ -57,13 +57,13 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 def _checkpoint_step(path: str) -> int:
-    """The ``global_step`` a checkpoint was saved at (read without unpickling code)."""
-    import torch
+    """The ``global_step`` a checkpoint was saved at, read without running code from the file."""
+    from facenet_pl.model_files import read_checkpoint
 
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
-    except Exception as e:
-        raise ConfigError(f"ckpt_path={path!r} cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
+        return int(read_checkpoint(path).get("global_step", -1))
+    except ConfigError as e:
+        raise ConfigError(f"ckpt_path: {e}") from None
 
 
 def _trainer_config(trainer: DictConfig) -> DictConfig:
@@ -143,6 +143,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
             "Resume with ckpt_path=last, or choose another hydra.run.dir."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume_step = _checkpoint_step(ckpt_path) if ckpt_path else None  # also refuses a file that would run code
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -151,7 +152,6 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # nothing to send learning rates to (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.LearningRateMonitor)]
     if ckpt_path:  # the CSV logger drops rows logged after this checkpoint (they are trained again)
-        resume_step = _checkpoint_step(ckpt_path)
         for lg in loggers:
             if isinstance(lg, ResumableCSVLogger):
                 lg.resume_step = resume_step
@@ -162,7 +162,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: resuming never unpickles code (facenet-pl checkpoints hold tensors and plain data only)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except NonFiniteLossError as e:
         last = out_dir / "checkpoints" / "last.ckpt"
         keep = f" The last good checkpoint is {last}." if last.exists() else ""

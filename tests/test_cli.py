@@ -104,7 +104,7 @@ def test_plot_writes_a_png(trained, faces, tmp_path):
 
 def test_errors_are_one_line(tmp_path, trained):
     out = cli("verify", tmp_path / "missing.ckpt", "a.png", "b.png")
-    assert out.returncode == 2 and "checkpoint not found" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "model file not found" in out.stderr and "Traceback" not in out.stderr
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     out = cli("embed", bad, tmp_path, "-o", tmp_path / "x.npy")

@@ -77,13 +77,40 @@ def fetch(url: str, dest: Path, expected: str | None) -> Path:
     return dest
 
 
+def _unsafe_reason(member: tarfile.TarInfo, root: Path) -> str | None:
+    """Why extracting ``member`` under ``root`` could write outside it or create something odd; None if safe."""
+    name = member.name
+    if os.path.isabs(name) or name.startswith(("/", "\\")):
+        return "absolute path"
+    if ".." in Path(name).parts:
+        return "'..' in the path"
+    if not (root / name).resolve().is_relative_to(root):
+        return "resolves outside the target folder"
+    if member.issym() or member.islnk():
+        return "link"
+    if not (member.isfile() or member.isdir()):
+        return "device, FIFO or other special file"
+    return None
+
+
 def _safe_extract(archive: Path, root: Path) -> None:
+    """Extract a tar archive into ``root``, refusing the whole archive if any member is unsafe.
+
+    Our own check refuses absolute paths, ``..``, links and special files outright (the LFW archives hold
+    only folders and JPEGs); the standard library's ``filter="data"`` (Python >= 3.12, and 3.10.12+ /
+    3.11.4+) guards the extraction itself as a second layer.
+    """
+    root = root.resolve()
     with tarfile.open(archive) as tar:
-        for m in tar.getmembers():
-            target = (root / m.name).resolve()
-            if not str(target).startswith(str(root.resolve())) or m.issym() or m.islnk():
-                raise RuntimeError(f"{archive}: refusing unsafe member {m.name!r}")
-        tar.extractall(root)
+        members = tar.getmembers()
+        for m in members:
+            reason = _unsafe_reason(m, root)
+            if reason:
+                raise RuntimeError(f"{archive}: refusing unsafe member {m.name!r} ({reason}); nothing was extracted")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, members=members, filter="data")
+        else:  # older Python: the checks above are the guard
+            tar.extractall(root, members=members)
 
 
 def download_lfw(root: str | Path, base_url: str = LFW_BASE_URL, variant: str = "deepfunneled",

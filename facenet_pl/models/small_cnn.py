@@ -16,11 +16,11 @@ from torch import nn
 class _ResidualStage(nn.Module):
     """Downsampling conv then a residual 3x3 pair."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, norm_layer: str = "batchnorm2d") -> None:
         super().__init__()
-        self.down = ConvNormAct(cin, cout, 3, stride=2)
-        self.conv1 = ConvNormAct(cout, cout, 3)
-        self.conv2 = ConvNormAct(cout, cout, 3, apply_act=False)
+        self.down = ConvNormAct(cin, cout, 3, stride=2, norm_layer=norm_layer)
+        self.conv1 = ConvNormAct(cout, cout, 3, norm_layer=norm_layer)
+        self.conv2 = ConvNormAct(cout, cout, 3, apply_act=False, norm_layer=norm_layer)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,11 @@ class _ResidualStage(nn.Module):
 
 
 class SmallFaceCNN(nn.Module):
-    """Four stride-2 residual stages (widths ``widths``) and global average pooling."""
+    """Four stride-2 residual stages (widths ``widths``) and global average pooling.
+
+    ``norm_layer``: any timm norm name, e.g. ``batchnorm2d`` (default) or ``groupnorm1`` (per image: no
+    batch statistics, so results do not depend on how a batch is split across DDP ranks).
+    """
 
     def __init__(
         self,
@@ -38,12 +42,13 @@ class SmallFaceCNN(nn.Module):
         widths: tuple[int, ...] = (32, 64, 128, 256),
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        norm_layer: str = "batchnorm2d",
         **_: object,
     ) -> None:
         super().__init__()
         stages, cin = [], in_chans
         for w in widths:
-            stages.append(_ResidualStage(cin, w))
+            stages.append(_ResidualStage(cin, w, norm_layer))
             cin = w
         self.stages = nn.Sequential(*stages)
         self.num_features = cin

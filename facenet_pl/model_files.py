@@ -1,0 +1,160 @@
+"""Opening model files without running code from them: checkpoints and safetensors weights.
+
+A ``.ckpt`` is a pickle, and a pickle is a program: ``torch.load(weights_only=False)`` runs whatever
+it names. Here every model file is read with ``torch.load(weights_only=True)`` (tensors and plain
+containers only) or as ``.safetensors`` (no code at all), and the hyperparameters that rebuild the
+network may only name allow-listed ``_target_`` classes (this package, ``torch.optim``, timm), so a
+crafted config cannot instantiate ``os.system`` either.
+
+``.safetensors`` files written by :func:`save_safetensors` hold the network's weights and, in the
+header's metadata, a JSON ``facenet_pl`` entry: architecture, input size, normalisation, embedding
+size and verification threshold. It is the format to share a model in.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facenet_pl.errors import ConfigError
+
+#: Module prefixes a ``_target_`` in a model file's hyperparameters may name.
+ALLOWED_TARGET_PREFIXES = ("facenet_pl.", "torch.optim.", "timm.")
+SAFETENSORS_FORMAT = "facenet_pl.embedding/1"
+#: Miner, loss and optimizer a model rebuilt for inference is given (they take no part in embedding).
+_INFERENCE_PARTS = {
+    "miner": {"_target_": "facenet_pl.mining.SemiHardMiner"},
+    "loss": {"_target_": "facenet_pl.losses.TripletLoss"},
+    "optimizer": {"_target_": "torch.optim.AdamW"},
+}
+
+
+class UnsafeModelFileError(ConfigError):
+    """A model file that would run code, or name code to run, when opened."""
+
+
+def check_targets(cfg: Any, where: str = "hyper_parameters") -> None:
+    """Raise :class:`UnsafeModelFileError` if any ``_target_`` in ``cfg`` (nested) is outside the allow-list."""
+    if isinstance(cfg, dict):
+        for key, value in cfg.items():
+            path = f"{where}.{key}"
+            if key == "_target_":
+                if not isinstance(value, str) or not value.startswith(ALLOWED_TARGET_PREFIXES):
+                    raise UnsafeModelFileError(
+                        f"{path}={value!r} is not allowed in a model file: only classes from "
+                        f"{', '.join(p.rstrip('.') for p in ALLOWED_TARGET_PREFIXES)} are instantiated"
+                    )
+            else:
+                check_targets(value, path)
+    elif isinstance(cfg, list | tuple):
+        for i, value in enumerate(cfg):
+            check_targets(value, f"{where}[{i}]")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeModelFileError(
+            f"{path} holds Python objects that would run code when opened (not only tensors and plain data): "
+            f"refusing to load it ({str(e).splitlines()[0]}). A facenet-pl checkpoint never does; if you made this "
+            "file yourself with other code, re-save its state_dict, or share models as .safetensors "
+            "(facenet-pl export CKPT -o model.safetensors)."
+        ) from None
+    except Exception as e:  # truncated, not a torch file at all
+        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ConfigError(f"{path} is not a facenet-pl checkpoint (no state_dict / hyper_parameters in it)")
+    return ckpt
+
+
+def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path):
+    from facenet_pl.module import FaceNetModule
+
+    check_targets(hparams)
+    hparams = dict(hparams)
+    model = dict(hparams.get("model") or {})
+    model["compile"] = False  # inference: plain eager module (weights are saved uncompiled)
+    hparams["model"] = model
+    backbone = dict(hparams.get("backbone") or {})
+    backbone["pretrained"] = False  # the file holds the weights: never download any
+    hparams["backbone"] = backbone
+    try:
+        module = FaceNetModule(**hparams)
+        state_dict = {k.replace("._orig_mod.", "."): v for k, v in state_dict.items()}
+        module.load_state_dict(state_dict, strict=True)
+    except UnsafeModelFileError:
+        raise
+    except Exception as e:  # missing keys, wrong shapes, unknown arguments: not one of ours
+        raise ConfigError(f"{path} is not a facenet-pl model ({type(e).__name__}: {e})") from None
+    return module
+
+
+def load_checkpoint_model(path: str | Path):
+    """Rebuild a :class:`~facenet_pl.module.FaceNetModule` from a Lightning checkpoint, safely."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
+    if not isinstance(hparams, dict):
+        raise ConfigError(f"{path}: hyper_parameters is a {type(hparams).__name__}, not a dict")
+    return _build(hparams, ckpt["state_dict"], path)
+
+
+def save_safetensors(module, path: str | Path) -> None:
+    """Write the embedding network's weights + a JSON description (``facenet_pl`` metadata) to ``path``."""
+    from safetensors.torch import save_file
+
+    hp = module.hparams
+    meta = {
+        "format": SAFETENSORS_FORMAT,
+        "backbone": dict(hp["backbone"]),
+        "model": {**dict(hp["model"]), "compile": False},
+        "preprocess": dict(hp.get("preprocess") or {}),
+        "input_size": module.input_size,
+        "crop_size": module.crop_size,
+        "normalization": module.normalization,
+        "embedding_dim": module.net.embedding_dim,
+        "threshold": float(module.threshold),
+    }
+    tensors = {k.replace("._orig_mod.", "."): v.detach().cpu().contiguous()
+               for k, v in module.state_dict().items()}
+    save_file(tensors, str(path), metadata={"facenet_pl": json.dumps(meta)})
+
+
+def load_safetensors_model(path: str | Path):
+    """Rebuild a model from a ``.safetensors`` file written by :func:`save_safetensors`."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("facenet_pl")
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not a readable .safetensors file ({e})") from None
+    if raw is None:
+        raise ConfigError(f"{path} has no facenet_pl metadata: write it with facenet-pl export --format safetensors")
+    meta = json.loads(raw)
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise ConfigError(f"{path}: unknown format {meta.get('format')!r} (expected {SAFETENSORS_FORMAT})")
+    hparams = {"backbone": meta["backbone"], "model": meta["model"], "preprocess": meta.get("preprocess") or {},
+               **_INFERENCE_PARTS}
+    return _build(hparams, tensors, path)
+
+
+def load_model_file(path: str | Path):
+    """A checkpoint (``.ckpt``) or shared weights (``.safetensors``) -> FaceNetModule, without running code."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):  # safetensors: u64 size, JSON
+        return load_safetensors_model(path)
+    return load_checkpoint_model(path)

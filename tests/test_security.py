@@ -1,0 +1,211 @@
+"""Opening a model file never runs code; safetensors sharing; archive extraction refuses unsafe members."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facenet_pl.cli import main as cli
+from facenet_pl.data.download import _safe_extract
+from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+from facenet_pl.errors import ConfigError
+from facenet_pl.inference import embed_images, load_model
+
+from .test_reliability import _train_in_process
+from .test_train_e2e import ROOT
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    _train_in_process(run, "trainer.max_epochs=1")
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    x, y = generate_split(3, 2, seed=3, split="test", cfg=SyntheticFaceConfig(image_size=64))
+    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
+        (root / f"p{lab}").mkdir(exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(root / f"p{lab}" / f"{i}.png")
+    return root
+
+
+def _tampered(ckpt: Path, out: Path, edit) -> Path:
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    edit(data)
+    torch.save(data, out)
+    return out
+
+
+def _commands(model: Path, faces: Path, out: Path) -> dict[str, list[str]]:
+    img = sorted(faces.rglob("*.png"))
+    return {
+        "embed": ["embed", str(model), str(faces), "-o", str(out / "e.npy")],
+        "verify": ["verify", str(model), str(img[0]), str(img[1])],
+        "cluster": ["cluster", str(model), str(faces), "-o", str(out / "clusters")],
+        "plot": ["plot", str(model), str(faces), "-o", str(out / "tsne.png")],
+        "export": ["export", str(model), "-o", str(out / "m.safetensors")],
+    }
+
+
+def _eval_in_process(model: Path, out: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from facenet_pl.evaluate import evaluate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt_path={model}", "data.val_identities=20",
+                                         "data.val_images_per_identity=3", "data.val_pairs_per_fold=4"],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg["hydra"]
+    return evaluate(cfg)
+
+
+def test_a_pickle_that_runs_code_is_refused_by_every_command(ckpt, faces, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = _tampered(ckpt, tmp_path / "evil.ckpt", lambda d: d.update(extra=_RunsCode(marker)))
+    with pytest.raises(Exception):  # the file really is a code-running pickle
+        torch.load(evil, weights_only=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, argv in _commands(evil, faces, out).items():
+        assert cli(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "would run code" in err and "Traceback" not in err, (name, err)
+    with pytest.raises(ConfigError, match="would run code"):
+        _eval_in_process(evil, out / "eval")
+    # resuming training from it (train.py ckpt_path=...) refuses too, before any training
+    with pytest.raises(ConfigError, match="would run code"):
+        _train_in_process(tmp_path / "resume", f"ckpt_path={evil}", "trainer.max_epochs=2")
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert list(out.iterdir()) == [], "a command wrote output for a refused model"
+
+
+@pytest.mark.parametrize(
+    "part,entry,key",
+    [
+        ("miner", {"_target_": "os.system", "_args_": ["touch {marker}"]}, "hyper_parameters.miner._target_"),
+        ("loss", {"_target_": "facenet_pl.losses.TripletLoss",
+                  "margin": {"_target_": "subprocess.call", "args": ["touch", "{marker}"]}},
+         "hyper_parameters.loss.margin._target_"),
+    ],
+)
+def test_hyperparameters_naming_other_code_are_refused(ckpt, tmp_path, part, entry, key):
+    marker = tmp_path / "pwned"
+    entry = eval(repr(entry).replace("{marker}", str(marker)))  # noqa: S307 - a literal built above
+
+    def edit(d):
+        d["hyper_parameters"][part] = entry
+
+    bad = _tampered(ckpt, tmp_path / "bad.ckpt", edit)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_model(bad)
+    assert not marker.exists()
+
+
+def test_safetensors_round_trip_and_every_command_accepts_it(ckpt, faces, tmp_path, capsys):
+    st = tmp_path / "model.safetensors"
+    assert cli(["export", str(ckpt), "-o", str(st)]) == 0
+    assert "max |embedding difference|" in capsys.readouterr().out
+    assert st.read_bytes()[8:9] == b"{"  # a JSON header and raw tensors: nothing to unpickle
+    a, b = load_model(ckpt), load_model(st)
+    x = torch.randint(0, 256, (6, 3, a.input_size, a.input_size), dtype=torch.uint8)
+    ea, eb = embed_images(a, x, flip=True), embed_images(b, x, flip=True)
+    assert (ea - eb).abs().max().item() <= 1e-6
+    assert float(b.threshold) == float(a.threshold) and np.isfinite(float(b.threshold))
+    assert (b.input_size, b.normalization, b.crop_size) == (a.input_size, a.normalization, a.crop_size)
+    # every command that takes a checkpoint takes the safetensors file, with the same result
+    img = sorted(faces.rglob("*.png"))
+    outs = {}
+    for model in (ckpt, st):
+        assert cli(["verify", str(model), str(img[0]), str(img[2])]) == 0
+        outs[model.suffix] = capsys.readouterr().out
+    assert outs[".ckpt"] == outs[".safetensors"]
+    out = tmp_path / "o"
+    out.mkdir()
+    for name, argv in _commands(st, faces, out).items():
+        if name != "export":
+            assert cli(argv) == 0, name
+    res = _eval_in_process(st, out / "eval")
+    assert res["accuracy"] == pytest.approx(_eval_in_process(ckpt, out / "eval_ckpt")["accuracy"])
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "member,reason",
+    [
+        (_file("../outside.txt"), "'..'"),
+        (_file("lfw/../../outside.txt"), "'..'"),
+        (_file("/tmp/facenet_pl_abs_test.txt"), "absolute"),
+        (_link("lfw/evil", "/etc/passwd"), "link"),
+        (_link("lfw/inside", "lfw/a.txt"), "link"),
+        (_link("lfw/hard", "/etc/passwd", tarfile.LNKTYPE), "link"),
+    ],
+)
+def test_unsafe_archive_members_are_refused_and_nothing_is_extracted(tmp_path, member, reason):
+    root = tmp_path / "data" / "lfw"
+    root.mkdir(parents=True)
+    archive = _tar(tmp_path / "a.tgz", [_file("lfw/a.txt"), member])
+    with pytest.raises(RuntimeError, match=f"refusing unsafe member.*{reason}"):
+        _safe_extract(archive, root)
+    assert list(root.iterdir()) == []
+    assert not (tmp_path / "data" / "outside.txt").exists() and not (tmp_path / "outside.txt").exists()
+    assert not Path("/tmp/facenet_pl_abs_test.txt").exists()
+
+
+def test_a_sibling_folder_sharing_the_roots_name_prefix_is_outside(tmp_path):
+    root = tmp_path / "lfw"
+    root.mkdir()
+    archive = _tar(tmp_path / "a.tgz", [_file("../lfw-evil/x.txt")])  # the old prefix check accepted this
+    with pytest.raises(RuntimeError, match="refusing unsafe member"):
+        _safe_extract(archive, root)
+    assert not (tmp_path / "lfw-evil").exists()
+
+
+def test_a_safe_archive_extracts(tmp_path):
+    root = tmp_path / "lfw"
+    root.mkdir()
+    _safe_extract(_tar(tmp_path / "a.tgz", [_file("lfw-deepfunneled/A/A_0001.jpg", b"jpeg")]), root)
+    assert (root / "lfw-deepfunneled" / "A" / "A_0001.jpg").read_bytes() == b"jpeg"
