@@ -31,7 +31,7 @@ class RecordBatches(Callback):
         import json
 
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "batch_idx": batch_idx,
-               "idx": batch[2].tolist(), "loss": float(outputs["loss"])}
+               "rank": trainer.global_rank, "idx": batch[2].tolist(), "loss": float(outputs["loss"])}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:

@@ -12,18 +12,40 @@ from omegaconf import OmegaConf
 from facenet_pl.evaluation import evaluate_pairs
 from facenet_pl.inference import embed_dataset, load_model
 
+from .helpers import read_batches
 from .test_train_e2e import run_train
+from .test_training_integrity import _tiny_labels
 
 
 # cross_rank=true through train.py is slow-marked: tests/test_cross_rank.py covers its exactness in CI
 @pytest.mark.parametrize("cross_rank", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path, cross_rank):
-    out = run_train(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-                    f"mining.cross_rank={str(cross_rank).lower()}", timeout=600)
+    rec = tmp_path / "batches.jsonl"
+    out = run_train(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+                    f"mining.cross_rank={str(cross_rank).lower()}", "+callbacks.record._target_=tests.helpers.RecordBatches",
+                    f"+callbacks.record.path={rec}", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # 24 identities, P=4 per rank and 2 ranks: 3 global steps per epoch (each rank draws its own identities)
-    assert metrics["global_step"] == 24 // (4 * 2)
+    assert metrics["global_step"] == 2 * 24 // (4 * 2)
+
+    # What each rank trained: in every step the ranks' identities are disjoint and together cover 2 x P;
+    # every epoch covers all 24 identities and differs from the other epoch on each rank.
+    labels = _tiny_labels()
+    rows = read_batches(rec)
+    batches = {(r["rank"], r["epoch"], r["batch_idx"]): labels[r["idx"]] for r in rows}
+    assert len(batches) == 2 * 2 * 3
+    for epoch in (0, 1):
+        ids = []
+        for b in range(3):
+            r0, r1 = set(batches[0, epoch, b]), set(batches[1, epoch, b])
+            assert len(r0) == len(r1) == 4 and not r0 & r1
+            ids += [*r0, *r1]
+        assert sorted(ids) == list(range(24))
+    for rank in (0, 1):
+        e0 = [r["idx"] for r in rows if r["rank"] == rank and r["epoch"] == 0]
+        e1 = [r["idx"] for r in rows if r["rank"] == rank and r["epoch"] == 1]
+        assert e0 != e1
 
     # The val/acc the 2 ranks logged (each embedded half of the validation images) must equal a
     # single-process evaluation of the saved weights on the whole validation set.

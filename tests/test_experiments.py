@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +46,10 @@ def test_optuna_sweep_returns_the_metric(tmp_path):
                     "data.p=choice(2,4)", "data.k=choice(2,3)")
     assert out.returncode == 0, out.stderr[-3000:]
     res = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert 0.0 <= float(res["best_value"]) <= 1.0 and "loss.margin" in res["best_params"]
+    trials = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
+    assert len(trials) == 2 and "loss.margin" in res["best_params"]
+    # the sweeper optimised what the trials measured: the best trial's best val/acc
+    assert float(res["best_value"]) == pytest.approx(max(t["best/val/acc"] for t in trials))
 
 
 def _agent_commands(sweep_file: Path, n: int) -> list[list[str]]:
@@ -124,41 +125,32 @@ def test_slurm_launcher_config_composes():
     assert launcher.tasks_per_node == 4 and launcher.max_num_timeout == 3
 
 
-def test_kill_9_mid_epoch_then_resume_completes_the_run(tmp_path):
-    common = [*TINY, "data.train_identities=48", "trainer.max_epochs=3",
-              "+callbacks.model_checkpoint.every_n_train_steps=2"]  # 12 steps per epoch
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path}", *common]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    import torch
-
-    deadline = time.time() + 240
-    step = -1
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists():
-            try:
-                step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-            except Exception:  # being replaced right now
-                step = -1
-            if step >= 16 and step % 12:  # inside epoch 2
-                break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    out = run_train(tmp_path, *common[len(TINY):], "ckpt_path=last")
-    assert out.returncode == 0, out.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["global_step"] == 36
-    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
-    val_epochs = sorted(int(float(r["epoch"])) for r in rows if r.get("val/acc"))
-    assert val_epochs == [0, 1, 2], val_epochs  # the log kept epoch 0 and has each epoch once
-    steps = [int(float(r["step"])) for r in rows if r.get("train/loss")]
-    assert len(steps) == len(set(steps)), "a step was logged twice"
+# Kill -9 / Ctrl-C and resume: tests/test_training_integrity.py compares every trained batch with an
+# uninterrupted run.
 
 
 @pytest.mark.parametrize("extra", [["trainer.precision=bf16-mixed"], ["trainer.gradient_clip_val=0.5"],
                                    ["model.channels_last=false"], ["scheduler=step"], ["optimizer=sgd"]])
 def test_training_options(tmp_path, extra):
-    out = run_train(tmp_path, "trainer.fast_dev_run=true", *extra)
+    from .helpers import read_batches
+
+    rec = tmp_path / "batches.jsonl"
+    out = run_train(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=3", *extra,
+                    "+callbacks.record._target_=tests.helpers.RecordBatches", f"+callbacks.record.path={rec}")
     assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_batches(rec)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["loss"] < 10 for r in rows)
+    import torch
+
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    if extra == ["optimizer=sgd"]:
+        assert "momentum" in group and "betas" not in group
+    else:
+        assert "betas" in group
+    sched = ckpt["lr_schedulers"][0]
+    if extra == ["scheduler=step"]:
+        assert "step_size" in sched
+    else:
+        assert "step_size" not in sched
