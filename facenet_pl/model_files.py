@@ -55,6 +55,24 @@ def check_targets(cfg: Any, where: str = "hyper_parameters") -> None:
             check_targets(value, f"{where}[{i}]")
 
 
+#: Substrings of ``backbone.kwargs`` keys that make timm read weights from somewhere (a file, a URL, the
+#: Hub): a model file carries its own weights, so it may not point the loader at others.
+_WEIGHT_SOURCE_KEYS = ("checkpoint", "pretrained", "file", "url", "hub")
+
+
+def check_backbone_kwargs(hparams: dict[str, Any]) -> None:
+    """Refuse ``backbone.kwargs`` that would make timm load weights from another file or the network."""
+    kwargs = (hparams.get("backbone") or {}).get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UnsafeModelFileError(f"hyper_parameters.backbone.kwargs must be a dict, got {type(kwargs).__name__}")
+    for key in kwargs:
+        if any(bad in str(key).lower() for bad in _WEIGHT_SOURCE_KEYS):
+            raise UnsafeModelFileError(
+                f"hyper_parameters.backbone.kwargs.{key} is not allowed in a model file: it would make timm load "
+                "weights from elsewhere; the file's own weights are used"
+            )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
     try:
@@ -77,6 +95,7 @@ def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
     from facenet_pl.module import FaceNetModule
 
     check_targets(hparams)
+    check_backbone_kwargs(hparams)
     hparams = dict(hparams)
     model = dict(hparams.get("model") or {})
     model["compile"] = False  # inference: plain eager module (weights are saved uncompiled)
