@@ -86,7 +86,8 @@ def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
 def test_last_ckpt_is_the_final_model_when_the_best_epoch_is_earlier(tmp_path):
     rec, final = tmp_path / "batches.jsonl", tmp_path / "final.pt"
     # time/elapsed_s only grows, so mode=min makes epoch 0 the best for certain
-    metrics = _train_in_process(tmp_path / "run", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=time/elapsed_s",
+    metrics = _train_in_process(tmp_path / "run", "trainer.max_epochs=3",
+                                "callbacks.model_checkpoint.monitor=time/elapsed_s",
                                 "callbacks.model_checkpoint.mode=min", RECORD, f"+callbacks.record.path={rec}",
                                 f"+callbacks.record.weights={final}")
     ckpts = tmp_path / "run" / "checkpoints"
