@@ -61,3 +61,16 @@ class InterruptAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+def write_face_folders(root, identities: int, per_identity: int, seed: int = 3):
+    """Rendered synthetic faces saved as PNG files in ``root/person<label>/<i>.png`` (CLI inputs)."""
+    from PIL import Image
+
+    from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+
+    x, y = generate_split(identities, per_identity, seed=seed, split="test", cfg=SyntheticFaceConfig(image_size=64))
+    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
+        (root / f"person{lab}").mkdir(exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(root / f"person{lab}" / f"{i}.png")
+    return root

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 from facenet_pl.inference import load_model
 
+from .helpers import write_face_folders
 from .test_train_e2e import run_train
 
 
@@ -28,12 +28,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faces")
-    x, y = generate_split(4, 3, seed=3, split="test", cfg=SyntheticFaceConfig(image_size=64))
-    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
-        (root / f"person{lab}").mkdir(exist_ok=True)
-        Image.fromarray(img.transpose(1, 2, 0)).save(root / f"person{lab}" / f"{i}.png")
-    return root
+    return write_face_folders(tmp_path_factory.mktemp("faces"), 4, 3)
 
 
 def cli(*args):

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from facenet_pl.cli import main as cli
 from facenet_pl.data.download import _safe_extract
-from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 from facenet_pl.errors import ConfigError
 from facenet_pl.inference import embed_images, load_model
 
+from .helpers import write_face_folders
 from .test_reliability import _train_in_process
 from .test_train_e2e import ROOT
 
@@ -42,12 +41,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    x, y = generate_split(3, 2, seed=3, split="test", cfg=SyntheticFaceConfig(image_size=64))
-    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
-        (root / f"p{lab}").mkdir(exist_ok=True)
-        Image.fromarray(img.transpose(1, 2, 0)).save(root / f"p{lab}" / f"{i}.png")
-    return root
+    return write_face_folders(tmp_path_factory.mktemp("faces"), 3, 2)
 
 
 def _tampered(ckpt: Path, out: Path, edit) -> Path:
