@@ -166,3 +166,42 @@ def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninter
     steps = [int(float(r["step"])) for r in rows if r.get("train/loss")]
     assert len(steps) == len(set(steps)), "a step was logged twice"
     assert sorted(int(float(r["epoch"])) for r in rows if r.get("val/acc")) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "trainer_kwargs",
+    [dict(max_epochs=3), dict(max_epochs=3, limit_train_batches=4), dict(max_epochs=2, limit_train_batches=0.5),
+     dict(max_epochs=3, accumulate_grad_batches=4), dict(max_epochs=5, max_steps=7)],
+    ids=["epochs", "limit_int", "limit_float", "accumulate", "max_steps"],
+)
+def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
+    """The module counts the schedule's steps itself (Lightning's estimate would build the train iterator
+    before a checkpoint is restored); once training runs, Lightning's own estimate must agree."""
+    import pytorch_lightning as pl
+
+    from facenet_pl.data.datamodule import SyntheticFaceDataModule
+    from facenet_pl.module import FaceNetModule
+
+    seen = {}
+
+    class Compare(pl.Callback):
+        def on_train_start(self, trainer, module):
+            seen["ours"], seen["lightning"] = module._total_training_steps(), trainer.estimated_stepping_batches
+            raise KeyboardInterrupt  # nothing more to train
+
+    dm = SyntheticFaceDataModule(image_size=32, train_identities=24, train_images_per_identity=4, val_identities=20,
+                                 val_images_per_identity=3, val_pairs_per_fold=4, p=4, k=3)
+    module = FaceNetModule(backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
+                           model={"embedding_dim": 8}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+                           loss={"_target_": "facenet_pl.losses.TripletLoss"},
+                           optimizer={"_target_": "torch.optim.AdamW"}, scheduler={"name": "cosine"})
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[Compare()],
+                         **trainer_kwargs)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            trainer.fit(module, datamodule=dm)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert seen["ours"] == seen["lightning"] > 0, seen
