@@ -259,11 +259,11 @@ class FaceNetModule(pl.LightningModule):
         if t.max_epochs == -1 and t.max_steps == -1:
             raise ConfigError("trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
                               "needs an end. Set one of them, or scheduler=none.")
+        if t.max_epochs == -1:
+            return int(t.max_steps)
         n, limit = per_epoch(), t.limit_train_batches
         n = int(n * limit) if isinstance(limit, float) else min(n, int(limit))
         steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
-        if t.max_epochs == -1:
-            return int(t.max_steps)
         return min(steps, t.max_steps) if t.max_steps != -1 else steps
 
     def configure_optimizers(self):
