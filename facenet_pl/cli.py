@@ -2,6 +2,7 @@
 
     facenet-pl embed   CKPT INPUT... -o embeddings.npy      images/folders -> embeddings + file names
     facenet-pl verify  CKPT IMG1 IMG2                        distance, same/different at the stored threshold
+    facenet-pl calibrate CKPT FOLDER -o OUT.ckpt|.safetensors  fit the threshold on a labelled folder, store it
     facenet-pl cluster CKPT DIR -o OUT                       group images into identities: CSV + contact sheets
     facenet-pl export  CKPT -o model.onnx|.pt|.safetensors  ONNX, TorchScript or shareable safe weights, checked
     facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
@@ -44,11 +45,12 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     return files
 
 
-def _embed_files(ckpt: str, files: list[Path], flip: bool, batch_size: int = 256):
+def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256):
     from facenet_pl.data.images import decode_images
     from facenet_pl.inference import embed_images, load_model
 
     model = load_model(ckpt)
+    flip = model.eval_flip if flip is None else flip
     images, ok = decode_images(files, model.input_size, model.crop_size)
     bad = [str(f) for f, k in zip(files, ok) if not k]
     if bad:
@@ -97,7 +99,52 @@ def cmd_verify(a) -> None:
     if math.isnan(thr):
         raise CLIError("this checkpoint has no calibrated threshold (it never validated): pass --threshold")
     res = {"distance": round(d, 6), "threshold": round(thr, 6), "same": d < thr}
+    if a.threshold is None:  # say what the stored threshold was calibrated on: it may not suit these images
+        cal = getattr(model, "calibration", None) or {}
+        res["calibrated_on"] = cal.get("on", "unknown (re-calibrate: facenet-pl calibrate CKPT FOLDER -o OUT)")
+        if cal.get("flip") is not None and bool(cal["flip"]) != bool(a.flip if a.flip is not None else model.eval_flip):
+            res["warning"] = "the threshold was calibrated with flip averaging " + ("on" if cal["flip"] else "off")
     print(json.dumps(res))
+
+
+def cmd_calibrate(a) -> None:
+    """Fit the verification threshold on pairs of a labelled folder (root/<identity>/<images>) and store it."""
+    from facenet_pl.data.datasets import InMemoryFaceDataset
+    from facenet_pl.data.images import scan_identity_folders
+    from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
+    from facenet_pl.evaluation.verification import best_threshold, threshold_at_far
+    from facenet_pl.model_files import save_calibrated
+
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    if out.suffix not in (".ckpt", ".safetensors"):
+        raise CLIError(f"-o {out}: use a .ckpt (a copy of the checkpoint) or .safetensors file name")
+    if Path(a.ckpt).resolve() == out.resolve():
+        raise CLIError("-o must be a new file: the original model is kept as it is")
+    paths, labels, names = scan_identity_folders(a.folder, min_images=1)
+    model, files, emb = _embed_files(a.ckpt, paths, a.flip)
+    keep = np.isin([str(p) for p in paths], [str(f) for f in files])
+    labels = labels[keep]
+    ids, counts = np.unique(labels, return_counts=True)
+    multi = ids[counts >= 2]
+    rows = np.flatnonzero(np.isin(labels, multi))
+    n_folds = fold_count(len(multi), a.folds, f"{a.folder}")
+    pairs, same, folds = make_pairs(labels[rows], n_folds, a.pairs_per_fold, a.seed)
+    split = VerificationSet(InMemoryFaceDataset(np.zeros((len(rows), 1, 1, 1), np.uint8), labels[rows]), pairs,
+                            same, folds, name=f"{Path(a.folder).resolve()}", identities=[names[i] for i in multi])
+    d = split.distances(torch.from_numpy(emb[rows]))
+    res = split.evaluate(d)
+    thr = threshold_at_far(d, same, a.far_target) if a.far_target is not None else best_threshold(d, same)[0]
+    flip = model.eval_flip if a.flip is None else a.flip
+    calibration = {**split.describe(), "split": "calibrate", "flip": flip, "accuracy": res["accuracy"],
+                   "rule": f"FAR <= {a.far_target}" if a.far_target is not None else "best accuracy"}
+    previous = float(model.threshold)
+    model.eval_flip = flip
+    save_calibrated(a.ckpt, model, thr, calibration, out)
+    print(json.dumps({"threshold": round(thr, 6), "previous_threshold": round(previous, 6),
+                      "pairs": res["pairs"], "identities": res["identities"], "folds": res["folds"],
+                      "kfold_accuracy": round(res["accuracy"], 4), "accuracy_ci95": [round(res["accuracy_ci95_low"], 4),
+                      round(res["accuracy_ci95_high"], 4)], "flip": flip, "output": str(out)}))
 
 
 def _contact_sheet(paths: list[Path], size: int, out: Path, cols: int = 8) -> None:
@@ -188,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, output=True):
         p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt) or exported weights (.safetensors)")
-        p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal-flip averaging")
+        p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="horizontal-flip averaging (default: the model's model.eval_flip)")
         if output:
             p.add_argument("--force", action="store_true", help="replace an existing output")
         return p
@@ -202,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image2")
     p.add_argument("--threshold", type=float, help="squared-distance threshold (default: the checkpoint's)")
     p.set_defaults(fn=cmd_verify)
+    p = common(sub.add_parser("calibrate", help="fit the verification threshold on a labelled folder"))
+    p.add_argument("folder", help="root/<identity>/<images>, people the model was not trained on")
+    p.add_argument("-o", "--output", required=True, help="new .ckpt or .safetensors file with the threshold")
+    p.add_argument("--far-target", type=float, help="largest threshold with FAR <= this (default: best accuracy)")
+    p.add_argument("--folds", type=int, default=10, help="folds of the accuracy estimate (fewer if too few people)")
+    p.add_argument("--pairs-per-fold", type=int, default=100, help="matched (and as many mismatched) pairs per fold")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_calibrate)
     p = common(sub.add_parser("cluster", help="group a folder of images into identities"))
     p.add_argument("folder")
     p.add_argument("-o", "--output", required=True, help="output folder")

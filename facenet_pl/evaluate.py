@@ -1,75 +1,167 @@
-"""``evaluate(cfg)``: the full verification table (plus k-NN and clustering) of a checkpoint."""
+"""``evaluate(cfg)``: the verification table (plus k-NN and clustering) of a trained model on a test split.
+
+By default a checkpoint is evaluated on its own run's **test** identities: the checkpoint carries the data
+config it was trained with and the names of its validation and test identities, and the evaluation stops
+if the data no longer yields those same test people. ``data=...`` evaluates other data (with a warning
+when it differs from the training data); ``split=all`` makes every identity of a folder a test identity.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from facenet_pl.evaluation import clustering_scores, evaluate_pairs, knn_topk_accuracy, split_gallery_probe
+from facenet_pl.data.pairs import VerificationSet
+from facenet_pl.errors import ConfigError
+from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
 from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
 from facenet_pl.inference import embed_dataset, load_model
 
 log = logging.getLogger(__name__)
 
+SPLITS = ("test", "val", "all")
+#: Data settings that do not change which images or people a split holds.
+_NO_EFFECT = {"num_workers", "val_batch_size", "decode_workers", "cache_dir", "p", "k", "extra_negatives",
+              "few_images", "batches_per_epoch"}
+
 
 def format_table(res: dict[str, Any]) -> str:
+    """The result as aligned ``name  value`` rows."""
     rows = [
-        ("accuracy", f"{res['accuracy']:.4f} +- {res['accuracy_std']:.4f}"),
-        (f"VAL @ FAR={res['far_target']:g}", f"{res['val']:.4f} +- {res['val_std']:.4f} (FAR {res['far']:.5f})"),
+        ("evaluated on", f"{res['on']} ({res['split']} split)"),
+        ("accuracy", f"{res['accuracy']:.4f} +- {res['accuracy_std']:.4f} over {res['folds']} folds "
+                     f"(95% interval {res['accuracy_ci95_low']:.4f}-{res['accuracy_ci95_high']:.4f})"),
+        (f"VAL @ FAR={res['far_target']:g}",
+         f"{res['val']:.4f} +- {res['val_std']:.4f} (achieved FAR {res['far']:.5f})"),
         ("AUC", f"{res['auc']:.4f}"),
         ("EER", f"{res['eer']:.4f}"),
         ("threshold (mean of folds)", f"{res['threshold']:.4f}"),
-        ("pairs", f"{res['pairs']}"),
     ]
+    if "acc_at_model_threshold" in res:
+        rows.append(("accuracy at the model's threshold",
+                     f"{res['acc_at_model_threshold']:.4f} (threshold {res['model_threshold']:.4f}, calibrated on "
+                     f"{res['model_calibrated_on']})"))
+    rows += [("pairs / identities", f"{res['pairs']} / {res['identities']}"), ("flip averaging", str(res["flip"]))]
     rows += [(k, f"{v:.4f}") for k, v in res.items() if k.startswith(("knn/", "kmeans/", "agglomerative/"))]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
+    """The data to evaluate and whether it is the training run's own: ``(config, same_as_training)``.
+
+    No ``data=`` given: the checkpoint's training data (``+data.key=value`` entries override keys of it).
+    ``data=<group>`` given: that data, with a warning listing how it differs from the training data.
+    """
+    trained = module.data_config
+    given = _plain(cfg.get("data")) or None
+    if given is not None and "_target_" not in given:  # +data.key=value: override keys of the run's data
+        if trained is None:
+            raise ConfigError(f"{cfg.ckpt_path} carries no training data config to override: choose the data with "
+                              "data=folder data.root=... (or data=synthetic / data=lfw)")
+        merged = {**trained, **given}
+        changed = sorted(k for k in given if k not in _NO_EFFECT and given[k] != trained.get(k))
+        if changed:
+            log.warning("evaluating the training data with %s changed: the split may no longer be the run's own",
+                        ", ".join(f"data.{k}" for k in changed))
+        return merged, not changed
+    if given is None:
+        if trained is None:
+            raise ConfigError(f"{cfg.ckpt_path} carries no training data config (a .safetensors file, or a checkpoint"
+                              " from an older facenet-pl): choose the data, e.g. data=folder data.root=<dir> split=all")
+        return dict(trained), True
+    if given.get("image_size") is None:
+        given["image_size"] = module.input_size
+    if trained is not None:
+        keys = sorted(k for k in set(given) | set(trained) if k not in _NO_EFFECT and given.get(k) != trained.get(k))
+        if keys:
+            log.warning("the data differs from the training data in %s: its 'test' identities are not the run's own "
+                        "held-out people and may include people the model was trained on (split=all on a folder of "
+                        "new people avoids that)", ", ".join(f"data.{k}" for k in keys))
+            return given, False
+    return given, trained is not None
+
+
+def select_split(dm, split: str, module, same_data: bool) -> VerificationSet:
+    """The pairs to evaluate; for the run's own data, checks that they hold the identities recorded at training."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        if not hasattr(dm, "whole_folder_split"):
+            raise ConfigError(f"split=all evaluates every identity of a folder: use data=folder, not "
+                              f"{type(dm).__name__}")
+        return dm.whole_folder_split()
+    dm.setup("test" if split == "test" else "validate")
+    chosen = getattr(dm, f"{split}_split", None)
+    if chosen is None:
+        raise ConfigError(f"the data has no {split} split (data.{split}_identities is 0): choose split="
+                          f"{'val' if split == 'test' else 'test'} or set data.{split}_identities")
+    recorded = (getattr(module, "identity_splits", None) or {}).get(split)
+    if same_data and recorded is not None and sorted(recorded) != sorted(chosen.identities):
+        missing = sorted(set(recorded) - set(chosen.identities))
+        raise ConfigError(
+            f"the {split} identities of {chosen.name} differ from the {len(recorded)} recorded when the model was "
+            f"trained ({len(missing)} missing{', e.g. ' + repr(missing[0]) if missing else ''}): the data changed, so "
+            f"this '{split}' split may hold people the model trained on. Restore the data, or evaluate a folder of "
+            "people the model never saw with data=folder data.root=<folder> split=all"
+        )
+    return chosen
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    torch.manual_seed(cfg.get("seed", 0))
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
     module = load_model(cfg.ckpt_path)
-    with open_dict(cfg):
-        if cfg.data.get("image_size") is None:
-            cfg.data.image_size = module.input_size
-    dm = instantiate(cfg.data)
-    dm.setup("validate")
-    emb = embed_dataset(module, dm.val_set, cfg.get("batch_size", 256), flip=cfg.get("flip", True))
-    pairs = torch.as_tensor(dm.val_pairs)
-    d = (emb[pairs[:, 0]] - emb[pairs[:, 1]]).pow(2).sum(1).numpy()
-    folds = getattr(dm, "val_pair_folds", None)
-    test_folds = getattr(dm, "val_test_folds", None)
-    res: dict[str, Any] = evaluate_pairs(d, dm.val_issame, far_target=cfg.far_target, folds=folds,
-                                         test_folds=test_folds)
-    res.update(far_target=cfg.far_target, pairs=int(len(d)), ckpt_path=str(cfg.ckpt_path), flip=bool(cfg.flip))
-    labels = dm.val_set.labels.numpy()
+    data_cfg, same_data = resolve_data_config(cfg, module)
+    split_name = str(cfg.get("split", "test"))
+    dm = instantiate(data_cfg, _convert_="all")
+    split = select_split(dm, split_name, module, same_data)
+    flip = module.eval_flip if cfg.get("flip") is None else bool(cfg.flip)
+    emb = embed_dataset(module, split.dataset, cfg.get("batch_size", 256), flip=flip)
+    d = split.distances(emb)
+    res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target)
+    res.update(far_target=cfg.far_target, split=split_name, ckpt_path=str(cfg.ckpt_path), flip=flip,
+               model_flip=module.eval_flip, same_data_as_training=same_data)
+    if flip != module.eval_flip:
+        log.warning("flip=%s but the model was validated with model.eval_flip=%s", flip, module.eval_flip)
+    thr = float(module.threshold)
+    tested = split.tested()
+    if math.isfinite(thr):
+        res.update(acc_at_model_threshold=float(np.mean((d[tested] < thr) == split.issame[tested])),
+                   model_threshold=thr, model_calibrated_on=(module.calibration or {}).get("on", "unknown data"))
+    labels = split.dataset.labels.numpy()
     if cfg.get("knn", True):
-        g, p = split_gallery_probe(labels, 1, cfg.get("seed", 0))
+        g, p = split_gallery_probe(labels, 1, seed)
         if len(p):
             res.update({f"knn/{k}": v for k, v in knn_topk_accuracy(emb[g], labels[g], emb[p], labels[p]).items()})
     if cfg.get("clustering", True):
         ids, counts = np.unique(labels, return_counts=True)
         keep = np.isin(labels, ids[counts >= 2])  # clusters of one image say nothing
         if keep.sum() > 2:
-            res.update(clustering_scores(emb[keep].numpy(), labels[keep], seed=cfg.get("seed", 0)))
+            res.update(clustering_scores(emb[keep].numpy(), labels[keep], seed=seed))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tested = np.ones(len(d), bool) if test_folds is None else np.isin(folds, test_folds)
     images = {
-        "eval/roc": save_roc(d[tested], dm.val_issame[tested], out / "roc.png"),
-        "eval/distances": save_distance_histogram(d[tested], dm.val_issame[tested], out / "distances.png",
+        "eval/roc": save_roc(d[tested], split.issame[tested], out / "roc.png"),
+        "eval/distances": save_distance_histogram(d[tested], split.issame[tested], out / "distances.png",
                                                   res["threshold"]),
     }
     loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
     for lg in loggers:
-        lg.log_metrics({f"eval/{k}": v for k, v in res.items() if isinstance(v, float)})
+        lg.log_metrics({f"eval/{k}": float(v) for k, v in res.items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)})
         lg.save()
     log_images(loggers, images)
     (out / "eval_metrics.json").write_text(json.dumps(res, indent=2, sort_keys=True))

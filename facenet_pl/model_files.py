@@ -121,7 +121,16 @@ def load_checkpoint_model(path: str | Path):
     hparams = ckpt["hyper_parameters"]
     if not isinstance(hparams, dict):
         raise ConfigError(f"{path}: hyper_parameters is a {type(hparams).__name__}, not a dict")
-    return _build(hparams, ckpt["state_dict"], path)
+    module = _build(hparams, ckpt["state_dict"], path)
+    run = ckpt.get("facenet_pl") or {}
+    if not isinstance(run, dict):
+        raise ConfigError(f"{path}: the facenet_pl entry is a {type(run).__name__}, not a dict")
+    if run.get("data") is not None:
+        check_targets(run["data"], "facenet_pl.data")  # eval.py instantiates it
+    module.data_config = run.get("data")
+    module.identity_splits = dict(run.get("identity_splits") or {})
+    module.calibration = dict(run.get("calibration") or {})
+    return module
 
 
 def save_safetensors(module, path: str | Path) -> None:
@@ -139,6 +148,7 @@ def save_safetensors(module, path: str | Path) -> None:
         "normalization": module.normalization,
         "embedding_dim": module.net.embedding_dim,
         "threshold": float(module.threshold),
+        "calibration": dict(getattr(module, "calibration", None) or {}),
     }
     tensors = {k.replace("._orig_mod.", "."): v.detach().cpu().contiguous()
                for k, v in module.state_dict().items()}
@@ -164,7 +174,9 @@ def load_safetensors_model(path: str | Path):
         raise ConfigError(f"{path}: unknown format {meta.get('format')!r} (expected {SAFETENSORS_FORMAT})")
     hparams = {"backbone": meta["backbone"], "model": meta["model"], "preprocess": meta.get("preprocess") or {},
                **_INFERENCE_PARTS}
-    return _build(hparams, tensors, path)
+    module = _build(hparams, tensors, path)
+    module.calibration = dict(meta.get("calibration") or {})
+    return module
 
 
 def load_model_file(path: str | Path):
@@ -177,3 +189,33 @@ def load_model_file(path: str | Path):
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):  # safetensors: u64 size, JSON
         return load_safetensors_model(path)
     return load_checkpoint_model(path)
+
+
+def save_calibrated(src: str | Path, module, threshold: float, calibration: dict[str, Any], out: str | Path) -> None:
+    """Write a new model file with ``threshold`` and what it was calibrated on; ``src`` is left as it is.
+
+    ``out``: ``.ckpt`` (a copy of the checkpoint ``src``, everything else unchanged) or ``.safetensors``.
+    """
+    import os
+
+    out = Path(out)
+    module.threshold.fill_(float(threshold))
+    module.calibration = dict(calibration)
+    model_hp = dict(module.hparams["model"])
+    model_hp["eval_flip"] = bool(module.eval_flip)  # the setting the threshold was calibrated with
+    module.hparams["model"] = model_hp
+    if out.suffix == ".safetensors":
+        save_safetensors(module, out)
+        return
+    if Path(src).suffix == ".safetensors":
+        raise ConfigError(f"{src} is a .safetensors file: write the calibrated model as .safetensors too")
+    ckpt = read_checkpoint(src)
+    ckpt["state_dict"]["threshold"] = torch.tensor(float(threshold), dtype=ckpt["state_dict"]["threshold"].dtype)
+    ckpt["hyper_parameters"]["model"] = {**dict(ckpt["hyper_parameters"].get("model") or {}),
+                                         "eval_flip": model_hp["eval_flip"]}
+    run = dict(ckpt.get("facenet_pl") or {})
+    run["calibration"] = dict(calibration)
+    ckpt["facenet_pl"] = run
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, out)

@@ -7,13 +7,14 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.errors import ConfigError
-from facenet_pl.evaluation import EmbeddingCollector, evaluate_pairs
+from facenet_pl.evaluation import EmbeddingCollector
 from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.mining.offline import offline_batch_triplets
@@ -52,12 +53,16 @@ def normalize_images(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class FaceNetModule(pl.LightningModule):
-    """Embedding network + miner + triplet loss; validates by 10-fold pair verification.
+    """Embedding network + miner + triplet loss; validates and tests by k-fold pair verification.
 
     All constructor arguments are plain config dicts (``_target_`` style for miner, loss,
     optimizer), saved as hyperparameters, so ``facenet_pl.inference.load_model(path)`` rebuilds
-    the whole model with no Hydra config at hand. The best validation threshold is kept in the
-    ``threshold`` buffer, so it travels inside the checkpoint.
+    the whole model with no Hydra config at hand. The threshold calibrated on the validation pairs
+    is kept in the ``threshold`` buffer and what it was calibrated on in ``calibration``, so both
+    travel inside the checkpoint, with the training data config (``data_config``) and the names of
+    the validation and test identities (``eval.py`` reads them to test the run's own test split).
+    ``model.eval_flip`` (one setting for validation, test, ``eval.py`` and the CLI): embed each face
+    as the normalised sum of its and its mirror image's embeddings.
     """
 
     def __init__(
@@ -68,7 +73,7 @@ class FaceNetModule(pl.LightningModule):
         loss: dict,
         optimizer: dict,
         scheduler: dict | None = None,
-        val_folds: int = 10,
+        val_folds: int | None = None,
         far_target: float = 1e-3,
         preprocess: dict | None = None,
         mining: dict | None = None,
@@ -108,8 +113,16 @@ class FaceNetModule(pl.LightningModule):
                               "triplets are mined per rank on a subset. Set one of them off.")
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
-        self.val_folds, self.far_target = val_folds, far_target
-        self.last_val_distances = None
+        self.eval_flip = bool(model.get("eval_flip", False))
+        self.far_target = far_target
+        #: ``{"val"|"test": (distances, VerificationSet, results)}`` of the last evaluation of each split.
+        self.last_eval: dict[str, tuple] = {}
+        #: What ``threshold`` was calibrated on (``VerificationSet.describe()``); empty until it is.
+        self.calibration: dict[str, Any] = {}
+        #: The data config the model was trained with (set by ``train.py``; stored in checkpoints).
+        self.data_config: dict[str, Any] | None = None
+        #: Names of the validation and test identities of the training data (read from checkpoints).
+        self.identity_splits: dict[str, list[str]] = {}
         self.collapse_warnings, self._next_collapse_warning = 0, 0
         self.val_embeddings = EmbeddingCollector()
         self.register_buffer("threshold", torch.tensor(float("nan")))
@@ -122,22 +135,41 @@ class FaceNetModule(pl.LightningModule):
         return self.net(images)
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8/float [0, 255] images -> embeddings, with this model's normalisation."""
-        return self(normalize_images(images.to(self.device), self.normalization))
+    def embed(self, images: torch.Tensor, flip: bool | None = None) -> torch.Tensor:
+        """uint8/float [0, 255] images -> unit embeddings, with this model's normalisation.
+
+        ``flip``: average with the mirror image's embedding (None: ``model.eval_flip``, the setting the
+        stored threshold was calibrated with).
+        """
+        return self._embed_eval(normalize_images(images.to(self.device), self.normalization), flip)
+
+    def _embed_eval(self, x: torch.Tensor, flip: bool | None = None) -> torch.Tensor:
+        emb = self(x)
+        if self.eval_flip if flip is None else flip:
+            emb = torch.nn.functional.normalize(emb + self(x.flip(-1)), dim=1)
+        return emb
 
     # -- training --------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the random state (flip augmentation draws from it), so a resumed run continues it exactly."""
+        """Keep the random state (flip augmentation draws from it), so a resumed run continues it exactly;
+        and the run's data: its config, the validation/test identities and what the threshold was calibrated on."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["rng_states"] = rng
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
+        checkpoint["facenet_pl"] = {"data": self.data_config, "identity_splits": splits,
+                                    "calibration": dict(self.calibration)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        run = checkpoint.get("facenet_pl") or {}
+        self.calibration = dict(run.get("calibration") or {})
+        if run.get("data") is not None and self.data_config is None:
+            self.data_config = run["data"]
         rng = checkpoint.get("rng_states")
         if not rng or self._trainer is None:  # loading for inference: leave the caller's random state alone
             return
@@ -213,36 +245,55 @@ class FaceNetModule(pl.LightningModule):
             self.collapse_warnings += 1
             self._next_collapse_warning = self.global_step + 100
 
-    # -- validation ------------------------------------------------------------------------
+    # -- validation and test ---------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
         images, _, idx = batch
-        self.val_embeddings.update(self(self._inputs(images, augment=False)), idx)
+        self.val_embeddings.update(self._embed_eval(self._inputs(images, augment=False)), idx)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
+        res = self._pair_metrics("val")
+        if res is None:
+            return
+        self.threshold.fill_(res["threshold"])  # mean of the per-fold thresholds fit on training folds
+        self.calibration = {**self.last_eval["val"][1].describe(), "split": "val", "flip": self.eval_flip,
+                            "accuracy": res["accuracy"], "step": int(self.global_step)}
+        if hasattr(self, "_fit_start"):  # wall time since fit start, to read off "time to X% val/acc"
+            self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+
+    def on_test_epoch_end(self) -> None:
+        res = self._pair_metrics("test")
+        if res is None or not math.isfinite(float(self.threshold)):
+            return
+        d, split, _ = self.last_eval["test"]
+        tested = split.tested()
+        acc = float(np.mean((d[tested] < float(self.threshold)) == split.issame[tested]))
+        self.log("test/acc_at_val_threshold", acc)  # the stored threshold, as verify/cluster apply it
+
+    def _pair_metrics(self, stage: str) -> dict[str, Any] | None:
+        """Verification table of the ``stage`` split's pairs, logged as ``{stage}/...``; None when skipped."""
         idx, emb = self.val_embeddings.compute()
         self.val_embeddings.reset()
         dm = self.trainer.datamodule if self.trainer is not None else None
-        pairs = getattr(dm, "val_pairs", None)
-        if pairs is None or self.trainer.sanity_checking:
-            return
-        n_val = len(dm.val_set)
-        if idx.numel() != n_val:  # fast_dev_run / limit_val_batches: not every image was embedded
-            log.info("validation saw %d of %d images: pair metrics skipped", idx.numel(), n_val)
-            return
-        pairs_t = torch.as_tensor(pairs, device=emb.device)
-        d = (emb[pairs_t[:, 0]] - emb[pairs_t[:, 1]]).pow(2).sum(1).cpu().numpy()
-        res = evaluate_pairs(d, dm.val_issame, n_folds=self.val_folds, far_target=self.far_target,
-                             folds=getattr(dm, "val_pair_folds", None), test_folds=getattr(dm, "val_test_folds", None))
-        self.last_val_distances = d
-        self.threshold.fill_(res["threshold"])  # mean of the per-fold thresholds fit on training folds
-        self.log("val/acc", res["accuracy"], prog_bar=True)
-        self.log("val/acc_std", res["accuracy_std"])
-        self.log("val/threshold", res["threshold"])
-        self.log("val/val_at_far", res["val"])
-        self.log("val/auc", res["auc"])
-        self.log("val/eer", res["eer"])
-        if hasattr(self, "_fit_start"):  # wall time since fit start, to read off "time to X% val/acc"
-            self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+        split = getattr(dm, f"{stage}_split", None)
+        if split is None or self.trainer.sanity_checking:
+            return None
+        n = len(split.dataset)
+        if idx.numel() != n:  # fast_dev_run / limit_val_batches: not every image was embedded
+            log.info("%s saw %d of %d images: pair metrics skipped", stage, idx.numel(), n)
+            return None
+        d = split.distances(emb)
+        res = split.evaluate(d, far_target=self.far_target)
+        self.last_eval[stage] = (d, split, res)
+        self.log(f"{stage}/acc", res["accuracy"], prog_bar=True)
+        for key in ("accuracy_std", "accuracy_ci95_low", "accuracy_ci95_high", "threshold", "val", "far", "auc",
+                    "eer", "pairs", "identities", "folds"):
+            name = {"accuracy_std": "acc_std", "accuracy_ci95_low": "acc_ci95_low",
+                    "accuracy_ci95_high": "acc_ci95_high", "val": "val_at_far"}.get(key, key)
+            self.log(f"{stage}/{name}", float(res[key]))
+        return res
 
     # -- optimisation ----------------------------------------------------------------------
     def _total_training_steps(self) -> int:

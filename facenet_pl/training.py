@@ -82,25 +82,27 @@ def _trainer_config(trainer: DictConfig) -> DictConfig:
 
 
 def build_module(cfg: DictConfig) -> FaceNetModule:
-    return FaceNetModule(
+    module = FaceNetModule(
         backbone=cfg.backbone,
         model=cfg.model,
         miner=cfg.miner,
         loss=cfg.loss,
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler"),
-        val_folds=cfg.data.get("val_folds", 10),
+        far_target=cfg.get("far_target", 1e-3),
         preprocess={"crop_size": cfg.data.get("crop_size")},
         mining=cfg.get("mining"),
     )
+    module.data_config = OmegaConf.to_container(cfg.data, resolve=True)  # eval.py tests this data's test split
+    return module
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model the config describes; return the final metrics (also in ``metrics.json``).
 
     With ``cv=N`` (data with folds, e.g. ``data=lfw``) train N times, holding out fold i each time,
-    and report the mean +- std of the final-epoch accuracies (not the best epoch: that would be
-    chosen on the test fold) in ``cv_metrics.json``.
+    and report the mean +- std of the held-out folds' test accuracies in ``cv_metrics.json`` (each fold's
+    checkpoint is chosen on validation identities held out of its training people, never on its test fold).
     """
     check_config(cfg)
     if cfg.get("cv"):
@@ -120,9 +122,9 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
         fold_cfg.paths.output_dir = str(out_dir / f"fold_{fold}")
         fold_cfg = OmegaConf.create(OmegaConf.to_container(fold_cfg, resolve=False))
         log.info("cross-validation: fold %d of %d", fold + 1, cfg.cv)
-        accs.append(fit_once(fold_cfg)["val/acc"])
+        accs.append(fit_once(fold_cfg)["test/acc"])
     res = {"cv/folds": len(accs), "cv/accuracy": float(np.mean(accs)), "cv/accuracy_std": float(np.std(accs)),
-           "cv/fold_accuracies": accs, "val/acc": float(np.mean(accs))}
+           "cv/fold_accuracies": accs, "test/acc": float(np.mean(accs))}
     (out_dir / "cv_metrics.json").write_text(json.dumps(res, indent=2))
     log.info("cross-validation accuracy: %.4f +- %.4f over %d folds", res["cv/accuracy"], res["cv/accuracy_std"],
              len(accs))
@@ -170,14 +172,17 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         raise NonFiniteLossError(f"{e}{keep}") from None
     elapsed = time.perf_counter() - t0
 
-    if trainer.is_global_zero and module.last_val_distances is not None:
-        _save_plots(module, datamodule, out_dir, loggers)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     ckpt_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
+    best_path = None
     if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
         metrics["best/" + str(ckpt_cb.monitor)] = float(ckpt_cb.best_model_score)
-        metrics["best_model_path"] = ckpt_cb.best_model_path
+        metrics["best_model_path"] = best_path = ckpt_cb.best_model_path
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step, fit_seconds=round(elapsed, 2))
+    if cfg.get("test", True):
+        metrics.update(_test(trainer, module, datamodule, best_path))
+    if trainer.is_global_zero and module.last_eval:
+        _save_plots(module, out_dir, loggers)
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
@@ -185,17 +190,37 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _save_plots(module: FaceNetModule, dm, out_dir: Path, loggers: list) -> None:
-    """ROC and distance histograms of the last validation, as PNGs in the run dir and in the loggers."""
+def _test(trainer: pl.Trainer, module: FaceNetModule, datamodule, best_path: str | None) -> dict[str, Any]:
+    """Test the run's model on the test identities: the best checkpoint by validation, else the last weights."""
+    datamodule.setup("test")
+    if getattr(datamodule, "test_split", None) is None:
+        log.info("no test split in this data (test identities 0): not testing")
+        return {}
+    which = best_path if best_path else None
+    log.info("testing %s on %s", which or "the last epoch's weights", datamodule.test_split.name)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=which, weights_only=True, verbose=False)
+    out: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    out["test/checkpoint"] = which or "last epoch"
+    out["test/on"] = datamodule.test_split.name
+    out["test/flip"] = module.eval_flip
+    if "test/acc" in out:
+        log.info("test accuracy %.4f +- %.4f (95%% interval %.4f-%.4f) on %d pairs of %d identities", out["test/acc"],
+                 out["test/acc_std"], out["test/acc_ci95_low"], out["test/acc_ci95_high"], out["test/pairs"],
+                 out["test/identities"])
+    return out
+
+
+def _save_plots(module: FaceNetModule, out_dir: Path, loggers: list) -> None:
+    """ROC and distance histograms of the test pairs (else the last validation), as PNGs in the run dir and
+    in the loggers."""
     from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
 
-    d, s = module.last_val_distances, np.asarray(dm.val_issame)
-    folds, test = getattr(dm, "val_pair_folds", None), getattr(dm, "val_test_folds", None)
-    if folds is not None and test is not None:
-        keep = np.isin(folds, test)
-        d, s = d[keep], s[keep]
-    images = {"val/roc": save_roc(d, s, out_dir / "roc.png"),
-              "val/distances": save_distance_histogram(d, s, out_dir / "distances.png", float(module.threshold))}
+    stage = "test" if "test" in module.last_eval else "val"
+    d, split, _ = module.last_eval[stage]
+    keep = split.tested()
+    d, s = d[keep], split.issame[keep]
+    images = {f"{stage}/roc": save_roc(d, s, out_dir / "roc.png"),
+              f"{stage}/distances": save_distance_histogram(d, s, out_dir / "distances.png", float(module.threshold))}
     log_images(loggers, images, step=module.global_step)
 
 

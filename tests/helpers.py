@@ -71,6 +71,46 @@ def write_face_folders(root, identities: int, per_identity: int, seed: int = 3):
 
     x, y = generate_split(identities, per_identity, seed=seed, split="test", cfg=SyntheticFaceConfig(image_size=64))
     for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
-        (root / f"person{lab}").mkdir(exist_ok=True)
+        (root / f"person{lab}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(img.transpose(1, 2, 0)).save(root / f"person{lab}" / f"{i}.png")
     return root
+
+
+def compose_in_process(config: str, output_dir, overrides) -> DictConfig:  # noqa: F821
+    """Compose ``conf/<config>.yaml`` as train.py / eval.py would, writing to ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from .test_train_e2e import ROOT
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg["hydra"]  # resolved only under @hydra.main; nothing in train()/evaluate() reads it
+    return cfg
+
+
+def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = True):
+    """Call ``train`` on the composed train.yaml (TINY synthetic settings unless ``tiny=False``): train.py's
+    code path without a new interpreter (tests/test_train_e2e.py covers train.py itself)."""
+    from omegaconf import open_dict
+
+    from facenet_pl.training import train
+
+    from .test_train_e2e import TINY
+
+    cfg = compose_in_process("train", tmp_path, [*(TINY if tiny else []), *overrides])
+    if not logger:
+        with open_dict(cfg):
+            cfg.logger = None
+    return train(cfg)
+
+
+def eval_in_process(model, out, *overrides):
+    """Call ``evaluate`` on the composed eval.yaml: eval.py's code path without a new interpreter."""
+    from facenet_pl.evaluate import evaluate
+
+    return evaluate(compose_in_process("eval", out, [f"ckpt_path={model}", *overrides]))

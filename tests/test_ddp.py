@@ -54,9 +54,9 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
     dm = instantiate(cfg.data)
     dm.setup("validate")
     module = load_model(tmp_path / "checkpoints" / "last.ckpt")
-    emb = embed_dataset(module, dm.val_set).numpy().astype(np.float64)
-    pairs = np.asarray(dm.val_pairs)
+    emb = embed_dataset(module, dm.val_split.dataset).numpy().astype(np.float64)
+    pairs = dm.val_split.pairs
     d = ((emb[pairs[:, 0]] - emb[pairs[:, 1]]) ** 2).sum(1)
-    ref = evaluate_pairs(d, np.asarray(dm.val_issame), n_folds=cfg.data.val_folds)
+    ref = evaluate_pairs(d, dm.val_split.issame, folds=dm.val_split.folds)
     assert metrics["val/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
     assert metrics["val/auc"] == pytest.approx(ref["auc"], abs=1e-4)

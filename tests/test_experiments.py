@@ -104,7 +104,8 @@ def test_wandb_sweep_file_parses_and_its_command_runs_offline(sweep, tmp_path):
     # Tiny data; the sweep's own P/K are kept but bounded by the tiny identity count.
     cmd += [f"hydra.run.dir={tmp_path}", "data.train_identities=64", "data.train_images_per_identity=8",
             "data.val_identities=20", "data.val_images_per_identity=3", "data.val_pairs_per_fold=4",
-            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.progress_bar.refresh_rate=0"]
+            "data.test_identities=20", "data.test_images_per_identity=3", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "callbacks.progress_bar.refresh_rate=0"]
     env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"}
     env.pop("WANDB_MODE")  # train.py must go offline by itself when there is no key, never prompt
     env["HOME"] = str(tmp_path)

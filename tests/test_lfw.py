@@ -69,20 +69,46 @@ def test_paths_and_root(lfw):
 
 def test_fold_mode_trains_on_other_folds_and_indexes_the_right_images(lfw):
     dm = LFWDataModule(root=str(lfw), fold=0, image_size=32, crop_size=None, cache_dir=None, decode_workers=0,
-                       p=2, k=2)
+                       p=2, k=2, val_identities=0)
     dm.setup("fit")
     # Training: fold 1's people only (3 + 2 + 1 + 2 images).
     assert len(dm.train_set) == 8 and len(torch.unique(dm.train_set.labels)) == 4
-    assert dm.val_test_folds == [0] and dm.val_pair_folds.tolist() == [0] * 4 + [1] * 4
+    test = dm.test_split
+    assert dm.val_split is None and test.test_folds == [0] and test.folds.tolist() == [0] * 4 + [1] * 4
+    assert test.identities == ["Alice_Able", "Bob_Baker", "Carol_Cole", "Dan_Dale"]  # fold 0's pairs
     pairs = read_pairs(lfw / "pairs.txt")
     root = lfw / "lfw-deepfunneled"
-    for (i, j), n1, k1, n2, k2, same in zip(dm.val_pairs, pairs.name1, pairs.num1, pairs.name2, pairs.num2,
-                                            dm.val_issame):
-        img_i = dm.val_set.__getitems__([int(i)])[0][0].numpy()
+    for (i, j), n1, k1, n2, k2, same in zip(test.pairs, pairs.name1, pairs.num1, pairs.name2, pairs.num2,
+                                            test.issame):
+        img_i = test.dataset.__getitems__([int(i)])[0][0].numpy()
         assert np.array_equal(img_i, load_image(image_path(root, n1, int(k1)), 32))
-        img_j = dm.val_set.__getitems__([int(j)])[0][0].numpy()
+        img_j = test.dataset.__getitems__([int(j)])[0][0].numpy()
         assert np.array_equal(img_j, load_image(image_path(root, n2, int(k2)), 32))
         assert same == (n1 == n2)
+
+
+def test_validation_people_are_held_out_of_the_training_folds(tmp_path):
+    from .lfw_fixture import MORE_PEOPLE, make_mini_lfw
+
+    lfw = make_mini_lfw(tmp_path, people=MORE_PEOPLE)
+    args = dict(root=str(lfw), fold=0, image_size=32, crop_size=None, cache_dir=None, decode_workers=0, p=2, k=2,
+                val_folds=2, val_pairs_per_fold=3)
+    dm = LFWDataModule(**args, val_identities=4)
+    dm.setup("fit")
+    fold1 = {n for n, _ in MORE_PEOPLE[1]}
+    val = set(dm.val_split.identities)
+    assert len(val) == 4 and val <= fold1  # people of the training fold, never of the test fold
+    assert not val & set(dm.test_split.identities)
+    names = [n for n, _ in MORE_PEOPLE[1]]
+    train_names = {names[int(i)] for i in torch.unique(dm.train_set.labels)}
+    assert train_names == fold1 - val  # held out of training: the other 3 + Gina (one image) train
+    counts = dict(MORE_PEOPLE[1])
+    assert len(dm.train_set) == sum(counts.values()) - sum(counts[n] for n in val)
+    assert len(np.unique(dm.val_split.folds)) == 2
+    with pytest.raises(ValueError, match="data.val_identities=6"):  # fold 1 has 7 people with >= 2 images
+        LFWDataModule(**args, val_identities=6).setup("fit")
+    with pytest.raises(ValueError, match="4 identities are the minimum"):
+        LFWDataModule(**args, val_identities=3).setup("fit")
 
 
 def test_missing_images_and_bad_fold_are_clear(lfw):

@@ -11,6 +11,7 @@ import torch
 from facenet_pl.checkpoint_io import atomic_torch_save
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
 
+from .helpers import train_in_process
 from .test_train_e2e import run_train
 
 
@@ -82,28 +83,6 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path):
     # (continuing with ckpt_path=last is tested in test_experiments.py::test_kill_9_mid_epoch_then_resume...)
 
 
-def _train_in_process(tmp_path, *overrides, logger: bool = False):
-    """Compose train.yaml as train.py would and call ``train``: the same code path without a new
-    interpreter (tests/test_train_e2e.py::test_bad_config_fails_fast_with_the_key covers train.py itself)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from facenet_pl.training import train
-
-    from .test_train_e2e import ROOT, TINY
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        del cfg["hydra"]  # resolved only under @hydra.main; nothing in train() reads it
-        if not logger:
-            cfg.logger = None
-    return train(cfg)
-
-
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -118,6 +97,6 @@ def _train_in_process(tmp_path, *overrides, logger: bool = False):
 )
 def test_bad_config_messages(tmp_path, override, message):
     with pytest.raises(Exception) as err:
-        _train_in_process(tmp_path, *override.split(), "trainer.max_epochs=1")
+        train_in_process(tmp_path, *override.split(), "trainer.max_epochs=1")
     assert message in str(err.value)
     assert not (tmp_path / "checkpoints").exists()  # failed before any checkpoint was written

@@ -17,9 +17,8 @@ from facenet_pl.data.download import _safe_extract
 from facenet_pl.errors import ConfigError
 from facenet_pl.inference import embed_images, load_model
 
-from .helpers import write_face_folders
-from .test_reliability import _train_in_process
-from .test_train_e2e import ROOT
+from .helpers import eval_in_process, train_in_process, write_face_folders
+from .test_train_e2e import TINY
 
 
 class _RunsCode:
@@ -35,7 +34,7 @@ class _RunsCode:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    _train_in_process(run, "trainer.max_epochs=1")
+    train_in_process(run, "trainer.max_epochs=1")
     return run / "checkpoints" / "last.ckpt"
 
 
@@ -62,24 +61,6 @@ def _commands(model: Path, faces: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-def _eval_in_process(model: Path, out: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from facenet_pl.evaluate import evaluate
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={model}", "data.val_identities=20",
-                                         "data.val_images_per_identity=3", "data.val_pairs_per_fold=4"],
-                      return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
-    return evaluate(cfg)
-
-
 def test_a_pickle_that_runs_code_is_refused_by_every_command(ckpt, faces, tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = _tampered(ckpt, tmp_path / "evil.ckpt", lambda d: d.update(extra=_RunsCode(marker)))
@@ -92,10 +73,10 @@ def test_a_pickle_that_runs_code_is_refused_by_every_command(ckpt, faces, tmp_pa
         err = capsys.readouterr().err
         assert "would run code" in err and "Traceback" not in err, (name, err)
     with pytest.raises(ConfigError, match="would run code"):
-        _eval_in_process(evil, out / "eval")
+        eval_in_process(evil, out / "eval")
     # resuming training from it (train.py ckpt_path=...) refuses too, before any training
     with pytest.raises(ConfigError, match="would run code"):
-        _train_in_process(tmp_path / "resume", f"ckpt_path={evil}", "trainer.max_epochs=2")
+        train_in_process(tmp_path / "resume", f"ckpt_path={evil}", "trainer.max_epochs=2")
     assert not marker.exists(), "the checkpoint's code ran"
     assert list(out.iterdir()) == [], "a command wrote output for a refused model"
 
@@ -124,6 +105,19 @@ def test_hyperparameters_naming_other_code_are_refused(ckpt, tmp_path, part, ent
     assert not marker.exists()
 
 
+def test_a_data_config_naming_other_code_is_refused(ckpt, tmp_path):
+    """eval.py instantiates the data config a checkpoint carries: it may only name facenet_pl classes."""
+    marker = tmp_path / "pwned"
+
+    def edit(d):
+        d["facenet_pl"]["data"] = {"_target_": "os.system", "_args_": [f"touch {marker}"]}
+
+    bad = _tampered(ckpt, tmp_path / "bad.ckpt", edit)
+    with pytest.raises(ConfigError, match=r"facenet_pl\.data\._target_"):
+        eval_in_process(bad, tmp_path / "eval")
+    assert not marker.exists()
+
+
 def test_safetensors_round_trip_and_every_command_accepts_it(ckpt, faces, tmp_path, capsys):
     st = tmp_path / "model.safetensors"
     assert cli(["export", str(ckpt), "-o", str(st)]) == 0
@@ -147,8 +141,10 @@ def test_safetensors_round_trip_and_every_command_accepts_it(ckpt, faces, tmp_pa
     for name, argv in _commands(st, faces, out).items():
         if name != "export":
             assert cli(argv) == 0, name
-    res = _eval_in_process(st, out / "eval")
-    assert res["accuracy"] == pytest.approx(_eval_in_process(ckpt, out / "eval_ckpt")["accuracy"])
+    with pytest.raises(ConfigError, match="carries no training data config"):  # shared weights: choose the data
+        eval_in_process(st, out / "eval")
+    res = eval_in_process(st, out / "eval", "data=synthetic", *(o for o in TINY if o.startswith("data.")))
+    assert res["accuracy"] == pytest.approx(eval_in_process(ckpt, out / "eval_ckpt")["accuracy"])
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:

@@ -37,7 +37,7 @@ def test_images_of_one_identity_vary():
 def test_raw_pixel_cosine_similarity_scores_at_most_75_percent():
     """The seed's requirement: the data must not be solvable by comparing pixels."""
     x, y = generate_split(200, 10, seed=0, split="val", cfg=CFG)
-    pairs, same = make_pairs(y.numpy(), n_folds=10, pairs_per_fold=150, seed=0)
+    pairs, same, _ = make_pairs(y.numpy(), n_folds=10, pairs_per_fold=150, seed=0)
     f = torch.nn.functional.normalize(x.reshape(len(x), -1).float(), dim=1)
     dist = 1 - (f[pairs[:, 0]] * f[pairs[:, 1]]).sum(1)
     acc = kfold_accuracy(dist.numpy(), same)["accuracy"]
@@ -47,11 +47,12 @@ def test_raw_pixel_cosine_similarity_scores_at_most_75_percent():
 
 def test_make_pairs_layout():
     labels = np.repeat(np.arange(40), 3)
-    pairs, same = make_pairs(labels, n_folds=10, pairs_per_fold=20, seed=1)
+    pairs, same, fold_ids = make_pairs(labels, n_folds=10, pairs_per_fold=20, seed=1)
     assert pairs.shape == (400, 2) and same.sum() == 200
     la, lb = labels[pairs[:, 0]], labels[pairs[:, 1]]
     assert np.all((la == lb) == same) and np.all(pairs[:, 0] != pairs[:, 1])
     folds = np.split(np.arange(400), 10)
+    assert fold_ids.tolist() == np.repeat(np.arange(10), 40).tolist()  # each pair's fold id travels with it
     ids_per_fold = [set(la[f]) | set(lb[f]) for f in folds]
     for i in range(10):
         assert same[folds[i]][:20].all() and not same[folds[i]][20:].any()

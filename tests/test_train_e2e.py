@@ -17,6 +17,8 @@ TINY = [
     "data.val_identities=20",
     "data.val_images_per_identity=3",
     "data.val_pairs_per_fold=4",
+    "data.test_identities=20",
+    "data.test_images_per_identity=3",
     "data.p=4",
     "data.k=3",
     "callbacks.progress_bar.refresh_rate=0",
@@ -41,6 +43,10 @@ def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
     assert 0.0 <= metrics["val/acc"] <= 1.0 and "best/val/acc" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert Path(metrics["best_model_path"]).is_file()
+    # The best checkpoint (chosen on the validation identities) was tested on the test identities.
+    assert metrics["test/checkpoint"] == metrics["best_model_path"]
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/identities"] == 20
+    assert metrics["test/on"].startswith("synthetic test identities")
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     for key in ["train/loss", "train/active_fraction", "train/d_ap", "train/d_an", "train/num_triplets", "val/acc"]:
@@ -97,16 +103,24 @@ def test_bad_config_fails_fast_with_the_key(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_eval_py_prints_the_table_and_writes_results(tmp_path):
-    out = run_train(tmp_path / "train", "trainer.max_epochs=1")
+def test_eval_py_tests_the_runs_own_test_split_with_its_folds(tmp_path):
+    """eval.py on a checkpoint, with no data options, reproduces the test the run did after training: same
+    test identities, the folds that travel with the pairs (5 here, not 10 chunks), same flip setting."""
+    out = run_train(tmp_path / "train", "trainer.max_epochs=1", "data.val_folds=5")
     assert out.returncode == 0, out.stderr[-3000:]
-    ev = run_script("eval.py", tmp_path / "eval", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}",
-                    "data.val_identities=20", "data.val_images_per_identity=3", "data.val_pairs_per_fold=4")
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    ev = run_script("eval.py", tmp_path / "eval", f"ckpt_path={metrics['best_model_path']}")
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
-    for key in ["accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "knn/top1", "kmeans/nmi"]:
+    for key in ["accuracy", "accuracy_std", "accuracy_ci95_low", "val", "val_std", "far", "auc", "eer", "knn/top1",
+                "kmeans/nmi"]:
         assert key in res, key
-    assert "VAL @ FAR" in ev.stdout and "accuracy" in ev.stdout
+    assert res["split"] == "test" and res["on"] == metrics["test/on"] and res["same_data_as_training"]
+    assert res["folds"] == 5 and res["pairs"] == 5 * 2 * 4 and res["identities"] == 20
+    assert res["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert res["auc"] == pytest.approx(metrics["test/auc"], abs=1e-6)
+    assert res["flip"] is False and metrics["test/flip"] is False
+    assert "VAL @ FAR" in ev.stdout and "95% interval" in ev.stdout and "pairs / identities" in ev.stdout
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "distances.png").stat().st_size > 1000
 
@@ -116,12 +130,13 @@ def test_train_on_lfw_fold_layout(tmp_path):
 
     lfw = make_mini_lfw(tmp_path / "lfw")
     out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "data.fold=1", "data.p=2",
+                     "data.val_identities=0",
                      "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
                      "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    # Independent check of the fold layout: embed the held-out fold with last.ckpt (the final weights) and
-    # score its pairs with the datamodule's own fold ids: the same accuracy the run logged.
+    # Independent check of the fold layout: embed the held-out fold with last.ckpt (the final weights: no
+    # validation identities, so the last epoch is tested) and score its pairs with the fold ids of pairs.txt.
     import numpy as np
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -131,12 +146,14 @@ def test_train_on_lfw_fold_layout(tmp_path):
 
     cfg = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
     dm = instantiate(cfg.data)
-    dm.setup("fit")
-    emb = embed_dataset(load_model(tmp_path / "run" / "checkpoints" / "last.ckpt"), dm.val_set).numpy()
-    pairs = np.asarray(dm.val_pairs)
-    d = ((emb[pairs[:, 0]] - emb[pairs[:, 1]]) ** 2).sum(1)
-    ref = evaluate_pairs(d, np.asarray(dm.val_issame), folds=dm.val_pair_folds, test_folds=dm.val_test_folds)
-    assert metrics["val/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
+    dm.setup("test")
+    assert dm.val_split is None and metrics["test/checkpoint"] == "last epoch"
+    split = dm.test_split
+    emb = embed_dataset(load_model(tmp_path / "run" / "checkpoints" / "last.ckpt"), split.dataset).numpy()
+    d = ((emb[split.pairs[:, 0]] - emb[split.pairs[:, 1]]) ** 2).sum(1)
+    folds = np.repeat([0, 1], 4)  # pairs.txt: 2 folds of 2 matched + 2 mismatched pairs
+    ref = evaluate_pairs(d, split.issame, folds=folds, test_folds=[1])
+    assert metrics["test/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
 
 
 def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
@@ -144,10 +161,11 @@ def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
 
     lfw = make_mini_lfw(tmp_path / "lfw")
     out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "cv=2", "data.p=2",
+                     "data.val_identities=0",
                      "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
                      "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
     assert out.returncode == 0, out.stderr[-3000:]
     cv = json.loads((tmp_path / "run" / "cv_metrics.json").read_text())
-    folds = [json.loads((tmp_path / "run" / f"fold_{i}" / "metrics.json").read_text())["val/acc"] for i in (0, 1)]
+    folds = [json.loads((tmp_path / "run" / f"fold_{i}" / "metrics.json").read_text())["test/acc"] for i in (0, 1)]
     assert cv["cv/fold_accuracies"] == folds
     assert abs(cv["cv/accuracy"] - sum(folds) / 2) < 1e-12

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from .helpers import read_batches
-from .test_reliability import _train_in_process
+from .helpers import read_batches, train_in_process
 from .test_train_e2e import ROOT, TINY
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
@@ -44,7 +43,7 @@ def _tiny_labels() -> np.ndarray:
 
 def test_every_epoch_trains_new_batches_and_covers_the_training_set(tmp_path):
     rec = tmp_path / "batches.jsonl"
-    _train_in_process(tmp_path, "trainer.max_epochs=6", RECORD, f"+callbacks.record.path={rec}")
+    train_in_process(tmp_path, "trainer.max_epochs=6", RECORD, f"+callbacks.record.path={rec}")
     epochs = _epochs(read_batches(rec))
     assert sorted(epochs) == list(range(6)) and all(len(b) == 24 // 4 for b in epochs.values())
     assert len({tuple(b) for b in epochs.values()}) == 6, "an epoch repeated another epoch's batches"
@@ -61,7 +60,7 @@ def test_batches_are_deterministic_per_seed_through_the_trainer(tmp_path):
     runs = {}
     for name, seed in [("a", 7), ("b", 7), ("c", 8)]:
         rec = tmp_path / f"{name}.jsonl"
-        _train_in_process(tmp_path / name, "trainer.max_epochs=2", f"seed={seed}", f"data.seed={seed}", RECORD,
+        train_in_process(tmp_path / name, "trainer.max_epochs=2", f"seed={seed}", f"data.seed={seed}", RECORD,
                           f"+callbacks.record.path={rec}")
         runs[name] = [r["idx"] for r in read_batches(rec)]
     assert runs["a"] == runs["b"]
@@ -70,7 +69,7 @@ def test_batches_are_deterministic_per_seed_through_the_trainer(tmp_path):
 
 def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
     rec = tmp_path / "batches.jsonl"
-    _train_in_process(tmp_path, "trainer.max_epochs=3", "miner.offline.every_n_steps=2",
+    train_in_process(tmp_path, "trainer.max_epochs=3", "miner.offline.every_n_steps=2",
                       "miner.offline.subset_identities=8", "miner.offline.images_per_identity=3", RECORD,
                       f"+callbacks.record.path={rec}")
     epochs = _epochs(read_batches(rec))
@@ -86,7 +85,7 @@ def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
 def test_last_ckpt_is_the_final_model_when_the_best_epoch_is_earlier(tmp_path):
     rec, final = tmp_path / "batches.jsonl", tmp_path / "final.pt"
     # time/elapsed_s only grows, so mode=min makes epoch 0 the best for certain
-    metrics = _train_in_process(tmp_path / "run", "trainer.max_epochs=3",
+    metrics = train_in_process(tmp_path / "run", "trainer.max_epochs=3",
                                 "callbacks.model_checkpoint.monitor=time/elapsed_s",
                                 "callbacks.model_checkpoint.mode=min", RECORD, f"+callbacks.record.path={rec}",
                                 f"+callbacks.record.weights={final}")
@@ -115,7 +114,7 @@ RESUME = ["data.train_identities=48", "trainer.max_epochs=3"]  # 12 steps per ep
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run = tmp_path_factory.mktemp("uninterrupted")
-    _train_in_process(run, *RESUME, RECORD, f"+callbacks.record.path={run / 'batches.jsonl'}")
+    train_in_process(run, *RESUME, RECORD, f"+callbacks.record.path={run / 'batches.jsonl'}")
     return read_batches(run / "batches.jsonl")
 
 
@@ -140,7 +139,7 @@ def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninter
         sigint = signal.getsignal(signal.SIGINT)
         try:
             with pytest.raises(SystemExit):  # Lightning turns Ctrl-C into a graceful stop + exit(1)
-                _train_in_process(tmp_path, *common, "+callbacks.stop._target_=tests.helpers.InterruptAt",
+                train_in_process(tmp_path, *common, "+callbacks.stop._target_=tests.helpers.InterruptAt",
                                   f"+callbacks.stop.step={stop_at}", logger=True)
         finally:
             signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after an interrupt
@@ -150,7 +149,7 @@ def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninter
     assert last["global_step"] == ckpt_step
 
     rec.rename(tmp_path / "first.jsonl")
-    _train_in_process(tmp_path, *common, "ckpt_path=last", logger=True)
+    train_in_process(tmp_path, *common, "ckpt_path=last", logger=True)
     resumed = read_batches(rec)
     combined = [r for r in first if r["step"] <= ckpt_step] + resumed
 

@@ -1,4 +1,9 @@
-"""LightningDataModules: PK-batched training identities and LFW-style pairs of held-out identities."""
+"""LightningDataModules: PK-batched training identities; validation and test pairs of other identities.
+
+Three identity-disjoint splits: **train** (PK batches), **val** (pairs that pick the best checkpoint and
+calibrate the verification threshold) and **test** (pairs reported after training, by ``eval.py`` and in
+the README). Nothing measured on the test pairs feeds back into training or model selection.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
-from facenet_pl.data.pairs import make_pairs
+from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
 from facenet_pl.data.pk_sampler import PKSampler
 from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 from facenet_pl.errors import ConfigError
@@ -69,7 +74,8 @@ def trainer_position(trainer: pl.Trainer) -> tuple[int, int]:
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Base: subclasses fill ``train_set`` (with ``.labels``), ``val_set``, ``val_pairs``, ``val_issame``.
+    """Base: subclasses fill ``train_set`` (with ``.labels``), ``val_split`` and ``test_split``
+    (:class:`~facenet_pl.data.pairs.VerificationSet`; ``val_split`` None: no validation, the last epoch is kept).
 
     Training batches come from a :class:`PKSampler` built per rank, so give the Trainer
     ``use_distributed_sampler=False`` (the configs do): Lightning must not split PK batches.
@@ -93,9 +99,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.few_images, self.batches_per_epoch = few_images, batches_per_epoch
         self.val_batch_size, self.num_workers, self.seed = val_batch_size, num_workers, seed
         self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.val_pairs: np.ndarray | None = None
-        self.val_issame: np.ndarray | None = None
+        self.val_split: VerificationSet | None = None
+        self.test_split: VerificationSet | None = None
         self._train_sampler: PKSampler | OfflineTripletSampler | None = None
 
     def _world(self) -> tuple[int, int]:
@@ -182,11 +187,24 @@ class FaceDataModule(pl.LightningDataModule):
                                      triplets_per_batch=int(per_batch), batches_per_epoch=batches_per_epoch,
                                      seed=self.seed)
 
-    def val_dataloader(self) -> DataLoader:
+    def identity_splits(self) -> dict[str, list[str]]:
+        """Names of the validation and test identities (checkpoints keep them; ``eval.py`` checks them)."""
+        return {name: list(split.identities) for name, split in (("val", self.val_split), ("test", self.test_split))
+                if split is not None}
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_split is None else self._pairs_loader(self.val_split)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_split is None:
+            raise ConfigError(f"{type(self).__name__} has no test split")
+        return self._pairs_loader(self.test_split)
+
+    def _pairs_loader(self, split: VerificationSet) -> DataLoader:
         world, rank = self._world()
-        sampler = DistributedSampler(self.val_set, world, rank, shuffle=False) if world > 1 else None
+        sampler = DistributedSampler(split.dataset, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(
-            self.val_set,
+            split.dataset,
             batch_size=self.val_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -198,7 +216,7 @@ class FaceDataModule(pl.LightningDataModule):
 class SyntheticFaceDataModule(FaceDataModule):
     """The built-in data: procedurally rendered identities (see :mod:`facenet_pl.data.synthetic`).
 
-    Train and validation identities come from different seeds, so they are disjoint people.
+    Train, validation and test identities are rendered from different seeds: three disjoint sets of people.
     """
 
     def __init__(
@@ -208,6 +226,8 @@ class SyntheticFaceDataModule(FaceDataModule):
         train_images_per_identity: int = 20,
         val_identities: int = 200,
         val_images_per_identity: int = 10,
+        test_identities: int = 200,
+        test_images_per_identity: int = 10,
         val_folds: int = 10,
         val_pairs_per_fold: int = 150,
         difficulty: float = 1.0,
@@ -217,12 +237,28 @@ class SyntheticFaceDataModule(FaceDataModule):
         super().__init__(**kwargs)
         if image_size < 16:
             raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
-        if train_images_per_identity < 2 or val_images_per_identity < 2:
-            raise ConfigError("data.train_images_per_identity and data.val_images_per_identity must be >= 2")
+        if min(train_images_per_identity, val_images_per_identity, test_images_per_identity) < 2:
+            raise ConfigError("data.train_images_per_identity, data.val_images_per_identity and "
+                              "data.test_images_per_identity must be >= 2")
         self.cfg = SyntheticFaceConfig(image_size=image_size, difficulty=difficulty, occlusion_prob=occlusion_prob)
         self.train_identities, self.train_images_per_identity = train_identities, train_images_per_identity
-        self.val_identities, self.val_images_per_identity = val_identities, val_images_per_identity
+        self.held_out = {"val": (val_identities, val_images_per_identity),
+                         "test": (test_identities, test_images_per_identity)}
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
+
+    def _pairs(self, split: str) -> VerificationSet | None:
+        n_ids, per_id = self.held_out[split]
+        if n_ids == 0:
+            return None
+        what = f"synthetic {split} identities (seed {self.seed})"
+        x, y = generate_split(n_ids, per_id, self.seed, split, self.cfg)
+        try:
+            n_folds = fold_count(n_ids, self.val_folds, f"data.{split}_identities")
+            pairs, same, folds = make_pairs(y.numpy(), n_folds, self.val_pairs_per_fold, self.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return VerificationSet(InMemoryFaceDataset(x, y), pairs, same, folds, name=what,
+                               identities=[f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)])
 
     def setup(self, stage: str | None = None) -> None:
         t0 = time.perf_counter()
@@ -231,9 +267,8 @@ class SyntheticFaceDataModule(FaceDataModule):
             self.train_set = InMemoryFaceDataset(x, y)
             log.info("synthetic faces: %d train images (%d ids) at %dpx", len(x), self.train_identities,
                      self.cfg.image_size)
-        if self.val_set is None:
-            x, y = generate_split(self.val_identities, self.val_images_per_identity, self.seed, "val", self.cfg)
-            self.val_set = InMemoryFaceDataset(x, y)
-            self.val_pairs, self.val_issame = make_pairs(y.numpy(), self.val_folds, self.val_pairs_per_fold, self.seed)
-            log.info("synthetic faces: %d val images (%d ids, %d pairs); generated in %.1fs", len(x),
-                     self.val_identities, len(self.val_pairs), time.perf_counter() - t0)
+        if self.val_split is None and stage in (None, "fit", "validate"):
+            self.val_split = self._pairs("val")
+        if self.test_split is None and stage in (None, "test"):
+            self.test_split = self._pairs("test")
+        log.info("synthetic faces ready in %.1fs", time.perf_counter() - t0)

@@ -1,4 +1,8 @@
-"""``data=lfw``: LFW View 2, unrestricted protocol, or LFW pairs as the test of outside training data."""
+"""``data=lfw``: LFW View 2, unrestricted protocol, or LFW pairs as the test of outside training data.
+
+The View-2 pairs are the **test** split. Validation (best checkpoint, threshold) uses ``val_identities``
+people held out of the training people, so nothing is selected on the reported fold.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,22 @@ from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
 from facenet_pl.data.lfw import find_image_root, image_path, read_pairs, read_people
+from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 class LFWDataModule(FaceDataModule):
-    """LFW pairs for validation; training images from LFW's other folds or from an outside folder.
+    """LFW pairs as the test; training images from LFW's other folds or from an outside folder.
 
     - ``fold=i`` (0-9), unrestricted protocol without outside data: train on the people of the nine
       other ``people.txt`` folds; report accuracy on fold i's ``pairs.txt`` pairs with the
       threshold chosen on the other nine folds' pairs (the LFW README's procedure).
     - ``fold=None`` with ``train_root``: train on an identity-folder dataset (outside data) and
       report the standard 10-fold accuracy over all 6,000 pairs.
+    - ``val_identities``: training people (with >= 2 images) held out for validation pairs
+      (``val_folds`` x ``val_pairs_per_fold`` pairs); 0: no validation, the last epoch is tested.
     """
 
     def __init__(
@@ -37,10 +44,14 @@ class LFWDataModule(FaceDataModule):
         crop_size: int | None = 130,
         cache_dir: str | None = ".cache/facenet_pl",
         decode_workers: int = 2,
+        val_identities: int = 100,
+        val_folds: int = 10,
+        val_pairs_per_fold: int = 100,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.root, self.fold, self.train_root = root, fold, train_root
+        self.val_identities, self.val_folds, self.val_pairs_per_fold = val_identities, val_folds, val_pairs_per_fold
         base = Path(root).expanduser()
         self.pairs_file = Path(pairs_file) if pairs_file else base / "pairs.txt"
         self.people_file = Path(people_file) if people_file else base / "people.txt"
@@ -51,8 +62,6 @@ class LFWDataModule(FaceDataModule):
                 "data.fold=null evaluates all 10 LFW folds, so training needs outside data: set data.train_root="
                 "<identity folders>, or pick a fold (data.fold=0..9) to train on the others"
             )
-        self.val_pair_folds: np.ndarray | None = None
-        self.val_test_folds: list[int] | None = None
 
     def _decode(self, paths, what):
         images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers)
@@ -60,13 +69,13 @@ class LFWDataModule(FaceDataModule):
         return images, ok
 
     def setup(self, stage: str | None = None) -> None:
-        if self.val_set is not None:
+        if self.test_split is not None:
             return
         img_root = find_image_root(self.root)
         pairs = read_pairs(self.pairs_file)
         if self.fold is not None and not 0 <= self.fold < pairs.n_folds:
             raise ConfigError(f"data.fold={self.fold} but {self.pairs_file} has folds 0..{pairs.n_folds - 1}")
-        # Validation: every image named by a pair, once.
+        # Test: every image named by a pair, once.
         keys = sorted(set(zip(pairs.name1, pairs.num1.tolist())) | set(zip(pairs.name2, pairs.num2.tolist())))
         pos = {k: i for i, k in enumerate(keys)}
         vpaths = [image_path(img_root, n, i) for n, i in keys]
@@ -79,11 +88,15 @@ class LFWDataModule(FaceDataModule):
             raise ConfigError(f"unreadable LFW pair images, e.g. {vpaths[int(np.argmin(ok))]}: re-download LFW")
         names = sorted({n for n, _ in keys})
         label_of = {n: i for i, n in enumerate(names)}
-        self.val_set = InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys]))
-        self.val_pairs = np.stack([[pos[k] for k in zip(pairs.name1, pairs.num1.tolist())],
-                                   [pos[k] for k in zip(pairs.name2, pairs.num2.tolist())]], 1)
-        self.val_issame, self.val_pair_folds = pairs.issame, pairs.fold
-        self.val_test_folds = None if self.fold is None else [int(self.fold)]
+        pair_rows = np.stack([[pos[k] for k in zip(pairs.name1, pairs.num1.tolist())],
+                              [pos[k] for k in zip(pairs.name2, pairs.num2.tolist())]], 1)
+        test_folds = None if self.fold is None else [int(self.fold)]
+        what = "LFW View 2, all 10 folds" if self.fold is None else f"LFW View 2 fold {self.fold}"
+        tested = np.ones(len(pairs), bool) if test_folds is None else np.isin(pairs.fold, test_folds)
+        test_people = sorted({str(n) for n in np.r_[np.asarray(pairs.name1)[tested], np.asarray(pairs.name2)[tested]]})
+        self.test_split = VerificationSet(InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys])),
+                                          pair_rows, pairs.issame, pairs.fold, name=f"{what} ({self.pairs_file})",
+                                          identities=test_people, test_folds=test_folds)
 
         if self.fold is not None:
             people = read_people(self.people_file)
@@ -98,12 +111,34 @@ class LFWDataModule(FaceDataModule):
                             self.people_file)
             tpaths = [p for p, k in zip(tpaths, present) if k]
             tlabels = tlabels[present]
+            train_names = [n for n, _ in train_people]
             what = f"LFW training folds (all but {self.fold})"
         else:
-            tpaths, tlabels, _ = scan_identity_folders(self.train_root, min_images=2)
+            tpaths, tlabels, train_names = scan_identity_folders(self.train_root, min_images=2)
             what = f"data.train_root={self.train_root}"
         timgs, tok = self._decode(tpaths, what)
         rows = np.flatnonzero(tok)
-        self.train_set = InMemoryFaceDataset(timgs, tlabels[rows], rows=rows)
-        log.info("LFW: %d train images (%d ids), %d pair images, %d pairs, test folds %s", len(rows),
-                 len(np.unique(tlabels)), len(keys), len(pairs), self.val_test_folds or "all")
+        tlabels = tlabels[rows]
+        train = np.ones(len(rows), bool)
+        if self.val_identities:
+            ids, counts = np.unique(tlabels, return_counts=True)
+            multi = ids[counts >= 2]
+            if len(multi) < self.val_identities + 2:
+                raise ConfigError(f"{what} has {len(multi)} people with >= 2 images: lower data.val_identities="
+                                  f"{self.val_identities} (0: no validation, the last epoch is tested)")
+            val_ids = np.sort(np.random.default_rng(self.seed).choice(multi, self.val_identities, replace=False))
+            is_val = np.isin(tlabels, val_ids)
+            try:
+                n_folds = fold_count(len(val_ids), self.val_folds, "data.val_identities")
+                vp, vs, vf = make_pairs(tlabels[is_val], n_folds, self.val_pairs_per_fold, self.seed)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            self.val_split = VerificationSet(
+                InMemoryFaceDataset(timgs, tlabels[is_val], rows=rows[is_val]), vp, vs, vf,
+                name=f"{self.val_identities} people held out of the training data ({what})",
+                identities=[train_names[i] for i in val_ids])
+            train = ~is_val
+        self.train_set = InMemoryFaceDataset(timgs, tlabels[train], rows=rows[train])
+        log.info("LFW: %d train images (%d ids), %d val ids, %d pair images, %d pairs, test folds %s",
+                 int(train.sum()), len(np.unique(tlabels[train])), self.val_identities, len(keys), len(pairs),
+                 test_folds or "all")

@@ -64,29 +64,40 @@ def _far_curve(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def threshold_at_far(distances, issame, far_target: float) -> float:
-    """Threshold whose FAR on these pairs is ``far_target``, interpolated on the FAR curve.
+    """The largest threshold whose FAR on these pairs is at most ``far_target``.
 
-    FAR is a non-decreasing step function of the threshold; repeated FAR values are collapsed to
-    their largest threshold before interpolating. When no threshold reaches the target FAR (too
-    few different pairs) the largest threshold with the smallest FAR is used, never an error.
+    FAR is a non-decreasing step function of the threshold, so this is the most permissive threshold that
+    keeps the target on the pairs it is fit on. davidsandberg/facenet instead interpolates the threshold
+    linearly between the FAR curve's points (``interp1d(far, thresholds)(far_target)``), which lands inside
+    a step and can exceed the target on the very pairs it was fit on (e.g. FAR 3/2700 at a 1/1000 target).
+    With too few different pairs to resolve the target, the threshold accepts no different pair (FAR 0).
     """
     d, s = _as_arrays(distances, issame)
     thr, _, far = _far_curve(d, s)
-    # Largest threshold per distinct FAR value (far is sorted ascending with thr).
-    last = np.r_[far[1:] != far[:-1], True]
-    far_u, thr_u = far[last], thr[last]
-    if far_target <= far_u[0]:
-        return float(thr_u[0])
-    return float(np.interp(far_target, far_u, thr_u))
+    ok = np.flatnonzero(far <= far_target)  # far[0] == 0: the threshold below every distance
+    return float(thr[ok[-1]])
+
+
+def _ci95(values: list[float]) -> tuple[float, float]:
+    """Student-t 95% interval of the mean of per-fold values (clipped to [0, 1]); NaN for one fold."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float("nan"), float("nan")
+    half = float(student_t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return max(0.0, float(v.mean()) - half), min(1.0, float(v.mean()) + half)
 
 
 def evaluate_pairs(distances, issame, n_folds: int = 10, far_target: float = 1e-3, folds=None,
                    test_folds=None) -> dict[str, float]:
     """The LFW verification table: k-fold accuracy, VAL@FAR, AUC, EER, best threshold.
 
-    ``accuracy``/``accuracy_std``: per fold, the threshold maximising accuracy on the other folds.
-    ``val``/``val_std``/``far``: per fold, the threshold at ``far_target`` FAR on the other folds,
-    applied to the fold (mean VAL and FAR over folds). ``auc`` and ``eer`` over the test folds' pairs.
+    ``accuracy``/``accuracy_std`` (population std over folds)/``accuracy_ci95_low``/``_high`` (Student-t
+    interval of the mean over folds): per fold, the threshold maximising accuracy on the other folds.
+    ``val``/``val_std``/``far``: per fold, the threshold at ``far_target`` FAR on the other folds (the
+    largest one with FAR <= target there), applied to the fold (mean VAL and achieved FAR over folds).
+    ``auc`` and ``eer`` over the test folds' pairs; ``folds``: how many folds were tested.
     ``folds``/``test_folds``: see :func:`fold_splits`.
     """
     from sklearn.metrics import roc_auc_score, roc_curve  # sklearn: the reference ROC code
@@ -151,9 +162,13 @@ def kfold_accuracy(distances, issame, n_folds: int = 10, folds=None, test_folds=
         accs.append(float(np.mean((d[test] < thr) == s[test])))
         thrs.append(thr)
     thr_all, acc_all = best_threshold(d, s)
+    lo, hi = _ci95(accs)
     return {
         "accuracy": float(np.mean(accs)),
         "accuracy_std": float(np.std(accs)),
+        "accuracy_ci95_low": lo,
+        "accuracy_ci95_high": hi,
+        "folds": len(accs),
         "threshold": float(np.mean(thrs)),
         "best_threshold": thr_all,
         "best_accuracy": acc_all,
