@@ -1,11 +1,17 @@
-"""The facenet-pl console commands on a tiny model trained once for this module."""
+"""The facenet-pl console commands on a tiny model trained once for this module.
+
+Commands run in-process through ``facenet_pl.cli.main`` (what the ``facenet-pl`` script calls); one test
+runs the real console entry point in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,15 +20,15 @@ from PIL import Image
 
 from facenet_pl.inference import load_model
 
-from .helpers import write_face_folders
-from .test_train_e2e import run_train
+from facenet_pl.cli import main
+
+from .helpers import train_in_process, write_face_folders
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    out = run_train(run, "trainer.max_epochs=2")
-    assert out.returncode == 0, out.stderr[-2000:]
+    train_in_process(run, "trainer.max_epochs=2")
     return run / "checkpoints" / "last.ckpt"
 
 
@@ -32,8 +38,14 @@ def faces(tmp_path_factory):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "facenet_pl.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    """``facenet-pl ARGS`` in this process: (returncode, stdout, stderr) like ``subprocess.run``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse errors
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_checkpoint_carries_a_calibrated_threshold(trained):
@@ -98,8 +110,11 @@ def test_plot_writes_a_png(trained, faces, tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, trained):
-    out = cli("verify", tmp_path / "missing.ckpt", "a.png", "b.png")
+    # The installed console entry point, in its own interpreter: exit status 2 and one line, no traceback.
+    out = subprocess.run([sys.executable, "-m", "facenet_pl.cli", "verify", str(tmp_path / "missing.ckpt"), "a.png",
+                          "b.png"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "model file not found" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     out = cli("embed", bad, tmp_path, "-o", tmp_path / "x.npy")

@@ -45,7 +45,7 @@ def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
     assert Path(metrics["best_model_path"]).is_file()
     # The best checkpoint (chosen on the validation identities) was tested on the test identities.
     assert metrics["test/checkpoint"] == metrics["best_model_path"]
-    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/identities"] == 20
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and 10 <= metrics["test/identities"] <= 20
     assert metrics["test/on"].startswith("synthetic test identities")
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
@@ -116,7 +116,8 @@ def test_eval_py_tests_the_runs_own_test_split_with_its_folds(tmp_path):
                 "kmeans/nmi"]:
         assert key in res, key
     assert res["split"] == "test" and res["on"] == metrics["test/on"] and res["same_data_as_training"]
-    assert res["folds"] == 5 and res["pairs"] == 5 * 2 * 4 and res["identities"] == 20
+    assert res["folds"] == 5 and res["pairs"] == 5 * 2 * 4
+    assert res["identities"] == metrics["test/identities"] <= 20  # the test people the pairs hold
     assert res["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert res["auc"] == pytest.approx(metrics["test/auc"], abs=1e-6)
     assert res["flip"] is False and metrics["test/flip"] is False
