@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_METRICS = ["best/val/acc", "val/acc", "val/auc", "val/eer", "epochs", "fit_seconds"]
+#: Sorted by validation; the test accuracy is shown beside it, never used to rank (that would select on it).
+DEFAULT_METRICS = ["best/val/acc", "val/acc", "val/auc", "val/eer", "test/acc", "epochs", "fit_seconds"]
 
 
 def collect(multirun_dir: str | Path) -> list[dict]:
@@ -48,7 +49,7 @@ def summarize(multirun_dir: str | Path, sort: str = "best/val/acc", metrics: lis
     rows = collect(multirun_dir)
     params = sorted({k for r in rows for k in r} - {"job", "status"} - {k for r in rows for k, v in r.items()
                                                                       if isinstance(v, (int, float))}
-                    - {"best_model_path"})
+                    - {"best_model_path", "test/checkpoint", "test/on"})
     metric_cols = [m for m in (metrics or DEFAULT_METRICS) if any(m in r for r in rows)]
     rows.sort(key=lambda r: -r[sort] if isinstance(r.get(sort), (int, float)) else math.inf)
     cols = ["job", *params, *metric_cols, "status"]

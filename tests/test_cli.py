@@ -18,9 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from facenet_pl.inference import load_model
-
 from facenet_pl.cli import main
+from facenet_pl.inference import load_model
 
 from .helpers import train_in_process, write_face_folders
 
