@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,14 +40,25 @@ def mirror(tmp_path):
     return m, tmp_path / "sums.json", src
 
 
-def _run(*args):
+def _subprocess(*args):
+    """The real command line: ``python -m facenet_pl.data.download lfw ARGS``."""
     return subprocess.run([sys.executable, "-m", "facenet_pl.data.download", "lfw", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
+def _run(*args):
+    """The same command's ``main`` in this process (no interpreter start-up): returncode, stdout, stderr."""
+    from facenet_pl.data.download import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["lfw", *map(str, args)])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def test_download_from_file_mirror_verifies_and_extracts(mirror, tmp_path):
     m, sums, _ = mirror
-    out = _run("--root", tmp_path / "lfw", "--base-url", m.as_uri(), "--checksums", sums)
+    out = _subprocess("--root", tmp_path / "lfw", "--base-url", m.as_uri(), "--checksums", sums)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "lfw" / "lfw-deepfunneled" / "Alice_Able" / "Alice_Able_0003.jpg").is_file()
     assert (tmp_path / "lfw" / "pairs.txt").is_file()
