@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from facenet_pl.data.datasets import collate_batch
-from facenet_pl.module import FaceNetModule, normalize_images
+from facenet_pl.module import FaceNetModule
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> FaceNetModule:
@@ -25,11 +24,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FaceNetM
 @torch.no_grad()
 def embed_images(module: FaceNetModule, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
     """uint8 [0, 255] images (N, 3, H, W) -> unit embeddings; ``flip`` averages with the mirror image."""
-    x = normalize_images(images.to(module.device), module.normalization)
-    emb = module(x)
-    if flip:
-        emb = F.normalize(emb + module(x.flip(-1)), dim=1)
-    return emb
+    return module.embed(images, flip=flip)  # one flip-averaging code path: the module's
 
 
 @torch.no_grad()
