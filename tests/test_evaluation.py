@@ -151,6 +151,12 @@ def test_torchmetrics_wrappers_equal_the_functions_in_any_update_order():
     got, want = m.compute(), evaluate_pairs(d, s)
     for k in ("accuracy", "val", "auc", "eer"):
         assert got[k] == pytest.approx(want[k])
+    folds = rng.integers(0, 4, 200)  # fold ids travel with the pairs, whatever their order
+    mf = PairVerification()
+    for chunk in np.array_split(order, 5):
+        mf.update(torch.tensor(d[chunk]), torch.tensor(s[chunk]), torch.tensor(chunk), torch.tensor(folds[chunk]))
+    got, want = mf.compute(), evaluate_pairs(d, s, folds=folds)
+    assert got["folds"] == 4 and got["accuracy"] == pytest.approx(want["accuracy"])
     labels = np.repeat(np.arange(8), 5)
     emb = torch.nn.functional.normalize(torch.randn(40, 6), dim=1)
     knn, cq = KNNAccuracy(), ClusteringQuality(methods=("kmeans",))

@@ -17,8 +17,10 @@ def _cat(x) -> torch.Tensor:
 class PairVerification(Metric):
     """LFW verification table from (distance, issame) pairs; see :func:`evaluate_pairs`.
 
-    Pairs keep their order through ``order`` keys (e.g. the pair's index in pairs.txt), so folds
-    stay the file's folds even when ranks see pairs out of order.
+    Pass each pair's fold id (``folds``, as :class:`~facenet_pl.data.pairs.VerificationSet` holds them);
+    without them the pairs are cut into ``n_folds`` consecutive chunks of ``order``, which is right only
+    for files laid out that way (LFW pairs.txt). ``order`` keys (e.g. the pair's index) keep that order
+    when ranks see pairs out of order.
     """
 
     full_state_update = False
@@ -29,19 +31,25 @@ class PairVerification(Metric):
         self.add_state("distances", default=[], dist_reduce_fx="cat")
         self.add_state("issame", default=[], dist_reduce_fx="cat")
         self.add_state("order", default=[], dist_reduce_fx="cat")
+        self.add_state("folds", default=[], dist_reduce_fx="cat")
 
-    def update(self, distances: torch.Tensor, issame: torch.Tensor, order: torch.Tensor | None = None) -> None:
+    def update(self, distances: torch.Tensor, issame: torch.Tensor, order: torch.Tensor | None = None,
+               folds: torch.Tensor | None = None) -> None:
         if order is None:
             start = sum(len(o) for o in self.order) if isinstance(self.order, list) else len(self.order)
             order = torch.arange(start, start + len(distances), device=distances.device)
         self.distances.append(distances.detach().float())
         self.issame.append(issame.detach().bool())
         self.order.append(order.detach().long())
+        self.folds.append((torch.full_like(order, -1) if folds is None else folds).detach().long())
 
     def compute(self) -> dict[str, float]:
         order = torch.argsort(_cat(self.order), stable=True)
-        d, s = _cat(self.distances)[order], _cat(self.issame)[order]
-        return evaluate_pairs(d.cpu().numpy(), s.cpu().numpy(), self.n_folds, self.far_target)
+        d, s, f = _cat(self.distances)[order], _cat(self.issame)[order], _cat(self.folds)[order]
+        if bool((f < 0).any()) and not bool((f < 0).all()):
+            raise ValueError("PairVerification: give fold ids with every update or with none")
+        folds = None if bool((f < 0).all()) else f.cpu().numpy()
+        return evaluate_pairs(d.cpu().numpy(), s.cpu().numpy(), self.n_folds, self.far_target, folds=folds)
 
 
 class _EmbeddingsAndLabels(Metric):
