@@ -60,3 +60,14 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
     ref = evaluate_pairs(d, dm.val_split.issame, folds=dm.val_split.folds)
     assert metrics["val/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
     assert metrics["val/auc"] == pytest.approx(ref["auc"], abs=1e-4)
+
+    # After fit, the 2 ranks tested the best checkpoint (each embedding half of the test people's images):
+    # the test accuracy equals a single-process evaluation of that checkpoint on the whole test split.
+    dm.setup("test")
+    best = load_model(metrics["best_model_path"])
+    assert metrics["test/checkpoint"] == metrics["best_model_path"]
+    emb = embed_dataset(best, dm.test_split.dataset).numpy().astype(np.float64)
+    pairs = dm.test_split.pairs
+    d = ((emb[pairs[:, 0]] - emb[pairs[:, 1]]) ** 2).sum(1)
+    ref = evaluate_pairs(d, dm.test_split.issame, folds=dm.test_split.folds)
+    assert metrics["test/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
