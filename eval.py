@@ -8,12 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from facenet_pl.errors import exit_on_user_error
-from facenet_pl.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error(__name__):
+        from facenet_pl.evaluate import evaluate  # torch loads after Hydra composed the config
+
         return evaluate(cfg)["accuracy"]
 
 

@@ -10,12 +10,14 @@ import hydra
 from omegaconf import DictConfig
 
 from facenet_pl.errors import exit_on_user_error
-from facenet_pl.training import optimized_value, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(__name__):
+        # torch and Lightning load only now, after Hydra composed the config: config mistakes show at once
+        from facenet_pl.training import optimized_value, train
+
         return optimized_value(cfg, train(cfg))
 
 

@@ -1,4 +1,7 @@
-"""Errors that are the user's to fix: entry points print their message alone, without a traceback."""
+"""Errors that are the user's to fix: entry points print their message alone, without a traceback.
+
+Kept free of heavy imports (torch, Lightning): the entry points import it before Hydra composes.
+"""
 
 import logging
 import sys
@@ -10,12 +13,41 @@ class ConfigError(ValueError):
     """A config value or input that cannot work; the message names the key or file and what to do."""
 
 
+def user_error_message(e: BaseException) -> str | None:
+    """One line for an error that is the user's to fix, else None (a bug: let the traceback show)."""
+    from omegaconf.errors import InterpolationKeyError, MissingMandatoryValue
+
+    if isinstance(e, MissingMandatoryValue):
+        key = getattr(e, "full_key", None) or "a config key"
+        return f"{key} has no value (??? in the config): set it on the command line, e.g. {key}=<value>"
+    if isinstance(e, InterpolationKeyError):
+        key = getattr(e, "full_key", None) or "a config key"
+        return f"{key}: {str(e).splitlines()[0]}"
+    if isinstance(e, ConfigError | FileNotFoundError):
+        return str(e)
+    cause = e.__cause__ or e.__context__  # Hydra's instantiate wraps the error of the class it builds
+    if type(e).__name__ == "InstantiationException" and cause is not None:
+        return user_error_message(cause)
+    return None
+
+
+def _to_log_files(logger_name: str, message: str) -> None:
+    """Record the error in the run's log file without printing it a second time on the console."""
+    record = logging.getLogger(logger_name).makeRecord(logger_name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @contextmanager
 def exit_on_user_error(logger_name: str = "facenet_pl") -> Iterator[None]:
-    """For entry points: a :class:`ConfigError` or missing file is printed as one line and exits 1."""
+    """For entry points: an error that is the user's to fix is printed once, as one line, and exits 1."""
     try:
         yield
-    except (ConfigError, FileNotFoundError) as e:  # the user's to fix: the message, not a traceback
-        logging.getLogger(logger_name).error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        _to_log_files(logger_name, message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)

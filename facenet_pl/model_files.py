@@ -75,6 +75,11 @@ def check_backbone_kwargs(hparams: dict[str, Any]) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    import zipfile
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes zip archives (torch >= 1.6)
+        raise ConfigError(f"{path} is not a readable checkpoint (not a PyTorch zip archive: truncated, or another "
+                          "kind of file)")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
+from facenet_pl.errors import ConfigError
 
 
 def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -18,7 +19,7 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
         hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"backbone.name={name!r} is not a timm model.{hint} "
             "Use a config from conf/backbone/ (backbone=inception|inception_resnet_v2|resnet18|resnet50|"
             "mobilenetv3|small) or any name from timm.list_models()."
@@ -27,10 +28,12 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except Exception as e:  # weights need the network; say so instead of a deep traceback
         if pretrained:
-            raise RuntimeError(
-                f"could not load pretrained weights for backbone {name!r} ({type(e).__name__}: {e}). "
-                "This needs the network (Hugging Face Hub) or a local cache; set backbone.pretrained=false "
-                "to train from scratch."
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(
+                f"backbone.pretrained=true: could not load pretrained weights for {name!r} ({type(e).__name__}: "
+                f"{first}). Downloading them needs the network (Hugging Face Hub) or a filled local cache; with a "
+                "weights file at hand pass +backbone.kwargs.pretrained_cfg_overlay.file=<path>, or set "
+                "backbone.pretrained=false to train from scratch."
             ) from e
         raise
 

@@ -1,0 +1,74 @@
+"""Mistakes a new user makes get one line naming the key or file and the fix: printed once, no traceback,
+non-zero exit. train.py and eval.py run in this process through their Hydra entry points (``runpy``)."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .test_train_e2e import ROOT, TINY
+
+
+def _entry_point(script: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    old = sys.argv
+    sys.argv = [str(ROOT / script), *argv]
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+        GlobalHydra.instance().clear()
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+CASES = {
+    "folder data without data.root": ("train.py", ["data=folder"], "data.root has no value"),
+    "eval.py without ckpt_path": ("eval.py", [], "ckpt_path has no value"),
+    "a corrupt checkpoint to resume": ("train.py", [*TINY, "ckpt_path={bad}"], "is not a readable checkpoint"),
+    "a corrupt checkpoint to evaluate": ("eval.py", ["ckpt_path={bad}"], "is not a readable checkpoint"),
+    "pretrained weights without network": ("train.py", [*TINY, "backbone=resnet18", "backbone.pretrained=true"],
+                                           "could not load pretrained weights"),
+    "too few identities for the folds": ("train.py", [*TINY, "data.val_identities=3"],
+                                         "4 identities are the minimum"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here, as on CI
+    script, argv, message = CASES[case]
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    argv = [a.replace("{bad}", str(bad)) for a in argv] + [f"hydra.run.dir={tmp_path / 'run'}"]
+    code, out, err = _entry_point(script, argv, capsys)
+    assert code == 1, (out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in out + err
+    assert (out + err).count(message) == 1, "printed more than once"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_config_typo_is_reported_before_torch_loads():
+    """Hydra reports an unknown option before train.py imports torch, Lightning or timm."""
+    code = ("import runpy, sys, atexit\n"
+            "atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning', 'timm') "
+            "if m in sys.modules)))\n"
+            f"sys.argv = [{str(ROOT / 'train.py')!r}, 'miner=semi_hard']\n"
+            f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - t0
+    assert out.returncode != 0 and "semi_hard" in out.stderr and "semihard" in out.stderr  # Hydra lists options
+    assert "HEAVY []" in out.stdout, out.stdout
+    print(f"config typo reported in {elapsed:.1f} s")
