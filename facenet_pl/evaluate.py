@@ -24,6 +24,7 @@ from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
 from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
 from facenet_pl.inference import embed_dataset, load_model
+from facenet_pl.wandb_setup import prepare_wandb
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +159,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "eval/distances": save_distance_histogram(d[tested], split.issame[tested], out / "distances.png",
                                                   res["threshold"]),
     }
+    prepare_wandb(cfg)
     loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": float(v) for k, v in res.items()
                         if isinstance(v, int | float) and not isinstance(v, bool)})
-        lg.save()
     log_images(loggers, images)
+    for lg in loggers:
+        lg.finalize("success")  # writes the CSV, closes a W&B run
     (out / "eval_metrics.json").write_text(json.dumps(res, indent=2, sort_keys=True))
     print(format_table(res))
     print(f"results: {out / 'eval_metrics.json'}, plots: {out / 'roc.png'}, {out / 'distances.png'}")

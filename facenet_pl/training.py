@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from facenet_pl.config_checks import check_config
 from facenet_pl.errors import ConfigError
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
+from facenet_pl.wandb_setup import prepare_wandb
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +29,6 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(v) for v in group.values() if isinstance(v, DictConfig) and "_target_" in v]
-
-
-def _prepare_wandb(cfg: DictConfig) -> None:
-    """Never block on a W&B login prompt: go offline when no credentials are configured."""
-    if not cfg.get("logger") or "wandb" not in cfg.logger or os.environ.get("WANDB_MODE"):
-        return
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
-    if not has_key:
-        log.warning("no W&B API key found: logging offline (sync later with `wandb sync`)")
-        os.environ["WANDB_MODE"] = "offline"
 
 
 def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -135,7 +124,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     """One training run."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    _prepare_wandb(cfg)
+    prepare_wandb(cfg)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = _resolve_ckpt_path(cfg)
     existing = sorted((out_dir / "checkpoints").glob("*.ckpt")) if (out_dir / "checkpoints").is_dir() else []

@@ -1,0 +1,64 @@
+"""Every logger works with train.py and eval.py; W&B goes offline only when no key is configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from facenet_pl.wandb_setup import wandb_key_configured
+
+from .helpers import eval_in_process, train_in_process
+from .test_train_e2e import ROOT
+
+KEY = "a" * 40
+
+
+def test_wandb_key_detection_follows_netrc_and_base_url(tmp_path, monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not wandb_key_configured()
+    rc = tmp_path / "elsewhere" / "netrc"
+    rc.parent.mkdir()
+    rc.write_text(f"machine wandb.example.com\n  login user\n  password {KEY}\n")
+    rc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(rc))
+    assert not wandb_key_configured()  # a key for another server than api.wandb.ai
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")
+    assert wandb_key_configured()  # a self-hosted server the user logged in to: not forced offline
+    monkeypatch.delenv("NETRC")
+    monkeypatch.delenv("WANDB_BASE_URL")
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    assert wandb_key_configured()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train_in_process(run, "trainer.max_epochs=1", "logger=none")  # logger=none with the default callbacks
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard", "none"])
+def test_eval_logs_with_each_logger(model, tmp_path, logger):
+    res = eval_in_process(model, tmp_path, f"logger={logger}")
+    assert 0 <= res["accuracy"] <= 1
+    if logger == "csv":
+        text = (tmp_path / "csv" / "metrics.csv").read_text()
+        assert "eval/accuracy" in text and "eval/accuracy_ci95_low" in text
+    if logger == "tensorboard":
+        assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_eval_py_with_wandb_and_no_key_runs_offline(model, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
+    env.update(HOME=str(tmp_path), PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={model}", "logger=wandb",
+                          f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "no W&B API key found: logging offline" in out.stdout + out.stderr
+    assert list((tmp_path / "eval" / "wandb").glob("offline-run-*")), "no offline W&B run was written"
