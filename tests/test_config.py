@@ -76,3 +76,20 @@ def test_loggers_instantiate_offline(tmp_path, monkeypatch):
 def test_bad_values_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         check_config(_compose([override]))
+
+
+def test_readme_config_table_lists_every_option():
+    """README's config-group table names every option file under conf/<group>/ (and no missing one)."""
+    import re
+
+    from .test_train_e2e import ROOT
+
+    table = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"\| `(\w+)` \| (.*?) \|", line)
+        if m:
+            table[m.group(1)] = set(re.findall(r"`([\w/]+)`", m.group(2)))
+    for group in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("hydra", "paths")):
+        options = {p.stem for p in group.glob("*.yaml")}
+        assert group.name in table, f"README's config table has no row for {group.name}"
+        assert options <= table[group.name], f"{group.name}: {sorted(options - table[group.name])} not in README"
