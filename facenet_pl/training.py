@@ -13,9 +13,11 @@ import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
+from facenet_pl.config_tree import print_config_tree
 from facenet_pl.errors import ConfigError
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
@@ -135,6 +137,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_step = _checkpoint_step(ckpt_path) if ckpt_path else None  # also refuses a file that would run code
+    if (cfg.get("extras") or {}).get("print_config") and rank_zero_only.rank == 0:
+        print_config_tree(cfg, out_dir)
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)

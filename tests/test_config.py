@@ -93,3 +93,24 @@ def test_readme_config_table_lists_every_option():
         options = {p.stem for p in group.glob("*.yaml")}
         assert group.name in table, f"README's config table has no row for {group.name}"
         assert options <= table[group.name], f"{group.name}: {sorted(options - table[group.name])} not in README"
+
+
+@pytest.mark.parametrize("option", ["default", "fdr", "overfit", "limit", "profiler"])
+def test_debug_configs_compose(option):
+    from .helpers import compose_in_process
+
+    cfg = compose_in_process("train", "/unused", [f"debug={option}"])
+    assert cfg.task_name == "debug" and cfg.logger is None and cfg.trainer.detect_anomaly
+    expected = {"fdr": ("fast_dev_run", True), "overfit": ("overfit_batches", 3), "limit": ("limit_train_batches", 5),
+                "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[option]
+    assert cfg.trainer[expected[0]] == expected[1]
+
+
+def test_debug_fdr_runs_one_step_and_prints_the_config_tree(tmp_path, capsys):
+    from .helpers import train_in_process
+
+    metrics = train_in_process(tmp_path, "debug=fdr")
+    assert metrics["global_step"] == 1 and not (tmp_path / "checkpoints").exists()
+    tree = (tmp_path / "config_tree.txt").read_text()
+    assert tree.startswith("CONFIG") and "├── data" in tree and "train_identities: 24" in tree
+    assert "├── miner" in tree and tree in capsys.readouterr().out
