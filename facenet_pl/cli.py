@@ -193,6 +193,12 @@ def cmd_export(a) -> None:
     _no_overwrite(out, a.force)
     err = export_model(a.ckpt, out, a.format)
     print(f"wrote {out}; max |embedding difference| vs PyTorch: {err:.2e}")
+    if out.suffix != ".safetensors":
+        from facenet_pl.export import model_metadata
+        from facenet_pl.inference import load_model
+
+        for key, value in model_metadata(load_model(a.ckpt)).items():  # also stored in the file
+            print(f"  {key.removeprefix('facenet_pl.')}: {value}")
 
 
 def cmd_plot(a) -> None:

@@ -7,6 +7,7 @@ Every export is checked: the exported model's embeddings must match PyTorch's (O
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -31,6 +32,28 @@ def _export_safetensors(module, out: Path) -> float:
     return err
 
 
+def model_metadata(module) -> dict[str, str]:
+    """What a runtime needs to feed and read the exported network, as strings (ONNX metadata_props,
+    TorchScript extra file ``facenet_pl.json``): the network takes float NCHW RGB images already normalised."""
+    from facenet_pl.module import _IMAGENET_MEAN, _IMAGENET_STD
+
+    norm = {"fixed": "(x - 127.5) / 128 on 0..255 pixel values",
+            "imagenet": f"(x - mean) / std per channel on 0..255 values, mean {list(_IMAGENET_MEAN)}, "
+                        f"std {list(_IMAGENET_STD)}",
+            "unit": "x / 255"}[module.normalization]
+    cal = getattr(module, "calibration", None) or {}
+    return {
+        "facenet_pl.input": f"float32 [batch, 3, {module.input_size}, {module.input_size}], RGB, NCHW",
+        "facenet_pl.normalization": f"{module.normalization}: {norm}",
+        "facenet_pl.crop_size": str(module.crop_size),
+        "facenet_pl.output": f"float32 [batch, {module.net.embedding_dim}], L2-normalised embeddings",
+        "facenet_pl.threshold": f"{float(module.threshold):.6g}",
+        "facenet_pl.threshold_rule": "same person iff squared Euclidean distance < threshold",
+        "facenet_pl.calibrated_on": str(cal.get("on", "unknown")),
+        "facenet_pl.flip_averaging": str(bool(module.eval_flip)),
+    }
+
+
 def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batch: int = 4) -> float:
     """Write ``out``; return the max absolute embedding difference against PyTorch."""
     out = Path(out)
@@ -46,9 +69,10 @@ def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batc
     x = torch.randn(batch, 3, module.input_size, module.input_size)
     with torch.no_grad():
         ref = net(x)
+    meta = model_metadata(module)
     if fmt == "torchscript":
         with torch.no_grad():
-            torch.jit.trace(net, x).save(str(out))
+            torch.jit.trace(net, x).save(str(out), _extra_files={"facenet_pl.json": json.dumps(meta)})
             got = torch.jit.load(str(out))(x)
     else:
         try:
@@ -57,6 +81,11 @@ def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batc
             raise ValueError("ONNX export needs onnx and onnxruntime: pip install 'facenet-pl[export]'") from e
         torch.onnx.export(net, (x,), str(out), input_names=["images"], output_names=["embeddings"],
                           dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, dynamo=False)
+        import onnx
+
+        proto = onnx.load(str(out))
+        onnx.helper.set_model_props(proto, meta)
+        onnx.save(proto, str(out))
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(sess.run(None, {"images": x.numpy()})[0])
     err = float((got - ref).abs().max())

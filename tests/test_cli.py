@@ -93,13 +93,25 @@ def test_export_matches_pytorch_within_1e4(trained, tmp_path, name):
     with torch.no_grad():
         ref = model.net(x).numpy()
     if name.endswith(".onnx"):
+        import onnx
         import onnxruntime as ort
 
         got = ort.InferenceSession(str(tmp_path / name)).run(None, {"images": x.numpy()})[0]
+        meta = {p.key: p.value for p in onnx.load(str(tmp_path / name)).metadata_props}
     else:
+        extra = {"facenet_pl.json": ""}
         with torch.no_grad():
-            got = torch.jit.load(str(tmp_path / name))(x).numpy()
+            got = torch.jit.load(str(tmp_path / name), _extra_files=extra)(x).numpy()
+        meta = json.loads(extra["facenet_pl.json"])
     assert np.abs(got - ref).max() < 1e-4
+    # The file says what its input and output are (a runtime has no checkpoint to ask).
+    size = model.input_size
+    assert meta["facenet_pl.input"] == f"float32 [batch, 3, {size}, {size}], RGB, NCHW"
+    assert meta["facenet_pl.normalization"].startswith("fixed: (x - 127.5) / 128")
+    assert meta["facenet_pl.output"] == "float32 [batch, 128], L2-normalised embeddings"
+    assert float(meta["facenet_pl.threshold"]) == pytest.approx(float(model.threshold), rel=1e-5)
+    assert meta["facenet_pl.calibrated_on"] == model.calibration["on"]
+    assert f"threshold: {meta['facenet_pl.threshold']}" in out.stdout
 
 
 def test_plot_writes_a_png(trained, faces, tmp_path):
