@@ -62,3 +62,10 @@ def test_eval_py_with_wandb_and_no_key_runs_offline(model, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "no W&B API key found: logging offline" in out.stdout + out.stderr
     assert list((tmp_path / "eval" / "wandb").glob("offline-run-*")), "no offline W&B run was written"
+
+
+def test_train_logs_with_tensorboard(tmp_path):
+    """(csv: tests/test_train_e2e.py; wandb offline: the sweep test in tests/test_experiments.py; none: above.)"""
+    metrics = train_in_process(tmp_path, "trainer.max_epochs=1", "logger=tensorboard", logger=True)
+    assert "test/acc" in metrics
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
