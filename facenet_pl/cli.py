@@ -109,9 +109,8 @@ def cmd_verify(a) -> None:
 
 def cmd_calibrate(a) -> None:
     """Fit the verification threshold on pairs of a labelled folder (root/<identity>/<images>) and store it."""
-    from facenet_pl.data.datasets import InMemoryFaceDataset
     from facenet_pl.data.images import scan_identity_folders
-    from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
+    from facenet_pl.data.pairs import VerificationSet
     from facenet_pl.evaluation.verification import best_threshold, threshold_at_far
     from facenet_pl.model_files import save_calibrated
 
@@ -128,13 +127,12 @@ def cmd_calibrate(a) -> None:
     ids, counts = np.unique(labels, return_counts=True)
     multi = ids[counts >= 2]
     rows = np.flatnonzero(np.isin(labels, multi))
-    n_folds = fold_count(len(multi), a.folds, f"{a.folder}")
-    pairs, same, folds = make_pairs(labels[rows], n_folds, a.pairs_per_fold, a.seed)
-    split = VerificationSet(InMemoryFaceDataset(np.zeros((len(rows), 1, 1, 1), np.uint8), labels[rows]), pairs,
-                            same, folds, name=f"{Path(a.folder).resolve()}", identities=[names[i] for i in multi])
+    split = VerificationSet.draw(None, labels[rows], [names[i] for i in multi], a.folds, a.pairs_per_fold, a.seed,
+                                 name=f"{Path(a.folder).resolve()}", key="people with >= 2 readable images")
     d = split.distances(torch.from_numpy(emb[rows]))
     res = split.evaluate(d)
-    thr = threshold_at_far(d, same, a.far_target) if a.far_target is not None else best_threshold(d, same)[0]
+    thr = (threshold_at_far(d, split.issame, a.far_target) if a.far_target is not None
+           else best_threshold(d, split.issame)[0])
     flip = model.eval_flip if a.flip is None else a.flip
     calibration = {**split.describe(), "split": "calibrate", "flip": flip, "accuracy": res["accuracy"],
                    "rule": f"FAR <= {a.far_target}" if a.far_target is not None else "best accuracy"}

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
-from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
+from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.inference import embed_dataset, load_model
+from facenet_pl.module import _plain
 from facenet_pl.wandb_setup import prepare_wandb
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,6 @@ def format_table(res: dict[str, Any]) -> str:
     rows += [(k, f"{v:.4f}") for k, v in res.items() if k.startswith(("knn/", "kmeans/", "agglomerative/"))]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
@@ -138,10 +135,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if flip != module.eval_flip:
         log.warning("flip=%s but the model was validated with model.eval_flip=%s", flip, module.eval_flip)
     thr = float(module.threshold)
-    tested = split.tested()
     if math.isfinite(thr):
-        res.update(acc_at_model_threshold=float(np.mean((d[tested] < thr) == split.issame[tested])),
-                   model_threshold=thr, model_calibrated_on=(module.calibration or {}).get("on", "unknown data"))
+        res.update(acc_at_model_threshold=split.accuracy_at(d, thr), model_threshold=thr,
+                   model_calibrated_on=(module.calibration or {}).get("on", "unknown data"))
     labels = split.dataset.labels.numpy()
     if cfg.get("knn", True):
         g, p = split_gallery_probe(labels, 1, seed)
@@ -154,11 +150,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             res.update(clustering_scores(emb[keep].numpy(), labels[keep], seed=seed))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = {
-        "eval/roc": save_roc(d[tested], split.issame[tested], out / "roc.png"),
-        "eval/distances": save_distance_histogram(d[tested], split.issame[tested], out / "distances.png",
-                                                  res["threshold"]),
-    }
+    images = save_pair_plots(d, split, out, res["threshold"], "eval")
     prepare_wandb(cfg)
     loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
     for lg in loggers:

@@ -201,7 +201,7 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
 
     ``out``: ``.ckpt`` (a copy of the checkpoint ``src``, everything else unchanged) or ``.safetensors``.
     """
-    import os
+    from facenet_pl.checkpoint_io import atomic_torch_save
 
     out = Path(out)
     module.threshold.fill_(float(threshold))
@@ -221,6 +221,4 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
     run = dict(ckpt.get("facenet_pl") or {})
     run["calibration"] = dict(calibration)
     ckpt["facenet_pl"] = run
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out)
+    atomic_torch_save(ckpt, out)

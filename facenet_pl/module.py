@@ -7,7 +7,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -23,6 +22,11 @@ from facenet_pl.models import FaceNetEmbedding
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("fixed", "imagenet", "unit")
+#: ``evaluate_pairs`` result key -> the name it is logged under (``val/<name>``, ``test/<name>``).
+LOGGED_PAIR_METRICS = {"accuracy": "acc", "accuracy_std": "acc_std", "accuracy_ci95_low": "acc_ci95_low",
+                       "accuracy_ci95_high": "acc_ci95_high", "threshold": "threshold", "val": "val_at_far",
+                       "far": "far", "auc": "auc", "eer": "eer", "pairs": "pairs", "identities": "identities",
+                       "folds": "folds"}
 #: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
 COLLAPSE_DISTANCE = 1e-4
 
@@ -73,7 +77,7 @@ class FaceNetModule(pl.LightningModule):
         loss: dict,
         optimizer: dict,
         scheduler: dict | None = None,
-        val_folds: int | None = None,
+        val_folds: int | None = None,  # unused: folds travel with the pairs; kept so older checkpoints load
         far_target: float = 1e-3,
         preprocess: dict | None = None,
         mining: dict | None = None,
@@ -267,10 +271,8 @@ class FaceNetModule(pl.LightningModule):
         res = self._pair_metrics("test")
         if res is None or not math.isfinite(float(self.threshold)):
             return
-        d, split, _ = self.last_eval["test"]
-        tested = split.tested()
-        acc = float(np.mean((d[tested] < float(self.threshold)) == split.issame[tested]))
-        self.log("test/acc_at_val_threshold", acc)  # the stored threshold, as verify/cluster apply it
+        d, split, _ = self.last_eval["test"]  # the stored threshold, as verify/cluster apply it:
+        self.log("test/acc_at_val_threshold", split.accuracy_at(d, float(self.threshold)))
 
     def _pair_metrics(self, stage: str) -> dict[str, Any] | None:
         """Verification table of the ``stage`` split's pairs, logged as ``{stage}/...``; None when skipped."""
@@ -287,12 +289,8 @@ class FaceNetModule(pl.LightningModule):
         d = split.distances(emb)
         res = split.evaluate(d, far_target=self.far_target)
         self.last_eval[stage] = (d, split, res)
-        self.log(f"{stage}/acc", res["accuracy"], prog_bar=True)
-        for key in ("accuracy_std", "accuracy_ci95_low", "accuracy_ci95_high", "threshold", "val", "far", "auc",
-                    "eer", "pairs", "identities", "folds"):
-            name = {"accuracy_std": "acc_std", "accuracy_ci95_low": "acc_ci95_low",
-                    "accuracy_ci95_high": "acc_ci95_high", "val": "val_at_far"}.get(key, key)
-            self.log(f"{stage}/{name}", float(res[key]))
+        for key, name in LOGGED_PAIR_METRICS.items():
+            self.log(f"{stage}/{name}", float(res[key]), prog_bar=name == "acc")
         return res
 
     # -- optimisation ----------------------------------------------------------------------

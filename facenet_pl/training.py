@@ -206,15 +206,11 @@ def _test(trainer: pl.Trainer, module: FaceNetModule, datamodule, best_path: str
 def _save_plots(module: FaceNetModule, out_dir: Path, loggers: list) -> None:
     """ROC and distance histograms of the test pairs (else the last validation), as PNGs in the run dir and
     in the loggers."""
-    from facenet_pl.evaluation.plots import log_images, save_distance_histogram, save_roc
+    from facenet_pl.evaluation.plots import log_images, save_pair_plots
 
     stage = "test" if "test" in module.last_eval else "val"
     d, split, _ = module.last_eval[stage]
-    keep = split.tested()
-    d, s = d[keep], split.issame[keep]
-    images = {f"{stage}/roc": save_roc(d, s, out_dir / "roc.png"),
-              f"{stage}/distances": save_distance_histogram(d, s, out_dir / "distances.png", float(module.threshold))}
-    log_images(loggers, images, step=module.global_step)
+    log_images(loggers, save_pair_plots(d, split, out_dir, float(module.threshold), stage), step=module.global_step)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

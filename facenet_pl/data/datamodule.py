@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
-from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
+from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.data.pk_sampler import PKSampler
 from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 from facenet_pl.errors import ConfigError
@@ -250,15 +250,12 @@ class SyntheticFaceDataModule(FaceDataModule):
         n_ids, per_id = self.held_out[split]
         if n_ids == 0:
             return None
-        what = f"synthetic {split} identities (seed {self.seed})"
         x, y = generate_split(n_ids, per_id, self.seed, split, self.cfg)
-        try:
-            n_folds = fold_count(n_ids, self.val_folds, f"data.{split}_identities")
-            pairs, same, folds = make_pairs(y.numpy(), n_folds, self.val_pairs_per_fold, self.seed)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return VerificationSet(InMemoryFaceDataset(x, y), pairs, same, folds, name=what,
-                               identities=[f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)])
+        return VerificationSet.draw(InMemoryFaceDataset(x, y), y.numpy(),
+                                    [f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)], self.val_folds,
+                                    self.val_pairs_per_fold, self.seed,
+                                    name=f"synthetic {split} identities (seed {self.seed})",
+                                    key=f"data.{split}_identities")
 
     def setup(self, stage: str | None = None) -> None:
         t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
-from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
+from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,11 @@ class FolderDataModule(FaceDataModule):
             self._decoded = images, labels[rows], rows, names
         return self._decoded
 
-    def _pairs(self, images, labels, rows, names, ids, what: str) -> VerificationSet:
+    def _pairs(self, images, labels, rows, names, ids, what: str, key: str) -> VerificationSet:
         keep = np.isin(labels, ids)
-        try:
-            n_folds = fold_count(len(ids), self.val_folds, what)
-            pairs, same, folds = make_pairs(labels[keep], n_folds, self.val_pairs_per_fold, self.seed)
-        except ValueError as e:
-            raise ConfigError(f"data.root={self.root}: {e}") from None
-        return VerificationSet(InMemoryFaceDataset(images, labels[keep], rows=rows[keep]), pairs, same, folds,
-                               name=f"{what} of {self.root}", identities=[names[i] for i in np.sort(ids)])
+        return VerificationSet.draw(InMemoryFaceDataset(images, labels[keep], rows=rows[keep]), labels[keep],
+                                    [names[i] for i in np.sort(ids)], self.val_folds, self.val_pairs_per_fold,
+                                    self.seed, name=f"{what} of {self.root}", key=key)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -94,8 +90,10 @@ class FolderDataModule(FaceDataModule):
         val_ids, test_ids = order[:n_val], order[n_val:n_val + n_test]
         keep_train = np.isin(labels, ids) & ~np.isin(labels, order[:n_val + n_test])
         self.train_set = InMemoryFaceDataset(images, labels[keep_train], rows=rows[keep_train])
-        self.val_split = self._pairs(images, labels, rows, names, val_ids, "validation identities") if n_val else None
-        self.test_split = self._pairs(images, labels, rows, names, test_ids, "test identities") if n_test else None
+        self.val_split = self._pairs(images, labels, rows, names, val_ids, "validation identities",
+                                     "data.val_identities") if n_val else None
+        self.test_split = self._pairs(images, labels, rows, names, test_ids, "test identities",
+                                      "data.test_identities") if n_test else None
         log.info("folder %s: %d train images (%d ids), %d val ids, %d test ids", self.root, int(keep_train.sum()),
                  len(ids) - n_val - n_test, n_val, n_test)
 
@@ -103,4 +101,5 @@ class FolderDataModule(FaceDataModule):
         """Every identity with >= 2 readable images as test identities: pairs over the whole folder."""
         images, labels, rows, names = self._decode()
         ids, counts = np.unique(labels, return_counts=True)
-        return self._pairs(images, labels, rows, names, ids[counts >= 2], "all identities")
+        return self._pairs(images, labels, rows, names, ids[counts >= 2], "all identities",
+                           "people with >= 2 readable images")

@@ -15,7 +15,7 @@ from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
 from facenet_pl.data.lfw import find_image_root, image_path, read_pairs, read_people
-from facenet_pl.data.pairs import VerificationSet, fold_count, make_pairs
+from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -128,15 +128,11 @@ class LFWDataModule(FaceDataModule):
                                   f"{self.val_identities} (0: no validation, the last epoch is tested)")
             val_ids = np.sort(np.random.default_rng(self.seed).choice(multi, self.val_identities, replace=False))
             is_val = np.isin(tlabels, val_ids)
-            try:
-                n_folds = fold_count(len(val_ids), self.val_folds, "data.val_identities")
-                vp, vs, vf = make_pairs(tlabels[is_val], n_folds, self.val_pairs_per_fold, self.seed)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            self.val_split = VerificationSet(
-                InMemoryFaceDataset(timgs, tlabels[is_val], rows=rows[is_val]), vp, vs, vf,
+            self.val_split = VerificationSet.draw(
+                InMemoryFaceDataset(timgs, tlabels[is_val], rows=rows[is_val]), tlabels[is_val],
+                [train_names[i] for i in val_ids], self.val_folds, self.val_pairs_per_fold, self.seed,
                 name=f"{self.val_identities} people held out of the training data ({what})",
-                identities=[train_names[i] for i in val_ids])
+                key="data.val_identities")
             train = ~is_val
         self.train_set = InMemoryFaceDataset(timgs, tlabels[train], rows=rows[train])
         log.info("LFW: %d train images (%d ids), %d val ids, %d pair images, %d pairs, test folds %s",

@@ -88,27 +88,48 @@ def _index_in(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
 class VerificationSet:
     """Images of held-out identities and the labelled pairs drawn from them, each pair with its fold.
 
-    ``test_folds``: the folds whose accuracy is reported, each with the threshold fit on all other pairs
-    (None: every fold in turn, k-fold; LFW ``fold=i``: ``[i]``). ``name`` says what the pairs are (it is
-    recorded with every result and with the threshold calibrated on them); ``identities`` are the names of
-    the identities in the pairs, stored in checkpoints so ``eval.py`` can check it tests the same people.
+    ``dataset`` yields the images that ``pairs`` index (None when only distances are at hand); ``labels``
+    (default: ``dataset.labels``) the identity of each. ``test_folds``: the folds whose accuracy is reported,
+    each with the threshold fit on all other pairs (None: every fold in turn, k-fold; LFW ``fold=i``:
+    ``[i]``). ``name`` says what the pairs are (recorded with every result and with a threshold calibrated on
+    them); ``identities`` are the people's names, stored in checkpoints so ``eval.py`` can check it tests the
+    same people.
     """
 
-    dataset: Dataset
+    dataset: Dataset | None
     pairs: np.ndarray
     issame: np.ndarray
     folds: np.ndarray
     name: str
     identities: list[str] = field(default_factory=list)
     test_folds: list[int] | None = None
+    labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
         self.issame = np.asarray(self.issame, dtype=bool).reshape(-1)
         self.folds = np.asarray(self.folds, dtype=np.int64).reshape(-1)
+        if self.labels is None:
+            self.labels = np.asarray(self.dataset.labels)
+        self.labels = np.asarray(self.labels)
         if not len(self.pairs) == len(self.issame) == len(self.folds):
             raise ValueError(f"{self.name}: {len(self.pairs)} pairs, {len(self.issame)} labels, {len(self.folds)} "
                              "fold ids: one of each per pair")
+
+    @classmethod
+    def draw(cls, dataset: Dataset | None, labels, identities: list[str], n_folds: int, pairs_per_fold: int,
+             seed: int, name: str, key: str) -> VerificationSet:
+        """LFW-style pairs of these people (:func:`make_pairs`), with as many folds as they allow
+        (:func:`fold_count`); a too small set is a :class:`~facenet_pl.errors.ConfigError` naming ``key``."""
+        from facenet_pl.errors import ConfigError
+
+        labels = np.asarray(labels)
+        try:
+            n = fold_count(len(np.unique(labels)), n_folds, key)
+            pairs, same, folds = make_pairs(labels, n, pairs_per_fold, seed)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+        return cls(dataset, pairs, same, folds, name=name, identities=list(identities), labels=labels)
 
     def distances(self, embeddings: torch.Tensor) -> np.ndarray:
         """Squared Euclidean distance of every pair, from embeddings indexed like ``dataset``."""
@@ -119,19 +140,25 @@ class VerificationSet:
         """Mask of the pairs whose accuracy is reported."""
         return np.ones(len(self.pairs), bool) if self.test_folds is None else np.isin(self.folds, self.test_folds)
 
+    def people(self) -> int:
+        """How many identities the reported pairs hold."""
+        return int(len(np.unique(self.labels[self.pairs[self.tested()].ravel()])))
+
+    def accuracy_at(self, distances: np.ndarray, threshold: float) -> float:
+        """Accuracy of "same iff distance < threshold" on the reported pairs (one fixed threshold)."""
+        t = self.tested()
+        return float(np.mean((np.asarray(distances)[t] < threshold) == self.issame[t]))
+
     def evaluate(self, distances: np.ndarray, far_target: float = 1e-3) -> dict[str, Any]:
         """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on."""
         from facenet_pl.evaluation import evaluate_pairs
 
         res: dict[str, Any] = evaluate_pairs(distances, self.issame, far_target=far_target, folds=self.folds,
                                              test_folds=self.test_folds)
-        tested = self.tested()
-        labels = np.asarray(getattr(self.dataset, "labels", torch.empty(0)))
-        res.update(pairs=int(tested.sum()), identities=int(len(np.unique(labels[self.pairs[tested].ravel()])))
-                   if len(labels) else len(self.identities), on=self.name)
+        res.update(pairs=int(self.tested().sum()), identities=self.people(), on=self.name)
         return res
 
     def describe(self) -> dict[str, Any]:
         """What a threshold calibrated on these pairs was calibrated on (stored in checkpoints)."""
-        return {"on": self.name, "pairs": int(len(self.pairs)), "identities": len(self.identities),
+        return {"on": self.name, "pairs": int(self.tested().sum()), "identities": self.people(),
                 "folds": int(len(np.unique(self.folds)))}

@@ -55,6 +55,15 @@ def save_distance_histogram(distances, issame, path: str | Path, threshold: floa
     return path
 
 
+def save_pair_plots(distances, split, out_dir: str | Path, threshold: float | None, prefix: str) -> dict[str, Path]:
+    """``roc.png`` and ``distances.png`` of a :class:`~facenet_pl.data.pairs.VerificationSet`'s reported pairs in
+    ``out_dir``, keyed ``<prefix>/roc`` and ``<prefix>/distances`` for :func:`log_images`."""
+    keep = split.tested()
+    d, s = np.asarray(distances)[keep], split.issame[keep]
+    return {f"{prefix}/roc": save_roc(d, s, Path(out_dir) / "roc.png"),
+            f"{prefix}/distances": save_distance_histogram(d, s, Path(out_dir) / "distances.png", threshold)}
+
+
 def log_images(loggers, images: dict[str, Path], step: int | None = None) -> None:
     """Send PNGs to the loggers that take images (W&B, TensorBoard); the CSV logger keeps files only."""
     for lg in loggers or []:
