@@ -138,7 +138,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if math.isfinite(thr):
         res.update(acc_at_model_threshold=split.accuracy_at(d, thr), model_threshold=thr,
                    model_calibrated_on=(module.calibration or {}).get("on", "unknown data"))
-    labels = split.dataset.labels.numpy()
+    labels = split.labels
     if cfg.get("knn", True):
         g, p = split_gallery_probe(labels, 1, seed)
         if len(p):
