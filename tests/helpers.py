@@ -114,3 +114,27 @@ def eval_in_process(model, out, *overrides):
     from facenet_pl.evaluate import evaluate
 
     return evaluate(compose_in_process("eval", out, [f"ckpt_path={model}", *overrides]))
+
+
+class RecordRendered(Callback):
+    """Appends to ``path`` how many synthetic images each split has rendered, after every training batch
+    and at the end of fit (JSON lines ``{"at": ..., "train": n, "val": n, "test": n}``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write(self, trainer, at: str) -> None:
+        import json
+
+        dm = trainer.datamodule
+        row = {"at": at, "train": dm.train_set.rendered,
+               "val": dm.val_split.dataset.rendered if dm.val_split is not None else None,
+               "test": dm.test_split.dataset.rendered if dm.test_split is not None else None}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._write(trainer, f"step{trainer.global_step}")
+
+    def on_fit_end(self, trainer, pl_module):
+        self._write(trainer, "fit_end")

@@ -6,6 +6,7 @@ from facenet_pl.data.folder import FolderDataModule
 from facenet_pl.data.lfw_datamodule import LFWDataModule
 from facenet_pl.data.pairs import make_pairs
 from facenet_pl.data.pk_sampler import PKSampler
+from facenet_pl.data.synthetic import SyntheticFaceDataset
 
 __all__ = [
     "FaceDataModule",
@@ -14,5 +15,6 @@ __all__ = [
     "LFWDataModule",
     "PKSampler",
     "SyntheticFaceDataModule",
+    "SyntheticFaceDataset",
     "make_pairs",
 ]

@@ -8,7 +8,6 @@ the README). Nothing measured on the test pairs feeds back into training or mode
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -17,10 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch
+from facenet_pl.data.datasets import collate_batch
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.data.pk_sampler import PKSampler
-from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+from facenet_pl.data.synthetic import SyntheticFaceConfig, SyntheticFaceDataset
 from facenet_pl.errors import ConfigError
 from facenet_pl.mining.offline import OfflineTripletSampler
 
@@ -250,22 +249,21 @@ class SyntheticFaceDataModule(FaceDataModule):
         n_ids, per_id = self.held_out[split]
         if n_ids == 0:
             return None
-        x, y = generate_split(n_ids, per_id, self.seed, split, self.cfg)
-        return VerificationSet.draw(InMemoryFaceDataset(x, y), y.numpy(),
+        ds = SyntheticFaceDataset(n_ids, per_id, self.seed, split, self.cfg)
+        return VerificationSet.draw(ds, ds.labels.numpy(),
                                     [f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)], self.val_folds,
                                     self.val_pairs_per_fold, self.seed,
                                     name=f"synthetic {split} identities (seed {self.seed})",
                                     key=f"data.{split}_identities")
 
     def setup(self, stage: str | None = None) -> None:
-        t0 = time.perf_counter()
+        """Nothing is rendered here: each image is drawn the first time a batch asks for it."""
         if self.train_set is None and stage in (None, "fit"):
-            x, y = generate_split(self.train_identities, self.train_images_per_identity, self.seed, "train", self.cfg)
-            self.train_set = InMemoryFaceDataset(x, y)
-            log.info("synthetic faces: %d train images (%d ids) at %dpx", len(x), self.train_identities,
-                     self.cfg.image_size)
+            self.train_set = SyntheticFaceDataset(self.train_identities, self.train_images_per_identity, self.seed,
+                                                  "train", self.cfg)
+            log.info("synthetic faces: %d train images (%d ids) at %dpx, rendered as batches ask for them",
+                     len(self.train_set), self.train_identities, self.cfg.image_size)
         if self.val_split is None and stage in (None, "fit", "validate"):
             self.val_split = self._pairs("val")
         if self.test_split is None and stage in (None, "test"):
             self.test_split = self._pairs("test")
-        log.info("synthetic faces ready in %.1fs", time.perf_counter() - t0)

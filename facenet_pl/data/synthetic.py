@@ -7,8 +7,11 @@ lighting (brightness, directional gradient, colour cast), expression (smile, ope
 raised brows), background (colour, gradient, stripes), sensor noise and a random occluder.
 
 Rendering is vectorised in torch (soft-edged signed-distance shapes alpha-blended over a
-coordinate grid), so thousands of images take a second or two, and it is deterministic for a
-given seed: identity ``i`` of a split always looks the same, whatever the number of identities.
+coordinate grid) and deterministic. Every random number is a hash of (seed, split, identity, image,
+draw) -- a counter-based generator -- so image ``j`` of identity ``i`` is the same whichever images
+are rendered with it, in which order, in which process. That is what lets
+:class:`SyntheticFaceDataset` render images lazily, only the ones a batch asks for, in DataLoader
+workers: a run's first step does not wait for the whole set to be drawn.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 # Identity parameters: name -> (low, high) of a uniform draw.
 _IDENTITY_RANGES: dict[str, tuple[float, float]] = {
@@ -68,6 +73,34 @@ class SyntheticFaceConfig:
     occlusion_prob: float = 0.3
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """PCG hash (Jarzynski & Olano, JCGT 2020) of uint32 values held in int64: a well-mixed uint32 per input.
+
+    Products stay below 2**62, so int64 arithmetic never overflows.
+    """
+    state = (x * 747796405 + 2891336453) & _MASK32
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & _MASK32
+    return (word >> 22) ^ word
+
+
+def _key(*parts: int | torch.Tensor) -> torch.Tensor:
+    """Hash a tuple of integers (ints or int64 tensors, broadcast) into one uint32 key."""
+    h = torch.zeros((), dtype=torch.int64)
+    for part in parts:
+        h = _hash32((h ^ (torch.as_tensor(part, dtype=torch.int64) & _MASK32)) & _MASK32)
+    return h
+
+
+def _uniform(keys: torch.Tensor, first: int, count: int) -> torch.Tensor:
+    """Uniform [0, 1) draws number ``first .. first+count-1`` of each key: (N, count) float32."""
+    draw = _hash32(torch.arange(first, first + count, dtype=torch.int64))
+    h = _hash32((keys.view(-1, 1) + draw.view(1, -1)) & _MASK32)
+    return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
 def identity_params(num_identities: int, seed: int, split: str = "train") -> torch.Tensor:
     """Draw ``num_identities`` x len(_IDENTITY_KEYS) identity parameters.
 
@@ -77,12 +110,13 @@ def identity_params(num_identities: int, seed: int, split: str = "train") -> tor
         raise ValueError(f"split must be one of {sorted(_SPLIT_OFFSET)}, got {split!r}")
     lo = torch.tensor([r[0] for r in _IDENTITY_RANGES.values()])
     hi = torch.tensor([r[1] for r in _IDENTITY_RANGES.values()])
-    rows = []
-    for i in range(num_identities):  # cheap: one small draw per identity, keeps ids stable
-        g = torch.Generator().manual_seed(seed * 7_919 + _SPLIT_OFFSET[split] + i)
-        rows.append(torch.rand(len(lo), generator=g))
-    u = torch.stack(rows) if rows else torch.empty(0, len(lo))
-    return lo + u * (hi - lo)
+    keys = _key(seed, _SPLIT_OFFSET[split], torch.arange(num_identities), -1)
+    return lo + _uniform(keys, 0, len(lo)) * (hi - lo)
+
+
+def image_keys(seed: int, split: str, identity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The random key of image ``image`` of identity ``identity`` (int64 tensors, broadcast): all its nuisances."""
+    return _key(seed, _SPLIT_OFFSET[split], identity, image)
 
 
 def _soft(sdf: torch.Tensor, edge: float) -> torch.Tensor:
@@ -102,18 +136,25 @@ def _blend(img: torch.Tensor, mask: torch.Tensor, color: torch.Tensor) -> torch.
     return img.lerp_(color[:, :, None, None].expand_as(img), mask.unsqueeze(1))
 
 
-def render_faces(
-    params: torch.Tensor, generator: torch.Generator, cfg: SyntheticFaceConfig
-) -> torch.Tensor:
+def render_faces(params: torch.Tensor, keys: torch.Tensor, cfg: SyntheticFaceConfig) -> torch.Tensor:
     """Render one image per row of identity ``params`` (N, P) -> uint8 (N, 3, S, S).
 
-    The nuisances are drawn from ``generator``; the identity is fixed by ``params``.
+    The identity is fixed by ``params``; the nuisances (pose, light, expression, background,
+    occluder, noise) are hashed from ``keys`` (N,) (:func:`image_keys`), so each image depends on
+    its own row only.
     """
     n, s, d = params.shape[0], cfg.image_size, cfg.difficulty
+    if keys.shape != (n,):
+        raise ValueError(f"one key per image: {n} images, keys of shape {tuple(keys.shape)}")
     p = {k: params[:, i].view(n, 1, 1) for i, k in enumerate(_IDENTITY_KEYS)}
+    drawn = 0  # draws used so far: every image uses the same draw numbers for the same quantity
 
     def rnd(lo: float, hi: float, shape: tuple[int, ...] = ()) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator)
+        nonlocal drawn
+        count = math.prod(shape)
+        u = _uniform(keys, drawn, count).view(n, *shape)
+        drawn += count
+        return lo + (hi - lo) * u
 
     def nuisance(width: float) -> torch.Tensor:  # symmetric draw scaled by difficulty
         return rnd(-width * d, width * d).view(n, 1, 1)
@@ -211,16 +252,90 @@ def render_faces(
     img = img * (bright * shade).unsqueeze(1) * cast[:, :, None, None]
 
     # Occluder: a random rectangle (hand, microphone, scarf...).
-    occ_on = (torch.rand(n, generator=generator) < cfg.occlusion_prob).float().view(n, 1, 1)
+    occ_on = (rnd(0, 1) < cfg.occlusion_prob).float().view(n, 1, 1)
     ocx, ocy = rnd(-0.8, 0.8).view(n, 1, 1), rnd(-0.8, 0.8).view(n, 1, 1)
     ow, oh = rnd(0.1, 0.45).view(n, 1, 1), rnd(0.1, 0.45).view(n, 1, 1)
     occ = _soft(torch.maximum((gx - ocx).abs() - ow, (gy - ocy).abs() - oh), edge) * occ_on
     img = _blend(img, occ, rnd(0, 1, (3,)))
 
-    # Sensor noise.
+    # Sensor noise: Gaussian per pixel. Hashing every pixel costs 3x torch.randn, so each image gets a
+    # generator seeded by its own key instead (one call per image: as fast as one randn for the chunk).
     sigma = rnd(0.0, 0.08 * d).view(n, 1, 1, 1)
-    img = img + sigma * torch.randn(img.shape, generator=generator)
+    noise = torch.empty(n, 3, s, s)
+    for i, key in enumerate(keys.tolist()):
+        torch.randn((3, s, s), generator=torch.Generator().manual_seed(key), out=noise[i])
+    img = img + sigma * noise
     return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+class SyntheticFaceDataset(Dataset):
+    """One split of synthetic faces, rendered lazily: an image is drawn the first time a batch asks for it.
+
+    Images are identity-major (``labels`` = 0,0,..,1,1,..). Rendered images are kept (``keep=True``), so
+    each is drawn once per process; with ``num_workers > 0`` each worker draws and keeps the ones it
+    serves. Memory for the whole split is reserved up front but only touched pages are used.
+    ``__getitems__`` serves a whole batch (rendering the missing images in chunks): no per-image work.
+    """
+
+    chunk = 64  # images rendered per call: small chunks keep every temporary in cache
+
+    def __init__(self, num_identities: int, images_per_identity: int, seed: int, split: str,
+                 cfg: SyntheticFaceConfig, keep: bool = True) -> None:
+        self.cfg, self.keep = cfg, keep
+        self.params = identity_params(num_identities, seed, split)
+        self.labels = torch.arange(num_identities).repeat_interleave(images_per_identity)
+        image = torch.arange(images_per_identity).repeat(num_identities)
+        self.keys = image_keys(seed, split, self.labels, image)
+        self._images: torch.Tensor | None = None  # allocated on first use, in the process that renders
+        self._done: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        # A worker started with spawn gets the recipe, not this process's images: torch would move pickled
+        # tensors into shared memory (/dev/shm, often small) and mark images "done" that the worker lacks.
+        state = self.__dict__.copy()
+        state["_images"] = state["_done"] = None
+        return state
+
+    @property
+    def rendered(self) -> int:
+        """How many images this process has drawn and kept."""
+        return 0 if self._done is None else int(self._done.sum())
+
+    def render(self, idx: torch.Tensor) -> torch.Tensor:
+        """Draw images ``idx`` (int64) now, without keeping them: uint8 (len(idx), 3, S, S)."""
+        s = self.cfg.image_size
+        out = torch.empty(len(idx), 3, s, s, dtype=torch.uint8)
+        for start in range(0, len(idx), self.chunk):
+            part = idx[start : start + self.chunk]
+            out[start : start + len(part)] = render_faces(self.params[self.labels[part]], self.keys[part], self.cfg)
+        return out
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        if not self.keep:
+            return self.render(idx)
+        if self._images is None or self._done is None:
+            s = self.cfg.image_size
+            self._images = torch.empty(len(self), 3, s, s, dtype=torch.uint8)
+            self._done = torch.zeros(len(self), dtype=torch.bool)
+        missing = torch.unique(idx[~self._done[idx]])
+        if len(missing):
+            self._images[missing] = self.render(missing)
+            self._done[missing] = True
+        return self._images[idx]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._gather(torch.tensor([i]))[0], self.labels[i], torch.tensor(i)
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.tensor(np.asarray(indices, dtype=np.int64))  # owns its memory: workers can share it
+        return self._gather(idx), self.labels[idx], idx
+
+    def images(self) -> torch.Tensor:
+        """Every image of the split (rendering what is missing)."""
+        return self._gather(torch.arange(len(self)))
 
 
 def generate_split(
@@ -229,15 +344,7 @@ def generate_split(
     seed: int,
     split: str,
     cfg: SyntheticFaceConfig,
-    chunk: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render a whole split: uint8 images (N, 3, S, S) and int64 labels (N,), identity-major."""
-    params = identity_params(num_identities, seed, split)
-    labels = torch.arange(num_identities).repeat_interleave(images_per_identity)
-    g = torch.Generator().manual_seed(seed * 104_729 + _SPLIT_OFFSET[split] + 17)
-    out = torch.empty(len(labels), 3, cfg.image_size, cfg.image_size, dtype=torch.uint8)
-    # Small chunks keep every temporary in cache (4x faster than 1024); not a per-image loop.
-    for start in range(0, len(labels), chunk):
-        idx = labels[start : start + chunk]
-        out[start : start + len(idx)] = render_faces(params[idx], g, cfg)
-    return out, labels
+    """Render a whole split at once: uint8 images (N, 3, S, S) and int64 labels (N,), identity-major."""
+    ds = SyntheticFaceDataset(num_identities, images_per_identity, seed, split, cfg, keep=False)
+    return ds.render(torch.arange(len(ds))), ds.labels
