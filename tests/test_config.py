@@ -46,6 +46,24 @@ def test_every_option_composes_and_resolves(group, option):
     check_config(cfg)
 
 
+@pytest.mark.parametrize("option", _options("backbone"))
+def test_every_backbone_embeds_a_batch_at_its_input_size(option):
+    """Each backbone config builds (random weights) and maps 2 images of its input size to 2 unit vectors of
+    model.embedding_dim: catches a projection head sized from the wrong feature width."""
+    import torch
+
+    from facenet_pl.models.embedding import FaceNetEmbedding
+
+    cfg = _compose([f"backbone={option}"])
+    b = cfg.backbone
+    net = FaceNetEmbedding(b.name, embedding_dim=cfg.model.embedding_dim, pretrained=False,
+                           backbone_kwargs=OmegaConf.to_container(b.kwargs)).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, b.input_size, b.input_size))
+    assert out.shape == (2, cfg.model.embedding_dim)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
 @pytest.mark.parametrize("option", _options("miner"))
 def test_every_miner_instantiates(option):
     cfg = _compose([f"miner={option}"])

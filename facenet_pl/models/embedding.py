@@ -54,7 +54,10 @@ class FaceNetEmbedding(nn.Module):
             raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
         self.backbone = create_backbone(backbone, pretrained=pretrained, **dict(backbone_kwargs or {}))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.backbone.num_features, int(embedding_dim))
+        # With num_classes=0 some timm models (MobileNetV3, EfficientNet-Lite, ...) keep a pre-logits layer that
+        # widens the pooled features: head_hidden_size is then the real output width, num_features is not.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = nn.Linear(int(width), int(embedding_dim))
         self.embedding_dim = int(embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
