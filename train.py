@@ -10,6 +10,9 @@ import hydra
 from omegaconf import DictConfig
 
 from facenet_pl.errors import exit_on_user_error
+from facenet_pl.run_dirs import register_resolvers
+
+register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hydra/default.yaml)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

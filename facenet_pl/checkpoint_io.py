@@ -8,33 +8,50 @@ same folder, fsyncs it and renames it over the destination (atomic on POSIX).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from facenet_pl.fileio import atomic_write
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` via temp file + fsync + rename; the temp file is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic."""
+    """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic and refuses diverged weights.
+
+    A checkpoint whose weights or BatchNorm statistics are NaN, inf or beyond ``max_abs_weight`` is not
+    written (:class:`~facenet_pl.module.DivergedWeightsError`): every checkpoint on disk is one a run can
+    resume from. A full disk is one line naming the folder and its free space; the previous file stays.
+    """
+
+    def __init__(self, max_abs_weight: float | None = None) -> None:
+        super().__init__()
+        self.max_abs_weight = max_abs_weight
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        from facenet_pl.errors import ConfigError
+        from facenet_pl.fileio import free_space, is_disk_full
+        from facenet_pl.module import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
+
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
-        atomic_torch_save(checkpoint, path)
+        limit = self.max_abs_weight or MAX_ABS_WEIGHT
+        bad = diverged_tensor(checkpoint.get("state_dict", {}).items(), limit)
+        if bad is not None:
+            raise DivergedWeightsError(
+                f"not writing {path}: {bad[0]} is {bad[1]:.3g} (NaN, inf or beyond model.max_abs_weight={limit:g}); "
+                "training diverged. Lower optimizer.lr or set trainer.gradient_clip_val."
+            )
+        try:
+            atomic_torch_save(checkpoint, path)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            folder = os.path.dirname(os.path.abspath(path))
+            raise ConfigError(f"disk full writing checkpoint {path} ({free_space(folder)} in {folder}); the previous "
+                              "checkpoints there are intact. Free space and resume with ckpt_path=last.") from None

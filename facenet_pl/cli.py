@@ -8,6 +8,7 @@
     facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
     facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
     facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
+    facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
 """
 
 from __future__ import annotations
@@ -232,6 +233,44 @@ def cmd_summary(a) -> None:
     print(summarize(a.folder, a.sort, csv_path=a.csv))
 
 
+def cmd_cache(a) -> None:
+    from facenet_pl.data.decode_cache import list_caches
+
+    directory = Path(a.cache_dir).expanduser()
+    if not directory.is_dir():
+        raise CLIError(f"--cache-dir {directory} does not exist (the default is data.cache_dir's, "
+                       ".cache/facenet_pl, relative to where train.py ran)")
+    entries = list_caches(directory)
+    if a.action == "list":
+        print(f"{'key':16}  {'state':10}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")
+        for e in entries:
+            m = e.meta or {}
+            print(f"{e.files.key:16}  {e.state:10}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
+                  f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}")
+        if not entries:
+            print(f"(no caches in {directory})")
+        return
+    doomed = [e for e in entries if a.all or e.state != "current"]
+    if not doomed:
+        print(f"nothing to prune in {directory}: every cache is the newest of its data ({len(entries)} kept)")
+        return
+    total = sum(e.files.nbytes() for e in doomed) / 1e6
+    for e in doomed:
+        print(f"remove {e.files.key} ({e.state}, {e.files.nbytes() / 1e6:.1f} MB)")
+    if a.dry_run:
+        print(f"dry run: would free {total:.1f} MB")
+        return
+    if not a.yes:
+        if not sys.stdin.isatty():
+            raise CLIError("prune asks before deleting: add --yes to confirm (or --dry-run to see what it would do)")
+        if input(f"delete {len(doomed)} cache(s), {total:.1f} MB? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return
+    for e in doomed:
+        e.files.remove()
+    print(f"freed {total:.1f} MB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facenet-pl", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default="best/val/acc")
     p.add_argument("--csv", help="also write the table as CSV")
     p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("cache", help="list or prune decoded-image caches (data.cache_dir)")
+    p.add_argument("action", choices=["list", "prune"])
+    p.add_argument("--cache-dir", default=".cache/facenet_pl", help="default: data.cache_dir's default")
+    p.add_argument("--all", action="store_true", help="prune: every cache, not only superseded/incomplete ones")
+    p.add_argument("--dry-run", action="store_true", help="prune: show what would be removed")
+    p.add_argument("--yes", action="store_true", help="prune: do not ask")
+    p.set_defaults(fn=cmd_cache)
     p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=None)

@@ -16,14 +16,40 @@ def _require(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _number(cfg: DictConfig, key: str, kind: type = int, default=None) -> float | int:
+    """``cfg.<key>`` as a number, or a ConfigError naming the key (``data.p=eight``)."""
+    node: object = cfg
+    for part in key.split("."):
+        node = node.get(part, default) if node is not None else default
+    try:
+        if isinstance(node, bool) or node is None:
+            raise TypeError
+        value = kind(node)
+        if kind is int and value != float(node):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{key} must be {what}, got {node!r}") from None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Validate the values every run depends on."""
-    loss, data, model, backbone = cfg.loss, cfg.data, cfg.model, cfg.backbone
-    _require(float(loss.get("margin", 0.2)) >= 0, f"loss.margin must be >= 0, got {loss.margin}")
-    _require(int(model.embedding_dim) >= 1, f"model.embedding_dim must be >= 1, got {model.embedding_dim}")
-    _require(int(data.k) >= 2, f"data.k (images per identity) must be >= 2, got {data.k}")
-    _require(int(data.p) >= 1, f"data.p (identities per batch) must be >= 1, got {data.p}")
-    _require(int(backbone.input_size) >= 16, f"backbone.input_size must be >= 16, got {backbone.input_size}")
+    loss, backbone = cfg.loss, cfg.backbone
+    margin = _number(cfg, "loss.margin", float, 0.2)
+    _require(margin >= 0, f"loss.margin must be >= 0, got {loss.margin}")
+    _require(margin < 4, f"loss.margin={margin:g} can never be met: squared distances between unit embeddings are "
+                         "at most 4, so every triplet stays active forever. Use a margin below 4 (FaceNet: 0.2).")
+    dim = _number(cfg, "model.embedding_dim")
+    _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
+    k, p = _number(cfg, "data.k"), _number(cfg, "data.p")
+    _require(k >= 2, f"data.k (images per identity) must be >= 2, got {k}")
+    _require(p >= 1, f"data.p (identities per batch) must be >= 1, got {p}")
+    _number(cfg, "data.extra_negatives", int, 0)
+    size = _number(cfg, "backbone.input_size")
+    _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
+    _number(cfg, "optimizer.lr", float, 1e-3)
+    _number(cfg, "model.max_abs_weight", float, 1e6)
     name = str(backbone.name)
     import timm
 

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -29,10 +30,34 @@ LOGGED_PAIR_METRICS = {"accuracy": "acc", "accuracy_std": "acc_std", "accuracy_c
                        "folds": "folds"}
 #: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
 COLLAPSE_DISTANCE = 1e-4
+#: Collapse: the batch's mean pairwise squared distance fell below this fraction of the largest seen in the run.
+COLLAPSE_RATIO = 0.02
+
+
+#: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
+MAX_ABS_WEIGHT = 1e6
 
 
 class NonFiniteLossError(FloatingPointError, ConfigError):
     """The loss became NaN or inf; training stops before the optimiser step spoils the weights."""
+
+
+class DivergedWeightsError(NonFiniteLossError):
+    """A weight or BatchNorm statistic is NaN, inf or exploding: training stops, nothing of it is checkpointed."""
+
+
+def diverged_tensor(named: Any, limit: float = MAX_ABS_WEIGHT) -> tuple[str, float] | None:
+    """``(name, max |value|)`` of the first floating tensor of ``named`` ((name, tensor) pairs) that is not finite
+    or exceeds ``limit``; None when all are fine. One fused max-abs per tensor, one sync for all of them."""
+    items = [(n, t.detach()) for n, t in named if t.is_floating_point() and t.numel() and not n.endswith("threshold")]
+    if not items:
+        return None
+    worst = torch.stack([t.abs().amax().float().to(items[0][1].device) for _, t in items])
+    bad = ~torch.isfinite(worst) | (worst > limit)
+    if not bool(bad.any()):
+        return None
+    i = int(bad.nonzero()[0])
+    return items[i][0], float(worst[i])
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -118,6 +143,7 @@ class FaceNetModule(pl.LightningModule):
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
         self.eval_flip = bool(model.get("eval_flip", False))
+        self.max_abs_weight = float(model.get("max_abs_weight", MAX_ABS_WEIGHT))
         self.far_target = far_target
         #: ``{"val"|"test": (distances, VerificationSet, results)}`` of the last evaluation of each split.
         self.last_eval: dict[str, tuple] = {}
@@ -128,6 +154,8 @@ class FaceNetModule(pl.LightningModule):
         #: Names of the validation and test identities of the training data (read from checkpoints).
         self.identity_splits: dict[str, list[str]] = {}
         self.collapse_warnings, self._next_collapse_warning = 0, 0
+        #: Largest batch spread (mean pairwise squared distance) seen so far: collapse is judged against it.
+        self.spread_max = 0.0
         self.val_embeddings = EmbeddingCollector()
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
@@ -167,11 +195,12 @@ class FaceNetModule(pl.LightningModule):
         dm = self._trainer.datamodule if self._trainer is not None else None
         splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
         checkpoint["facenet_pl"] = {"data": self.data_config, "identity_splits": splits,
-                                    "calibration": dict(self.calibration)}
+                                    "calibration": dict(self.calibration), "spread_max": self.spread_max}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run = checkpoint.get("facenet_pl") or {}
         self.calibration = dict(run.get("calibration") or {})
+        self.spread_max = float(run.get("spread_max") or 0.0)
         if run.get("data") is not None and self.data_config is None:
             self.data_config = run["data"]
         rng = checkpoint.get("rng_states")
@@ -219,8 +248,8 @@ class FaceNetModule(pl.LightningModule):
         loss, stats = self.criterion(emb, triplets)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.global_step}: the weights before this step are kept "
-                "in the last checkpoint. Lower optimizer.lr, set trainer.gradient_clip_val, or check the inputs."
+                f"non-finite loss ({loss.item()}) at step {self.global_step}: training stopped before this step's "
+                "update. Lower optimizer.lr, set trainer.gradient_clip_val, or check the inputs."
             )
         self._check_collapse(emb, stats)
         bs = x.shape[0]
@@ -234,17 +263,38 @@ class FaceNetModule(pl.LightningModule):
             log.warning("step %d: the miner found no triplet (loss 0); check data.p/data.k", self.global_step)
         return loss * world  # DDP averages gradients over ranks; each rank's only reach its own rows
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """After the optimiser step: stop at once if a weight or BatchNorm statistic diverged (a NaN loss is caught
+        before the step; exploding weights can still give a finite loss for a few steps)."""
+        bad = diverged_tensor(self.named_parameters(), self.max_abs_weight) or diverged_tensor(
+            self.named_buffers(), self.max_abs_weight)
+        if bad is not None:
+            name, value = bad
+            raise DivergedWeightsError(
+                f"training diverged at step {self.global_step - 1}: {name} reached |value| {value:.3g} (limit "
+                f"model.max_abs_weight={self.max_abs_weight:g}); nothing from this point is checkpointed. Lower "
+                "optimizer.lr, set trainer.gradient_clip_val, or use a scheduler with warm-up."
+            )
+
     def _check_collapse(self, emb: torch.Tensor, stats) -> None:
-        """Warn (once per 100 steps) when all embeddings sit on one point: f(x) = const."""
-        if stats.num_triplets == 0 or self.global_step < self._next_collapse_warning:
+        """Warn (once per 100 steps) when the embeddings converge to one point, f(x) = const: the batch's mean
+        pairwise squared distance (``train/spread``; 2 for random unit vectors) falls below ``COLLAPSE_RATIO`` of
+        the largest this run has had (kept in checkpoints), or below ``COLLAPSE_DISTANCE``."""
+        e = emb.detach().float()
+        spread = float(2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0)) if len(e) > 1 else 0.0
+        self.log("train/spread", spread, batch_size=len(e))
+        self.spread_max = max(self.spread_max, spread)
+        if self.global_step < self._next_collapse_warning:
             return
-        if float(stats.mean_d_an) < COLLAPSE_DISTANCE and float(stats.mean_d_ap) < COLLAPSE_DISTANCE:
-            spread = float(emb.detach().float().std(dim=0).sum())
+        if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max):
+            d_an = float(stats.mean_d_an) if stats.num_triplets else float("nan")
+            d_ap = float(stats.mean_d_ap) if stats.num_triplets else float("nan")
             log.warning(
-                "embedding collapse at step %d: mean d(a,n)=%.2e, d(a,p)=%.2e, spread %.2e. The model maps every "
-                "face to one point (the paper's warning about hardest negatives). Try miner=semihard, a lower "
-                "optimizer.lr, or a larger loss.margin.", self.global_step, float(stats.mean_d_an),
-                float(stats.mean_d_ap), spread,
+                "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
+                "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point (the "
+                "paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
+                "loss.margin.", self.global_step, spread, 100 * spread / max(self.spread_max, 1e-12), self.spread_max,
+                d_an, d_ap,
             )
             self.collapse_warnings += 1
             self._next_collapse_warning = self.global_step + 100
@@ -287,6 +337,11 @@ class FaceNetModule(pl.LightningModule):
             log.info("%s saw %d of %d images: pair metrics skipped", stage, idx.numel(), n)
             return None
         d = split.distances(emb)
+        if not np.isfinite(d).all():
+            raise DivergedWeightsError(
+                f"{stage}: {int((~np.isfinite(d)).sum())} of {len(d)} pair distances are NaN or inf at step "
+                f"{self.global_step}: the network's outputs diverged. Lower optimizer.lr or set "
+                "trainer.gradient_clip_val.")
         res = split.evaluate(d, far_target=self.far_target)
         self.last_eval[stage] = (d, split, res)
         for key, name in LOGGED_PAIR_METRICS.items():

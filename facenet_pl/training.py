@@ -19,6 +19,7 @@ from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
 from facenet_pl.config_tree import print_config_tree
 from facenet_pl.errors import ConfigError
+from facenet_pl.fileio import remove_stale_temps
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
 from facenet_pl.wandb_setup import prepare_wandb
@@ -55,6 +56,21 @@ def _checkpoint_step(path: str) -> int:
         return int(read_checkpoint(path).get("global_step", -1))
     except ConfigError as e:
         raise ConfigError(f"ckpt_path: {e}") from None
+
+
+def _last_good_checkpoint(folder: Path) -> str:
+    """" The last good checkpoint is X (step N)." for the newest checkpoint in ``folder`` (checkpoints with
+    diverged weights are never written, so any that reads is good), or a sentence saying there is none."""
+    from facenet_pl.model_files import read_checkpoint
+
+    files = sorted(folder.glob("*.ckpt"), key=lambda f: f.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    for f in files:
+        try:
+            step = int(read_checkpoint(f).get("global_step", -1))
+        except ConfigError:
+            continue
+        return f" The last good checkpoint is {f} (step {step}): resume from it with ckpt_path={f}."
+    return " No checkpoint was written before it."
 
 
 def _trainer_config(trainer: DictConfig) -> DictConfig:
@@ -136,6 +152,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
             "Resume with ckpt_path=last, or choose another hydra.run.dir."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir / "checkpoints")  # left by a run killed while writing a checkpoint
     resume_step = _checkpoint_step(ckpt_path) if ckpt_path else None  # also refuses a file that would run code
     if (cfg.get("extras") or {}).get("print_config") and rank_zero_only.rank == 0:
         print_config_tree(cfg, out_dir)
@@ -151,7 +168,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(lg, ResumableCSVLogger):
                 lg.resume_step = resume_step
     trainer: pl.Trainer = instantiate(_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False,
-                                      plugins=[AtomicCheckpointIO()])
+                                      plugins=[AtomicCheckpointIO(module.max_abs_weight)])
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -160,9 +177,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         # weights_only: resuming never unpickles code (facenet-pl checkpoints hold tensors and plain data only)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except NonFiniteLossError as e:
-        last = out_dir / "checkpoints" / "last.ckpt"
-        keep = f" The last good checkpoint is {last}." if last.exists() else ""
-        raise NonFiniteLossError(f"{e}{keep}") from None
+        raise type(e)(f"{e}{_last_good_checkpoint(out_dir / 'checkpoints')}") from None
     elapsed = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

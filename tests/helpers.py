@@ -18,6 +18,28 @@ class InjectNaNWeights(Callback):
                 pl_module.net.head.weight.fill_(float("nan"))
 
 
+class PoisonBeforeValidation(Callback):
+    """Fault injection: NaN in the head's weights when validation starts (after training steps were checked)."""
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            with torch.no_grad():
+                pl_module.net.head.weight.fill_(float("nan"))
+
+
+class ScaleWeights(Callback):
+    """Fault injection: multiply every weight by ``factor`` before training step ``step`` (exploding weights)."""
+
+    def __init__(self, step: int, factor: float) -> None:
+        self.step, self.factor = step, factor
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.net.parameters():
+                    p.mul_(self.factor)
+
+
 class RecordBatches(Callback):
     """Appends a JSON line per trained batch to ``path``: epoch, global step after it, batch_idx, dataset
     indices, loss. ``kill_at_step``: SIGKILL this process right after recording that step (before any

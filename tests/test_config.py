@@ -40,7 +40,8 @@ def test_required_groups_and_options_exist():
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_option_composes_and_resolves(group, option):
+def test_every_option_composes_and_resolves(group, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # resolving hydra.run.dir creates the run directory (unique_dir)
     cfg = _compose([f"{group}={option}"])
     OmegaConf.resolve(cfg)  # every interpolation resolves
     check_config(cfg)

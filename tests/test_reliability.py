@@ -38,11 +38,11 @@ def test_collapse_is_detected_and_warned(caplog):
     m = _module()
     stats = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(1e-7), "mean_d_ap": torch.tensor(1e-7)})
     with caplog.at_level(logging.WARNING):
-        m._check_collapse(torch.ones(4, 8), stats)
+        m._check_collapse(torch.nn.functional.normalize(torch.ones(4, 8), dim=1), stats)
     assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
     healthy = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(0.9), "mean_d_ap": torch.tensor(0.3)})
     m2 = _module()
-    m2._check_collapse(torch.randn(4, 8), healthy)
+    m2._check_collapse(torch.nn.functional.normalize(torch.randn(4, 8), dim=1), healthy)
     assert m2.collapse_warnings == 0
 
 

@@ -40,16 +40,31 @@ CASES = {
                                            "could not load pretrained weights"),
     "too few identities for the folds": ("train.py", [*TINY, "data.val_identities=3"],
                                          "4 identities are the minimum"),
+    "a word where a number goes": ("train.py", [*TINY, "data.p=eight"], "data.p must be an integer, got 'eight'"),
+    "a margin no triplet can meet": ("train.py", [*TINY, "loss.margin=4"], "loss.margin=4 can never be met"),
 }
+for _what in ("image", "empty", "text"):  # ckpt_path= the wrong kind of file: one line, train.py and eval.py
+    CASES[f"ckpt_path of an {_what} file to resume"] = ("train.py", [*TINY, f"ckpt_path={{{_what}}}"],
+                                                        "not a readable checkpoint")
+    CASES[f"ckpt_path of an {_what} file to evaluate"] = ("eval.py", [f"ckpt_path={{{_what}}}"],
+                                                          "not a readable checkpoint")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here, as on CI
     script, argv, message = CASES[case]
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(b"not a checkpoint")
-    argv = [a.replace("{bad}", str(bad)) for a in argv] + [f"hydra.run.dir={tmp_path / 'run'}"]
+    from PIL import Image
+
+    files = {"bad": tmp_path / "bad.ckpt", "image": tmp_path / "face.png", "empty": tmp_path / "empty.ckpt",
+             "text": tmp_path / "notes.txt"}
+    files["bad"].write_bytes(b"not a checkpoint")
+    Image.new("RGB", (8, 8)).save(files["image"])
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("epoch 3: val/acc 0.91\n")
+    for name, f in files.items():
+        argv = [a.replace(f"{{{name}}}", str(f)) for a in argv]
+    argv = [*argv, f"hydra.run.dir={tmp_path / 'run'}"]
     code, out, err = _entry_point(script, argv, capsys)
     assert code == 1, (out, err)
     lines = [ln for ln in err.splitlines() if ln.strip()]

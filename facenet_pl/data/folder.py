@@ -59,7 +59,8 @@ class FolderDataModule(FaceDataModule):
         """(images, labels of readable rows, readable rows, identity names), decoded once."""
         if self._decoded is None:
             paths, labels, names = scan_identity_folders(self.root, self.min_images)
-            images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers)
+            images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir,
+                                       self.decode_workers, source=str(self.root))
             report_unreadable(paths, ok, f"data.root={self.root}")
             rows = np.flatnonzero(ok)
             self._decoded = images, labels[rows], rows, names

@@ -2,12 +2,11 @@
 
 Decoding JPEGs is the expensive part of face data on a CPU. ``decode_images`` decodes once
 (in parallel DataLoader workers), centre-crops and resizes, and ``cached_decode`` stores the
-result as a ``.npy`` that later runs memory-map instead of decoding again.
+result in a checked on-disk cache (:mod:`facenet_pl.data.decode_cache`) that later runs memory-map.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
@@ -49,11 +48,13 @@ def scan_identity_folders(root: str | Path, min_images: int = 1) -> tuple[list[P
 def load_image(path: str | Path, size: int, crop: int | None = None) -> np.ndarray | None:
     """RGB uint8 (3, size, size): optional centre crop of ``crop`` px, then resize. None if unreadable.
 
-    Grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB.
+    Grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB; the EXIF orientation tag is applied
+    (a phone photo taken upright is upright). Broken symlinks and symlink loops are unreadable (None).
     """
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
                 arr = np.asarray(im, dtype=np.float32)
                 im = Image.fromarray((arr * (255.0 / max(float(arr.max()), 1.0))).astype(np.uint8))
@@ -98,31 +99,12 @@ def decode_images(paths: Sequence[Path], size: int, crop: int | None = None, num
 
 
 def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir: str | Path | None,
-                  num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``decode_images`` with an on-disk cache keyed by the file list, sizes and mtimes.
+                  num_workers: int = 0, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``decode_images`` through the checked on-disk cache (:mod:`facenet_pl.data.decode_cache`)."""
+    from facenet_pl.data.decode_cache import cached_decode as through_cache
 
-    The cache is a pair of ``.npy`` files, memory-mapped on later runs (no decode, little RAM).
-    Written to a temporary name and renamed, so an interrupted run never leaves a bad cache.
-    """
-    if cache_dir is None:
-        return decode_images(paths, size, crop, num_workers)
-    h = hashlib.sha1(f"{size}:{crop}".encode())
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    cache = Path(cache_dir).expanduser()
-    cache.mkdir(parents=True, exist_ok=True)
-    key = h.hexdigest()[:16]
-    img_f, ok_f = cache / f"images-{key}.npy", cache / f"ok-{key}.npy"
-    if img_f.exists() and ok_f.exists():
-        log.info("decoded-image cache hit: %s", img_f)
-        return np.load(img_f, mmap_mode="r"), np.load(ok_f)
-    imgs, ok = decode_images(paths, size, crop, num_workers)
-    for arr, dst in ((imgs, img_f), (ok, ok_f)):
-        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, dst)
-    return np.load(img_f, mmap_mode="r"), ok
+    return through_cache(paths, size, crop, cache_dir, lambda: decode_images(paths, size, crop, num_workers),
+                         source=source)
 
 
 def report_unreadable(paths: Sequence[Path], ok: np.ndarray, what: str) -> None:

@@ -64,7 +64,8 @@ class LFWDataModule(FaceDataModule):
             )
 
     def _decode(self, paths, what):
-        images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers)
+        images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir,
+                                   self.decode_workers, source=f"{what}, data.root={self.root}")
         report_unreadable(paths, ok, what)
         return images, ok
 

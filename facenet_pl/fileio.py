@@ -1,0 +1,91 @@
+"""Files written safely: temp file + fsync + rename, stale temp files of dead processes cleaned up.
+
+Every file facenet-pl writes that a later run trusts (checkpoints, decode caches) goes through
+:func:`atomic_write`: a kill or a full disk leaves the previous file intact and at most a temp file
+named ``<name>.tmp-<pid>``, which :func:`remove_stale_temps` deletes on the next start once that
+process is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+_TEMP = re.compile(r"\.tmp-(\d+)$")
+
+
+def temp_name(path: Path) -> Path:
+    """Where :func:`atomic_write` writes ``path`` first (same folder, so the rename is atomic)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a temp file next to ``path``, fsync it and rename it over ``path``.
+
+    On any failure (ENOSPC, an exception in ``write``, Ctrl-C) the temp file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete ``*.tmp-<pid>`` files in ``directory`` whose process is gone (left by a kill or a crash)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for f in directory.iterdir():
+        m = _TEMP.search(f.name)
+        if m and f.is_file() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run in %s", len(removed), directory)
+    return removed
+
+
+def free_space(directory: str | os.PathLike) -> str:
+    """Free space of the file system holding ``directory``, for messages ("1.2 GB free")."""
+    d = Path(directory)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    try:
+        free = shutil.disk_usage(d).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 1e9:.1f} GB free" if free >= 1e8 else f"{free / 1e6:.0f} MB free"
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC or EDQUOT: no room to write."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
