@@ -74,10 +74,11 @@ def test_atomic_save_survives_disk_full(tmp_path, monkeypatch):
 
 
 def test_an_existing_run_directory_is_never_overwritten(tmp_path):
-    first = run_train(tmp_path, "trainer.max_epochs=1")
+    fast = ("trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false")
+    first = run_train(tmp_path, *fast)
     assert first.returncode == 0, first.stderr[-2000:]
     before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
-    again = run_train(tmp_path, "trainer.max_epochs=1")
+    again = run_train(tmp_path, *fast)
     assert again.returncode != 0 and "not overwriting" in again.stderr
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
     # (continuing with ckpt_path=last is tested in test_experiments.py::test_kill_9_mid_epoch_then_resume...)
