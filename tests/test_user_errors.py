@@ -40,6 +40,8 @@ CASES = {
                                            "could not load pretrained weights"),
     "too few identities for the folds": ("train.py", [*TINY, "data.val_identities=3"],
                                          "4 identities are the minimum"),
+    "the small backbone's kwargs on another timm model": ("train.py", [*TINY, "backbone.name=resnet18"],
+                                                          "do not fit 'resnet18'"),
     "a word where a number goes": ("train.py", [*TINY, "data.p=eight"], "data.p must be an integer, got 'eight'"),
     "a margin no triplet can meet": ("train.py", [*TINY, "loss.margin=4"], "loss.margin=4 can never be met"),
 }

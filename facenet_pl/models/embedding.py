@@ -26,6 +26,14 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         )
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except TypeError as e:
+        if kwargs and "unexpected keyword argument" in str(e):  # e.g. backbone=small's widths on another model
+            raise ConfigError(
+                f"backbone.kwargs {dict(kwargs)} do not fit {name!r} ({e}). They come from the backbone config "
+                f"(the default backbone=small sets widths): start from a config without them, e.g. "
+                f"backbone=resnet18 backbone.name={name}, or drop them with ~backbone.kwargs.<key>."
+            ) from None
+        raise
     except Exception as e:  # weights need the network; say so instead of a deep traceback
         if pretrained:
             first = (str(e).strip().splitlines() or [""])[0][:200]
