@@ -54,7 +54,8 @@ def main() -> None:
     module = load_model(args.ckpt) if args.ckpt else default_model()
     size = module.input_size
     if args.lfw_root:
-        from facenet_pl.data.images import cached_decode, scan_identity_folders
+        from facenet_pl.data.decode_cache import cached_decode
+        from facenet_pl.data.images import scan_identity_folders
         from facenet_pl.data.lfw import find_image_root
 
         paths, labels, _ = scan_identity_folders(find_image_root(args.lfw_root))

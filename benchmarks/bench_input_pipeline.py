@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, table  # noqa: E402
 
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch  # noqa: E402
-from facenet_pl.data.images import cached_decode, decode_images, scan_identity_folders  # noqa: E402
+from facenet_pl.data.decode_cache import cached_decode  # noqa: E402
+from facenet_pl.data.images import decode_images, scan_identity_folders  # noqa: E402
 from facenet_pl.data.pk_sampler import PKSampler  # noqa: E402
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -48,7 +49,9 @@ class DivergedWeightsError(NonFiniteLossError):
 
 def diverged_tensor(named: Any, limit: float = MAX_ABS_WEIGHT) -> tuple[str, float] | None:
     """``(name, max |value|)`` of the first floating tensor of ``named`` ((name, tensor) pairs) that is not finite
-    or exceeds ``limit``; None when all are fine. One fused max-abs per tensor, one sync for all of them."""
+    or exceeds ``limit``; None when all are fine. One max-abs per tensor and one host sync for all of them.
+    Measured on CPU here: 2 ms for facenet_small (0.2% of a 256-image step), 24 ms for inception_v3's 566
+    tensors (0.4% of a 32-image step); not measured on a GPU, where ~1,100 small kernels could weigh more."""
     items = [(n, t.detach()) for n, t in named if t.is_floating_point() and t.numel() and not n.endswith("threshold")]
     if not items:
         return None
@@ -58,6 +61,8 @@ def diverged_tensor(named: Any, limit: float = MAX_ABS_WEIGHT) -> tuple[str, flo
         return None
     i = int(bad.nonzero()[0])
     return items[i][0], float(worst[i])
+
+
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -266,8 +271,7 @@ class FaceNetModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """After the optimiser step: stop at once if a weight or BatchNorm statistic diverged (a NaN loss is caught
         before the step; exploding weights can still give a finite loss for a few steps)."""
-        bad = diverged_tensor(self.named_parameters(), self.max_abs_weight) or diverged_tensor(
-            self.named_buffers(), self.max_abs_weight)
+        bad = diverged_tensor(itertools.chain(self.named_parameters(), self.named_buffers()), self.max_abs_weight)
         if bad is not None:
             name, value = bad
             raise DivergedWeightsError(

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from facenet_pl.data import decode_cache
-from facenet_pl.data.decode_cache import CacheFiles, cache_key, list_caches
-from facenet_pl.data.images import cached_decode, decode_images, load_image, scan_identity_folders
+from facenet_pl.data.decode_cache import CacheFiles, cache_key, cached_decode, list_caches
+from facenet_pl.data.images import decode_images, load_image, scan_identity_folders
 from facenet_pl.run_dirs import unique_dir
 
 from .helpers import write_face_folders
@@ -209,6 +209,21 @@ def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
     assert m2.collapse_warnings == 0
 
 
+def test_the_collapse_reference_travels_with_checkpoints(tmp_path):
+    """Through the real Trainer: last.ckpt holds the run's largest spread, and a module restored from it has it."""
+    from facenet_pl.module import FaceNetModule
+
+    from .helpers import train_in_process
+
+    train_in_process(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = ckpt["facenet_pl"]["spread_max"]
+    assert 0 < saved <= 4
+    restored = FaceNetModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
+                                                  weights_only=True)
+    assert restored.spread_max == saved
+
+
 # -- decode cache ----------------------------------------------------------------------------------------------
 
 
@@ -266,12 +281,10 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(faces, tmp_path, how, caplog):
 
 def test_a_large_cache_is_checked_on_a_sample_that_includes_its_first_and_last_chunks(faces, tmp_path, monkeypatch):
     root, paths = faces
-    _build(paths, tmp_path / "cache")
-    files = _files(paths, tmp_path / "cache")
     monkeypatch.setattr(decode_cache, "FULL_CHECK_BYTES", 0)  # treat it as too large to hash completely
     monkeypatch.setattr(decode_cache, "CHUNK", 4)  # and made of many chunks
-    files.remove()
     _build(paths, tmp_path / "cache")
+    files = _files(paths, tmp_path / "cache")
     with open(files.images, "r+b") as f:  # the last image: always in the sample
         f.seek(files.images.stat().st_size - 100)
         f.write(b"\xff" * 50)
@@ -316,8 +329,7 @@ def test_cache_list_and_prune(faces, tmp_path, capsys, monkeypatch):
     os.utime(paths[0], ns=(1, 1))  # the tree changed: a new cache, the old one superseded
     decode_cache_meta = _files(paths, cache)
     assert decode_cache_meta.key != old_key
-    monkeypatch.setattr(decode_cache.time, "strftime", lambda fmt: "2099-01-01T00:00:00")  # newer
-    _build(paths, cache)
+    _build(paths, cache)  # written after the first: the newer
     states = {e.files.key: e.state for e in list_caches(cache)}
     assert states == {old_key: "superseded", decode_cache_meta.key: "current"}
     assert main(["cache", "list", "--cache-dir", str(cache)]) == 0

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from facenet_pl.data import FolderDataModule
-from facenet_pl.data.images import cached_decode, decode_images, load_image, scan_identity_folders
+from facenet_pl.data.decode_cache import cached_decode
+from facenet_pl.data.images import decode_images, load_image, scan_identity_folders
 
 
 def _img(path, mode="RGB", size=(20, 24), ext_format="PNG"):

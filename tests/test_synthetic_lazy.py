@@ -51,9 +51,9 @@ def test_images_rendered_in_dataloader_workers_match(tmp_path):
 
 
 def test_different_seeds_splits_and_identities_differ():
-    a = SyntheticFaceDataset(3, 2, 0, "train", CFG).images()
-    assert not torch.equal(a, SyntheticFaceDataset(3, 2, 1, "train", CFG).images())
-    assert not torch.equal(a, SyntheticFaceDataset(3, 2, 0, "val", CFG).images())
+    a, _ = generate_split(3, 2, 0, "train", CFG)
+    assert not torch.equal(a, generate_split(3, 2, 1, "train", CFG)[0])
+    assert not torch.equal(a, generate_split(3, 2, 0, "val", CFG)[0])
     flat = a.float().flatten(1)
     assert torch.cdist(flat, flat).fill_diagonal_(1e9).min() > 100  # no two images equal
 

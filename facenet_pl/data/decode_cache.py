@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when decoding changes what a file decodes to (2: EXIF orientation applied), so old caches miss.
 CACHE_VERSION = 2
-#: Caches up to this size are hashed completely on open (~1 s per GB here); larger ones on a sample.
+#: Caches up to this size are hashed completely on open (0.5 GB/s here: 163 MB in 0.3 s); larger ones on a sample.
 FULL_CHECK_BYTES = 2 * 1024**3
 CHUNK = 1024  # images per hashed chunk
 SAMPLE_CHUNKS = 16
@@ -135,13 +135,18 @@ def write_cache(files: CacheFiles, images: np.ndarray, ok: np.ndarray, source: s
 
 
 def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir: str | Path | None,
-                  decode: Callable[[], tuple[np.ndarray, np.ndarray]], source: str = ""
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Images and the readable mask of ``paths``: from a checked cache, else ``decode()`` and write the cache.
+                  num_workers: int = 0, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Images and the readable mask of ``paths``: from a checked cache, else :func:`decode_images` them (in
+    ``num_workers`` processes) and write the cache.
 
     ``cache_dir=None``: decode in memory, write nothing. ``source`` (the data root) is recorded so that
     ``facenet-pl cache list`` can say what a cache holds and which caches a newer one superseded.
     """
+    from facenet_pl.data.images import decode_images
+
+    def decode() -> tuple[np.ndarray, np.ndarray]:
+        return decode_images(paths, size, crop, num_workers)
+
     if cache_dir is None:
         return decode()
     directory = Path(cache_dir).expanduser()
@@ -191,7 +196,8 @@ class CacheEntry:
 
 
 def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
-    """Every cache in ``cache_dir``, newest first per (source, size, crop)."""
+    """Every cache in ``cache_dir``; of several with the same (source, size, crop) the newest (meta file written
+    last) is current, the others superseded."""
     directory = Path(cache_dir).expanduser()
     keys = sorted({f.name.split("-", 1)[1].rsplit(".", 1)[0] for f in directory.glob("*-*.*")
                    if f.name.split("-", 1)[0] in ("images", "ok", "meta") and ".tmp-" not in f.name})
@@ -204,7 +210,7 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
             meta = None
         entries.append(CacheEntry(files, meta, "incomplete" if meta is None else "current"))
     seen: set[tuple] = set()
-    for e in sorted((e for e in entries if e.meta), key=lambda e: e.meta.get("created", ""), reverse=True):
+    for e in sorted((e for e in entries if e.meta), key=lambda e: e.files.meta.stat().st_mtime_ns, reverse=True):
         what = (e.meta.get("source"), e.meta.get("size"), e.meta.get("crop"))
         if what in seen:
             e.state = "superseded"

@@ -8,7 +8,8 @@ import numpy as np
 
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
-from facenet_pl.data.images import cached_decode, report_unreadable, scan_identity_folders
+from facenet_pl.data.decode_cache import cached_decode
+from facenet_pl.data.images import report_unreadable, scan_identity_folders
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 

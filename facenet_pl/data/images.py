@@ -1,8 +1,9 @@
 """Image folders: scan identity folders, decode robustly, and cache decoded uint8 arrays.
 
 Decoding JPEGs is the expensive part of face data on a CPU. ``decode_images`` decodes once
-(in parallel DataLoader workers), centre-crops and resizes, and ``cached_decode`` stores the
-result in a checked on-disk cache (:mod:`facenet_pl.data.decode_cache`) that later runs memory-map.
+(in parallel DataLoader workers), centre-crops and resizes;
+:func:`facenet_pl.data.decode_cache.cached_decode` stores the result in a checked on-disk cache that later
+runs memory-map.
 """
 
 from __future__ import annotations
@@ -96,15 +97,6 @@ def decode_images(paths: Sequence[Path], size: int, crop: int | None = None, num
         ok[start : start + len(imgs)] = good.numpy()
         start += len(imgs)
     return out, ok
-
-
-def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir: str | Path | None,
-                  num_workers: int = 0, source: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """``decode_images`` through the checked on-disk cache (:mod:`facenet_pl.data.decode_cache`)."""
-    from facenet_pl.data.decode_cache import cached_decode as through_cache
-
-    return through_cache(paths, size, crop, cache_dir, lambda: decode_images(paths, size, crop, num_workers),
-                         source=source)
 
 
 def report_unreadable(paths: Sequence[Path], ok: np.ndarray, what: str) -> None:

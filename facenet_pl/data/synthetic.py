@@ -333,10 +333,6 @@ class SyntheticFaceDataset(Dataset):
         idx = torch.tensor(np.asarray(indices, dtype=np.int64))  # owns its memory: workers can share it
         return self._gather(idx), self.labels[idx], idx
 
-    def images(self) -> torch.Tensor:
-        """Every image of the split (rendering what is missing)."""
-        return self._gather(torch.arange(len(self)))
-
 
 def generate_split(
     num_identities: int,
