@@ -52,7 +52,8 @@ def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: in
 
     model = load_model(ckpt)
     flip = model.eval_flip if flip is None else flip
-    images, ok = decode_images(files, model.input_size, model.crop_size)
+    pre = model.preprocess
+    images, ok = decode_images(files, model.input_size, pre["crop"], fit=pre["fit"], grayscale=pre["grayscale"])
     bad = [str(f) for f, k in zip(files, ok) if not k]
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s): {', '.join(bad[:3])}", file=sys.stderr)

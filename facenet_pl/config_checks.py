@@ -42,9 +42,19 @@ def check_config(cfg: DictConfig) -> None:
                          "at most 4, so every triplet stays active forever. Use a margin below 4 (FaceNet: 0.2).")
     dim = _number(cfg, "model.embedding_dim")
     _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
-    k, p = _number(cfg, "data.k"), _number(cfg, "data.p")
+    k = _number(cfg, "data.k")
     _require(k >= 2, f"data.k (images per identity) must be >= 2, got {k}")
-    _require(p >= 1, f"data.p (identities per batch) must be >= 1, got {p}")
+    folder = "FolderDataModule" in str(cfg.data.get("_target_", ""))
+    for key in ("p", "batches_per_epoch"):
+        value = cfg.data.get(key)
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            _require(folder, f"data.{key}=auto is derived from the files of data=folder; give a number here")
+        elif value is not None or key == "p":
+            number = _number(cfg, f"data.{key}")
+            _require(number >= 1, f"data.{key} must be >= 1, got {number}")
+    fit = cfg.data.get("fit", "crop")
+    _require(fit in ("crop", "pad", "stretch"), f"data.fit={fit!r}: expected crop (centre square), pad (black "
+                                                "borders) or stretch (how a non-square image becomes square)")
     _number(cfg, "data.extra_negatives", int, 0)
     size = _number(cfg, "backbone.input_size")
     _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")

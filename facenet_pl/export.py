@@ -46,6 +46,7 @@ def model_metadata(module) -> dict[str, str]:
         "facenet_pl.input": f"float32 [batch, 3, {module.input_size}, {module.input_size}], RGB, NCHW",
         "facenet_pl.normalization": f"{module.normalization}: {norm}",
         "facenet_pl.crop_size": str(module.crop_size),
+        "facenet_pl.preprocess": json.dumps(module.preprocess),
         "facenet_pl.output": f"float32 [batch, {module.net.embedding_dim}], L2-normalised embeddings",
         "facenet_pl.threshold": f"{float(module.threshold):.6g}",
         "facenet_pl.threshold_rule": "same person iff squared Euclidean distance < threshold",

@@ -124,6 +124,10 @@ class FaceNetModule(pl.LightningModule):
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
         self.input_size = int(backbone.get("input_size", 64))
         self.crop_size = (preprocess or {}).get("crop_size")  # centre crop applied to files before resizing
+        #: How image files become network input (``load_image`` arguments): crop, fit, grayscale. Checkpoints
+        #: written before ``fit`` existed stretched non-square images.
+        self.preprocess = {"crop": self.crop_size, "fit": (preprocess or {}).get("fit", "stretch"),
+                           "grayscale": bool((preprocess or {}).get("grayscale", False))}
         self.flip = bool(model.get("flip_augment", True))
         self.channels_last = bool(model.get("channels_last", False))
         self.net = FaceNetEmbedding(
@@ -200,7 +204,8 @@ class FaceNetModule(pl.LightningModule):
         dm = self._trainer.datamodule if self._trainer is not None else None
         splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
         checkpoint["facenet_pl"] = {"data": self.data_config, "identity_splits": splits,
-                                    "calibration": dict(self.calibration), "spread_max": self.spread_max}
+                                    "calibration": dict(self.calibration), "spread_max": self.spread_max,
+                                    "data_summary": dict(getattr(dm, "data_summary", None) or {})}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run = checkpoint.get("facenet_pl") or {}

@@ -97,7 +97,8 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler"),
         far_target=cfg.get("far_target", 1e-3),
-        preprocess={"crop_size": cfg.data.get("crop_size")},
+        preprocess={"crop_size": cfg.data.get("crop_size"), "fit": cfg.data.get("fit", "crop"),
+                    "grayscale": bool(cfg.data.get("grayscale", False))},
         mining=cfg.get("mining"),
     )
     module.data_config = OmegaConf.to_container(cfg.data, resolve=True)  # eval.py tests this data's test split

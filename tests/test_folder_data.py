@@ -78,12 +78,15 @@ def test_cache_round_trip_and_invalidation(messy, tmp_path):
     assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 2
 
 
-def test_folder_datamodule_warns_with_a_count(messy):
-    dm = FolderDataModule(root=str(messy), image_size=16, val_identities=1, val_folds=2, val_pairs_per_fold=1,
-                          cache_dir=None, decode_workers=0, p=1, k=2)
-    with pytest.warns(UserWarning, match="skipped 3 unreadable"):
-        with pytest.raises(ValueError, match="val_identities"):
-            dm.setup("fit")  # 3 identities cannot give 1 val + 2 train: a clear error, after the warning
+def test_folder_datamodule_refuses_before_decoding(messy, monkeypatch):
+    """3 identities cannot give 1 val + train: a clear error naming the key, before any image is decoded."""
+    import facenet_pl.data.folder as folder
+
+    monkeypatch.setattr(folder, "cached_decode", lambda *a, **k: pytest.fail("decoded before checking"))
+    dm = FolderDataModule(root=str(messy), image_size=16, val_identities=1, test_identities=0, val_folds=2,
+                          val_pairs_per_fold=1, cache_dir=None, decode_workers=0, p=1, k=2)
+    with pytest.raises(ValueError, match="data.val_identities: 1 identities are too few"):
+        dm.setup("fit")
 
 
 def test_missing_or_empty_root(tmp_path):

@@ -35,12 +35,12 @@ CHUNK = 1024  # images per hashed chunk
 SAMPLE_CHUNKS = 16
 
 
-def cache_key(paths: Sequence[Path], size: int, crop: int | None) -> str:
+def cache_key(paths: Sequence[Path], size: int, crop: int | None, fit: str = "crop", grayscale: bool = False) -> str:
     """Hash of the decode settings and every file's path, size and mtime (a changed tree misses the cache).
 
     A file that cannot be stat-ed (broken symlink, symlink loop) is hashed as such; decoding then skips it.
     """
-    h = hashlib.sha1(f"v{CACHE_VERSION}:{size}:{crop}".encode())
+    h = hashlib.sha1(f"v{CACHE_VERSION}:{size}:{crop}:{fit}:{int(grayscale)}".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -124,9 +124,10 @@ def open_cache(files: CacheFiles, n: int, size: int, full_check_bytes: int = FUL
 
 
 def write_cache(files: CacheFiles, images: np.ndarray, ok: np.ndarray, source: str, size: int,
-                crop: int | None) -> None:
+                crop: int | None, fit: str = "crop", grayscale: bool = False) -> None:
     """Write the three files atomically, the meta file last (a cache without it is never used)."""
     meta = {"version": CACHE_VERSION, "key": files.key, "n": int(len(images)), "size": int(size), "crop": crop,
+            "fit": fit, "grayscale": bool(grayscale),
             "source": source, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "readable": int(ok.sum()),
             "ok_hash": _hash(ok), "chunk": CHUNK, "chunk_hashes": _chunk_hashes(images)}
     atomic_write(files.images, lambda f: np.save(f, images))
@@ -135,7 +136,8 @@ def write_cache(files: CacheFiles, images: np.ndarray, ok: np.ndarray, source: s
 
 
 def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir: str | Path | None,
-                  num_workers: int = 0, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+                  num_workers: int = 0, source: str = "", fit: str = "crop", grayscale: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Images and the readable mask of ``paths``: from a checked cache, else :func:`decode_images` them (in
     ``num_workers`` processes) and write the cache.
 
@@ -145,7 +147,7 @@ def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir:
     from facenet_pl.data.images import decode_images
 
     def decode() -> tuple[np.ndarray, np.ndarray]:
-        return decode_images(paths, size, crop, num_workers)
+        return decode_images(paths, size, crop, num_workers, fit=fit, grayscale=grayscale)
 
     if cache_dir is None:
         return decode()
@@ -157,7 +159,7 @@ def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir:
               "nothing cached. Set data.cache_dir to a writable folder, or null to skip caching.")
         return decode()
     remove_stale_temps(directory)
-    files = CacheFiles(directory, cache_key(paths, size, crop))
+    files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale))
     if files.meta.exists() or files.images.exists():
         try:
             images, ok = open_cache(files, len(paths), size)
@@ -168,7 +170,7 @@ def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir:
             files.remove()
     images, ok = decode()
     try:
-        write_cache(files, images, ok, source, size, crop)
+        write_cache(files, images, ok, source, size, crop, fit, grayscale)
     except OSError as e:
         files.remove()
         if not is_disk_full(e):
@@ -196,8 +198,8 @@ class CacheEntry:
 
 
 def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
-    """Every cache in ``cache_dir``; of several with the same (source, size, crop) the newest (meta file written
-    last) is current, the others superseded."""
+    """Every cache in ``cache_dir``; of several with the same (source, size, crop, fit, grayscale) the newest
+    (meta file written last) is current, the others superseded."""
     directory = Path(cache_dir).expanduser()
     keys = sorted({f.name.split("-", 1)[1].rsplit(".", 1)[0] for f in directory.glob("*-*.*")
                    if f.name.split("-", 1)[0] in ("images", "ok", "meta") and ".tmp-" not in f.name})
@@ -211,7 +213,8 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         entries.append(CacheEntry(files, meta, "incomplete" if meta is None else "current"))
     seen: set[tuple] = set()
     for e in sorted((e for e in entries if e.meta), key=lambda e: e.files.meta.stat().st_mtime_ns, reverse=True):
-        what = (e.meta.get("source"), e.meta.get("size"), e.meta.get("crop"))
+        what = (e.meta.get("source"), e.meta.get("size"), e.meta.get("crop"), e.meta.get("fit"),
+                e.meta.get("grayscale"))
         if what in seen:
             e.state = "superseded"
         seen.add(what)

@@ -9,28 +9,24 @@ import numpy as np
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.decode_cache import cached_decode
-from facenet_pl.data.images import report_unreadable, scan_identity_folders
+from facenet_pl.data.folder_plan import FolderPlan, plan_folder
+from facenet_pl.data.images import FIT_MODES, gray_fraction, report_unreadable, scan_identity_folders
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def _count(value: int | float, n: int, key: str) -> int:
-    """``data.val_identities``-style setting -> a number of identities: an int, or a fraction of ``n`` in (0, 1)."""
-    if isinstance(value, float) and 0 < value < 1:
-        return max(int(round(value * n)), 1)
-    if value < 0 or value != int(value):
-        raise ConfigError(f"{key}={value}: give a number of identities (an integer >= 0) or a fraction in (0, 1)")
-    return int(value)
-
-
 class FolderDataModule(FaceDataModule):
     """Identity folders, decoded once into a uint8 cache; three identity-disjoint splits.
 
-    ``val_identities`` identities (chosen by seed, among those with >= 2 readable images) give the validation
-    pairs (best checkpoint, threshold), ``test_identities`` others the test pairs, the rest train. Either may be
-    a fraction of the identities (0.1) and ``val_identities=0`` means no validation (the last epoch is kept).
+    ``val_identities`` identities (chosen by seed among those with >= 2 images, or named) give the validation
+    pairs (best checkpoint, threshold), ``test_identities`` others the test pairs, the rest train. Each is
+    ``auto`` (sized from the data), a count, a fraction (0.1), a list of names or a file of names;
+    ``val_identities=0`` means no validation (the last epoch is kept). ``p``/``batches_per_epoch`` may be
+    ``auto`` too. All of it is decided from the file list before any image is decoded (:meth:`make_plan`).
+    ``include``/``exclude``: glob patterns of files to use / skip; ``fit``: how non-square images become square;
+    ``grayscale``: train on gray images.
     :meth:`whole_folder_split` makes every identity a test identity (evaluate a folder the model never saw).
     Unreadable files are skipped and counted with a warning.
     """
@@ -40,8 +36,12 @@ class FolderDataModule(FaceDataModule):
         root: str,
         image_size: int = 112,
         crop_size: int | None = None,
-        val_identities: int | float = 100,
-        test_identities: int | float = 100,
+        fit: str = "crop",
+        grayscale: bool = False,
+        include: str | list[str] | None = None,
+        exclude: str | list[str] | None = None,
+        val_identities: int | float | str | list[str] = "auto",
+        test_identities: int | float | str | list[str] = "auto",
         val_folds: int = 10,
         val_pairs_per_fold: int = 100,
         min_images: int = 2,
@@ -50,22 +50,50 @@ class FolderDataModule(FaceDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if fit not in FIT_MODES:
+            raise ConfigError(f"data.fit={fit!r}: expected one of {', '.join(FIT_MODES)} (how a non-square image "
+                              "becomes square: centre crop, pad with black, or stretch)")
         self.root, self.image_size, self.crop_size = root, image_size, crop_size
+        self.fit, self.grayscale, self.include, self.exclude = fit, bool(grayscale), include, exclude
         self.val_identities, self.test_identities = val_identities, test_identities
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
         self.min_images, self.cache_dir, self.decode_workers = min_images, cache_dir, decode_workers
+        self._scanned: tuple | None = None
         self._decoded: tuple | None = None
+        self.plan: FolderPlan | None = None
+        #: What the data turned out to be (stored in checkpoints): images, identities, share of gray images.
+        self.data_summary: dict = {}
+
+    def _scan(self) -> tuple[list, np.ndarray, list[str]]:
+        if self._scanned is None:
+            self._scanned = scan_identity_folders(self.root, self.min_images, self.include, self.exclude)
+        return self._scanned
 
     def _decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(images, labels of readable rows, readable rows, identity names), decoded once."""
         if self._decoded is None:
-            paths, labels, names = scan_identity_folders(self.root, self.min_images)
-            images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir,
-                                       self.decode_workers, source=str(self.root))
+            paths, labels, names = self._scan()
+            images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers,
+                                       source=str(self.root), fit=self.fit, grayscale=self.grayscale)
             report_unreadable(paths, ok, f"data.root={self.root}")
             rows = np.flatnonzero(ok)
             self._decoded = images, labels[rows], rows, names
+            self._summarise(images, rows, names)
         return self._decoded
+
+    def _summarise(self, images: np.ndarray, rows: np.ndarray, names: list[str]) -> None:
+        gray = gray_fraction(images, rows, seed=self.seed)
+        self.data_summary = {"root": str(self.root), "images": int(len(rows)), "identities": len(names),
+                             "gray_fraction": round(gray, 4), "grayscale": self.grayscale, "fit": self.fit}
+        if self.grayscale:
+            return
+        if gray >= 0.99:
+            log.info("data.root=%s: the images are gray (%.0f%% of a sample have 3 equal channels): the model "
+                     "learns gray faces; set data.grayscale=true to make colour inputs gray at test time too",
+                     self.root, 100 * gray)
+        elif gray > 0.01:
+            log.warning("data.root=%s mixes gray and colour images (%.0f%% gray): colour becomes a cue to identity. "
+                        "Set data.grayscale=true to train (and test) on gray images", self.root, 100 * gray)
 
     def _pairs(self, images, labels, rows, names, ids, what: str, key: str) -> VerificationSet:
         keep = np.isin(labels, ids)
@@ -73,31 +101,33 @@ class FolderDataModule(FaceDataModule):
                                     [names[i] for i in np.sort(ids)], self.val_folds, self.val_pairs_per_fold,
                                     self.seed, name=f"{what} of {self.root}", key=key)
 
+    def make_plan(self) -> FolderPlan:
+        """Scan the folder (no decoding), derive the ``auto`` settings, check them, and say what was chosen."""
+        if self.plan is None:
+            _, labels, names = self._scan()
+            world, _ = self._world()
+            self.plan = plan_folder(labels, names, str(self.root), val_identities=self.val_identities,
+                                    test_identities=self.test_identities, p=self.p, k=self.k,
+                                    extra_negatives=self.extra_negatives, few_images=self.few_images,
+                                    batches_per_epoch=self.batches_per_epoch, val_folds=self.val_folds,
+                                    world_size=world, seed=self.seed)
+            self.p, self.batches_per_epoch = self.plan.p, self.plan.batches_per_epoch
+            log.info(self.plan.message)
+        return self.plan
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        plan = self.make_plan()
         images, labels, rows, names = self._decode()
-        ids, counts = np.unique(labels, return_counts=True)
-        ids = ids[counts >= 2]
-        n_val = _count(self.val_identities, len(ids), "data.val_identities")
-        n_test = _count(self.test_identities, len(ids), "data.test_identities")
-        if len(ids) < n_val + n_test + 2:
-            raise ConfigError(
-                f"data.root={self.root} has {len(ids)} identities with >= 2 readable images; training needs more "
-                f"than data.val_identities={n_val} + data.test_identities={n_test} + 2. Lower them (a fraction such "
-                "as 0.15 works too), or evaluate a trained model on the whole folder: python eval.py ckpt_path=... "
-                "data=folder data.root=... split=all"
-            )
-        order = np.random.default_rng(self.seed).permutation(ids)
-        val_ids, test_ids = order[:n_val], order[n_val:n_val + n_test]
-        keep_train = np.isin(labels, ids) & ~np.isin(labels, order[:n_val + n_test])
+        keep_train = np.isin(labels, plan.train_ids)
         self.train_set = InMemoryFaceDataset(images, labels[keep_train], rows=rows[keep_train])
-        self.val_split = self._pairs(images, labels, rows, names, val_ids, "validation identities",
-                                     "data.val_identities") if n_val else None
-        self.test_split = self._pairs(images, labels, rows, names, test_ids, "test identities",
-                                      "data.test_identities") if n_test else None
+        self.val_split = self._pairs(images, labels, rows, names, plan.val_ids, "validation identities",
+                                     "data.val_identities") if len(plan.val_ids) else None
+        self.test_split = self._pairs(images, labels, rows, names, plan.test_ids, "test identities",
+                                      "data.test_identities") if len(plan.test_ids) else None
         log.info("folder %s: %d train images (%d ids), %d val ids, %d test ids", self.root, int(keep_train.sum()),
-                 len(ids) - n_val - n_test, n_val, n_test)
+                 len(plan.train_ids), len(plan.val_ids), len(plan.test_ids))
 
     def whole_folder_split(self) -> VerificationSet:
         """Every identity with >= 2 readable images as test identities: pairs over the whole folder."""

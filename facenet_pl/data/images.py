@@ -8,6 +8,7 @@ runs memory-map.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import warnings
@@ -19,39 +20,73 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from facenet_pl.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
-def scan_identity_folders(root: str | Path, min_images: int = 1) -> tuple[list[Path], np.ndarray, list[str]]:
+def _as_patterns(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def scan_identity_folders(root: str | Path, min_images: int = 1, include: str | Sequence[str] | None = None,
+                          exclude: str | Sequence[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
     """Files under ``root/<identity>/`` (any depth, any or no extension) with integer labels.
 
-    Hidden files are ignored; symlinked folders are not followed (no loops). Identities with
-    fewer than ``min_images`` files are left out. Returns (paths, labels, identity names).
+    Hidden files are ignored; symlinked folders are not followed (no loops). ``include`` / ``exclude``: glob
+    patterns (``*Ambient*``, ``*.bad``) matched against each file's path relative to ``root`` (``*`` crosses
+    folders); a file is kept if it matches some ``include`` pattern (when any are given) and no ``exclude``
+    pattern; how many were left out is logged. Identities with fewer than ``min_images`` files are left out.
+    Returns (paths, labels, identity names).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data.root={str(root)!r} is not a directory (expected one sub-folder per identity)")
+    inc, exc = _as_patterns(include), _as_patterns(exclude)
     names, paths, labels = [], [], []
+    filtered = 0
     for ident in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = []
         for dirpath, dirnames, filenames in os.walk(ident, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        if inc or exc:
+            rel = [f.relative_to(root).as_posix() for f in files]
+            keep = [(not inc or any(fnmatch.fnmatchcase(r, g) for g in inc))
+                    and not any(fnmatch.fnmatchcase(r, g) for g in exc) for r in rel]
+            filtered += len(files) - sum(keep)
+            files = [f for f, k in zip(files, keep) if k]
         if len(files) >= min_images:
             labels += [len(names)] * len(files)
             names.append(ident.name)
             paths += files
+    if filtered:
+        log.info("data.root=%s: %d file(s) left out by data.include=%s / data.exclude=%s", root, filtered, inc, exc)
     if not names:
-        raise ValueError(f"data.root={str(root)!r} has no identity sub-folder with >= {min_images} files")
+        hint = f" after data.include={inc} / data.exclude={exc} left out {filtered} file(s)" if filtered else ""
+        raise ConfigError(f"data.root={str(root)!r} has no identity sub-folder with >= {min_images} files{hint}")
     return paths, np.asarray(labels, dtype=np.int64), names
 
 
-def load_image(path: str | Path, size: int, crop: int | None = None) -> np.ndarray | None:
-    """RGB uint8 (3, size, size): optional centre crop of ``crop`` px, then resize. None if unreadable.
+#: How a non-square image becomes square: centre ``crop`` (default), ``pad`` (black borders), ``stretch``.
+FIT_MODES = ("crop", "pad", "stretch")
+
+
+def load_image(path: str | Path, size: int, crop: int | None = None, fit: str = "crop",
+               grayscale: bool = False) -> np.ndarray | None:
+    """RGB uint8 (3, size, size): optional centre crop of ``crop`` px, then made square by ``fit``, then resized.
+    None if unreadable.
 
     Grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB; the EXIF orientation tag is applied
-    (a phone photo taken upright is upright). Broken symlinks and symlink loops are unreadable (None).
+    (a phone photo taken upright is upright). ``grayscale``: converted to gray first (3 equal channels), so colour
+    and gray sources look alike. ``fit`` keeps the aspect ratio of a non-square image (``crop``: the centre
+    square; ``pad``: the whole image on a black square) or not (``stretch``). Broken symlinks and symlink loops
+    are unreadable (None).
     """
+    if fit not in FIT_MODES:
+        raise ValueError(f"fit={fit!r}: expected one of {FIT_MODES}")
     try:
         with Image.open(path) as im:
             im.load()
@@ -59,12 +94,22 @@ def load_image(path: str | Path, size: int, crop: int | None = None) -> np.ndarr
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
                 arr = np.asarray(im, dtype=np.float32)
                 im = Image.fromarray((arr * (255.0 / max(float(arr.max()), 1.0))).astype(np.uint8))
-            im = im.convert("RGB")
+            im = im.convert("L").convert("RGB") if grayscale else im.convert("RGB")
             if crop:
                 w, h = im.size
                 c = min(crop, w, h)
                 left, top = (w - c) // 2, (h - c) // 2
                 im = im.crop((left, top, left + c, top + c))
+            w, h = im.size
+            if w != h and fit == "crop":
+                c = min(w, h)
+                left, top = (w - c) // 2, (h - c) // 2
+                im = im.crop((left, top, left + c, top + c))
+            elif w != h and fit == "pad":
+                c = max(w, h)
+                square = Image.new("RGB", (c, c))
+                square.paste(im, ((c - w) // 2, (c - h) // 2))
+                im = square
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
@@ -72,25 +117,38 @@ def load_image(path: str | Path, size: int, crop: int | None = None) -> np.ndarr
         return None
 
 
+def gray_fraction(images: np.ndarray, rows: np.ndarray | None = None, sample: int = 2000, seed: int = 0) -> float:
+    """Fraction of the images (a random sample of at most ``sample`` of ``rows``) whose 3 channels are equal:
+    gray sources (PGM, gray JPEG) decode to 3 equal channels."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    if len(rows) == 0:
+        return 0.0
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    x = np.asarray(images[rows])
+    gray = (x[:, 0] == x[:, 1]).all(axis=(1, 2)) & (x[:, 1] == x[:, 2]).all(axis=(1, 2))
+    return float(gray.mean())
+
+
 class _Decode(Dataset):
-    def __init__(self, paths: Sequence[Path], size: int, crop: int | None) -> None:
-        self.paths, self.size, self.crop = paths, size, crop
+    def __init__(self, paths: Sequence[Path], size: int, crop: int | None, fit: str, grayscale: bool) -> None:
+        self.paths, self.size, self.crop, self.fit, self.grayscale = paths, size, crop, fit, grayscale
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        img = load_image(self.paths[i], self.size, self.crop)
+        img = load_image(self.paths[i], self.size, self.crop, self.fit, self.grayscale)
         ok = img is not None
         return (torch.from_numpy(img) if ok else torch.zeros(3, self.size, self.size, dtype=torch.uint8)), ok
 
 
 def decode_images(paths: Sequence[Path], size: int, crop: int | None = None, num_workers: int = 0,
-                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Decode all ``paths``: uint8 (N, 3, size, size) and a bool mask of files that could be read."""
+                  batch_size: int = 256, fit: str = "crop", grayscale: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Decode all ``paths`` (:func:`load_image`): uint8 (N, 3, size, size) and a bool mask of readable files."""
     out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
-    loader = DataLoader(_Decode(paths, size, crop), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(_Decode(paths, size, crop, fit, grayscale), batch_size=batch_size, num_workers=num_workers)
     start = 0
     for imgs, good in loader:
         out[start : start + len(imgs)] = imgs.numpy()
