@@ -9,6 +9,7 @@
     facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
     facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
     facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
+    facenet-pl align   SRC DST [--size 160 --margin 0.2]     photos -> aligned face crops (largest face, eyes level)
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +275,16 @@ def cmd_cache(a) -> None:
     print(f"freed {total:.1f} MB")
 
 
+def cmd_align(a) -> None:
+    from facenet_pl.align import align_folder
+
+    t0 = time.perf_counter()
+    r = align_folder(a.src, a.dst, size=a.size, margin=a.margin, workers=a.workers, force=a.force)
+    print(f"aligned {r['aligned']} face(s) into {a.dst} ({a.size} x {a.size} px, margin {a.margin}) in "
+          f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; skipped {r['no_face']} with "
+          f"no face found and {r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facenet-pl", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="prune: show what would be removed")
     p.add_argument("--yes", action="store_true", help="prune: do not ask")
     p.set_defaults(fn=cmd_cache)
+    p = sub.add_parser("align", help="detect, align and crop the largest face of every photo in a folder")
+    p.add_argument("src", help="photos: root/<identity>/<images> (any layout is mirrored)")
+    p.add_argument("dst", help="output folder for the crops (same relative paths, .png)")
+    p.add_argument("--size", type=int, default=160, help="crop side in px (default 160)")
+    p.add_argument("--margin", type=float, default=0.2, help="border around the face box, a fraction of its side")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="redo crops that already exist in dst")
+    p.set_defaults(fn=cmd_align)
     p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=None)

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from facenet_pl.augment import build_augment
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector
 from facenet_pl.mining import build_miner
@@ -111,6 +112,7 @@ class FaceNetModule(pl.LightningModule):
         far_target: float = 1e-3,
         preprocess: dict | None = None,
         mining: dict | None = None,
+        augment: dict | None = None,
     ) -> None:
         super().__init__()
         backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
@@ -118,7 +120,7 @@ class FaceNetModule(pl.LightningModule):
         self.save_hyperparameters(
             dict(backbone=backbone, model=model, miner=miner, loss=loss, optimizer=optimizer,
                  scheduler=scheduler, val_folds=val_folds, far_target=far_target,
-                 preprocess=_plain(preprocess) or {}, mining=_plain(mining) or {})
+                 preprocess=_plain(preprocess) or {}, mining=_plain(mining) or {}, augment=_plain(augment))
         )
         self.normalization = model.get("normalization", "fixed")
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
@@ -128,7 +130,11 @@ class FaceNetModule(pl.LightningModule):
         #: written before ``fit`` existed stretched non-square images.
         self.preprocess = {"crop": self.crop_size, "fit": (preprocess or {}).get("fit", "stretch"),
                            "grayscale": bool((preprocess or {}).get("grayscale", False))}
-        self.flip = bool(model.get("flip_augment", True))
+        if augment is None:  # checkpoints written before the augment group: flips unless model.flip_augment=false
+            flip = {"_target_": "kornia.augmentation.RandomHorizontalFlip", "p": 0.5}
+            augment = {"ops": {"flip": flip} if model.get("flip_augment", True) else {}}
+        #: Training-only batch augmentation (``augment`` group); None: none.
+        self.augment = build_augment(_plain(augment))
         self.channels_last = bool(model.get("channels_last", False))
         self.net = FaceNetEmbedding(
             backbone=backbone["name"],
@@ -221,12 +227,10 @@ class FaceNetModule(pl.LightningModule):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
-        """Normalise a uint8 batch on its device; random horizontal flips when ``augment``."""
-        x = normalize_images(images, self.normalization)
-        if augment and self.flip:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x
+        """Normalise a uint8 batch on its device, after the ``augment`` ops when ``augment`` (training)."""
+        if augment and self.augment is not None:
+            images = self.augment(images)
+        return normalize_images(images, self.normalization)
 
     @torch.no_grad()
     def mine_offline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:

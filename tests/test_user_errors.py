@@ -44,6 +44,8 @@ CASES = {
                                                           "do not fit 'resnet18'"),
     "a word where a number goes": ("train.py", [*TINY, "data.p=eight"], "data.p must be an integer, got 'eight'"),
     "a margin no triplet can meet": ("train.py", [*TINY, "loss.margin=4"], "loss.margin=4 can never be met"),
+    "a misspelt augmentation argument": ("train.py", [*TINY, "augment=standard", "+augment.ops.affine.degreez=5"],
+                                         "augment.ops.affine (kornia.augmentation.RandomAffine)"),
 }
 for _what in ("image", "empty", "text"):  # ckpt_path= the wrong kind of file: one line, train.py and eval.py
     CASES[f"ckpt_path of an {_what} file to resume"] = ("train.py", [*TINY, f"ckpt_path={{{_what}}}"],

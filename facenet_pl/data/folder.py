@@ -47,9 +47,12 @@ class FolderDataModule(FaceDataModule):
         min_images: int = 2,
         cache_dir: str | None = ".cache/facenet_pl",
         decode_workers: int = 2,
+        align: bool = False,
+        align_margin: float = 0.2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.align, self.align_margin = bool(align), float(align_margin)
         if fit not in FIT_MODES:
             raise ConfigError(f"data.fit={fit!r}: expected one of {', '.join(FIT_MODES)} (how a non-square image "
                               "becomes square: centre crop, pad with black, or stretch)")
@@ -66,8 +69,45 @@ class FolderDataModule(FaceDataModule):
 
     def _scan(self) -> tuple[list, np.ndarray, list[str]]:
         if self._scanned is None:
-            self._scanned = scan_identity_folders(self.root, self.min_images, self.include, self.exclude)
+            if self.align:
+                self._scanned = self._aligned_files()
+            else:
+                self._scanned = scan_identity_folders(self.root, self.min_images, self.include, self.exclude)
         return self._scanned
+
+    def _aligned_files(self) -> tuple[list, np.ndarray, list[str]]:
+        """``data.align=true``: the largest face of every source file, aligned and cropped once into
+        ``<cache_dir>/aligned-<key>`` (kept for later runs; an interrupted run continues); returns the crops
+        of the files ``include``/``exclude`` select, as a scan would."""
+        import hashlib
+        from pathlib import Path
+
+        from facenet_pl.align import align_folder
+
+        if self.cache_dir is None:
+            raise ConfigError("data.align=true writes the aligned crops to data.cache_dir: set it to a folder")
+        root = Path(self.root).expanduser()
+        paths, labels, names = scan_identity_folders(root, 1, self.include, self.exclude)
+        key = hashlib.sha1(f"{root.resolve()}:{self.image_size}:{self.align_margin}".encode()).hexdigest()[:12]
+        out = Path(self.cache_dir).expanduser() / f"aligned-{key}"
+        log.info("data.align=true: aligning the faces of data.root=%s into %s (%d files)", self.root, out,
+                 len(paths))
+        r = align_folder(root, out, size=self.image_size, margin=self.align_margin,
+                         workers=max(1, self.decode_workers), files=paths)
+        log.info("aligned %d new face(s), %d already there; %d file(s) without a detectable face and %d "
+                 "unreadable skipped (listed in %s)", r["aligned"], r["already_there"], r["no_face"],
+                 r["unreadable"], out / "align_report.json")
+        crops = [(out / p.relative_to(root)).with_suffix(".png") for p in paths]
+        have = np.array([c.exists() for c in crops], bool)
+        ids, counts = np.unique(labels[have], return_counts=True)
+        keep_ids = ids[counts >= self.min_images]
+        keep = have & np.isin(labels, keep_ids)
+        if not keep.any():
+            raise ConfigError(f"data.align=true: no identity of data.root={self.root} has {self.min_images} images "
+                              f"with a detectable face (see {out / 'align_report.json'})")
+        relabel = {old: new for new, old in enumerate(keep_ids)}
+        return ([c for c, k in zip(crops, keep) if k], np.array([relabel[v] for v in labels[keep]], np.int64),
+                [names[i] for i in keep_ids])
 
     def _decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(images, labels of readable rows, readable rows, identity names), decoded once."""

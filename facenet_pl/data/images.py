@@ -70,6 +70,28 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, include: str | 
     return paths, np.asarray(labels, dtype=np.int64), names
 
 
+_UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _open_rgb(path: str | Path, grayscale: bool = False) -> Image.Image:
+    """The file as an 8-bit RGB PIL image, upright (EXIF orientation applied); 16-bit gray scaled to 8 bits."""
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
+            arr = np.asarray(im, dtype=np.float32)
+            im = Image.fromarray((arr * (255.0 / max(float(arr.max()), 1.0))).astype(np.uint8))
+        return im.convert("L").convert("RGB") if grayscale else im.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> np.ndarray | None:
+    """The whole image as RGB uint8 (H, W, 3), upright; None if unreadable (as :func:`load_image`)."""
+    try:
+        return np.asarray(_open_rgb(path), dtype=np.uint8).copy()
+    except _UNREADABLE:
+        return None
+
+
 #: How a non-square image becomes square: centre ``crop`` (default), ``pad`` (black borders), ``stretch``.
 FIT_MODES = ("crop", "pad", "stretch")
 
@@ -88,13 +110,7 @@ def load_image(path: str | Path, size: int, crop: int | None = None, fit: str = 
     if fit not in FIT_MODES:
         raise ValueError(f"fit={fit!r}: expected one of {FIT_MODES}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
-                arr = np.asarray(im, dtype=np.float32)
-                im = Image.fromarray((arr * (255.0 / max(float(arr.max()), 1.0))).astype(np.uint8))
-            im = im.convert("L").convert("RGB") if grayscale else im.convert("RGB")
+        with _open_rgb(path, grayscale) as im:
             if crop:
                 w, h = im.size
                 c = min(crop, w, h)
@@ -113,7 +129,7 @@ def load_image(path: str | Path, size: int, crop: int | None = None, fit: str = 
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except _UNREADABLE:
         return None
 
 
