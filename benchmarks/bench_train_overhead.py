@@ -40,7 +40,8 @@ def build(backbone: dict) -> FaceNetModule:
     torch.manual_seed(0)
     return FaceNetModule(
         backbone=backbone,
-        model={"embedding_dim": 128, "normalization": "fixed", "flip_augment": True, "channels_last": True},
+        model={"embedding_dim": 128, "normalization": "fixed", "channels_last": True},
+        augment={"ops": {"flip": {"_target_": "kornia.augmentation.RandomHorizontalFlip", "p": 0.5}}},
         miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
         loss={"_target_": "facenet_pl.losses.TripletLoss", "margin": 0.2},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 5e-4},

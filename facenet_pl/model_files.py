@@ -99,9 +99,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path):
     from facenet_pl.module import FaceNetModule
 
+    hparams = dict(hparams)
+    # Augmentation is training-only: a model rebuilt for inference never builds it, so whatever the file
+    # names there is dropped unread rather than instantiated.
+    hparams["augment"] = {"ops": {}}
     check_targets(hparams)
     check_backbone_kwargs(hparams)
-    hparams = dict(hparams)
     model = dict(hparams.get("model") or {})
     model["compile"] = False  # inference: plain eager module (weights are saved uncompiled)
     hparams["model"] = model

@@ -15,7 +15,7 @@ from facenet_pl.mining import MINERS, build_miner
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["backbone", "miner", "loss", "data", "model", "optimizer", "scheduler", "trainer", "logger",
-          "callbacks", "experiment"]
+          "callbacks", "experiment", "augment"]
 
 
 def _options(group):

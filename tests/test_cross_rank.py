@@ -85,7 +85,7 @@ def _module(norm_layer: str):
     m = FaceNetModule(
         backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8],
                                                                          "norm_layer": norm_layer}},
-        model={"embedding_dim": 8, "flip_augment": False, "channels_last": False},
+        model={"embedding_dim": 8, "channels_last": False}, augment={"ops": {}},
         miner={"_target_": "facenet_pl.mining.SemiHardMiner"}, loss={"_target_": "facenet_pl.losses.TripletLoss"},
         optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, mining={"cross_rank": True},
     )

@@ -56,9 +56,9 @@ def test_defaults_are_derived_from_the_folder_and_printed_before_decoding(faces3
     assert order[:2] == ["plan", "decode"] and order.count("plan") == 1, order
     msg = seen[0]
     # Independent arithmetic: 38 people, round(0.15 * 38) = 6 held out each; 26 train; p = min(32, 26);
-    # batches = max(26 // 26, 26 * 6 // (26 * 4)) = 1.
+    # batches = max(20, 26 // 26, 26 * 6 // (26 * 4)) = 20 (the floor for small folders).
     for part in ("38 identities", "hold out 6 for validation and 6 for the test", "data.val_identities=6",
-                 "data.test_identities=6", "data.p=26", "data.batches_per_epoch=1"):
+                 "data.test_identities=6", "data.p=26", "data.batches_per_epoch=20", "verification folds: val 3"):
         assert part in msg, msg
 
 
@@ -72,8 +72,8 @@ def test_auto_held_out_sizes(n, val, test):
     assert len(plan.train_ids) == n - val - test
     assert not set(plan.val_ids) & set(plan.test_ids) and not set(plan.train_ids) & set(plan.val_ids)
     assert plan.p == min(32, n - val - test)
-    # one pass over the training images: 3 images each, p x k = 2p per batch
-    assert plan.batches_per_epoch == max(1, (n - val - test) // plan.p, 3 * (n - val - test) // (2 * plan.p))
+    # one pass over the training images (3 images each, p x k = 2p per batch), at least 20 batches
+    assert plan.batches_per_epoch == max(20, (n - val - test) // plan.p, 3 * (n - val - test) // (2 * plan.p))
 
 
 def test_too_small_a_folder_is_refused_with_the_key():

@@ -21,6 +21,8 @@ AUTO = "auto"
 AUTO_HELD_OUT_FRACTION, AUTO_HELD_OUT_MAX = 0.15, 100
 MIN_HELD_OUT = 4  # 2 verification folds of >= 2 identities: the threshold is fit on one fold, tested on another
 AUTO_P_MAX = 32
+#: ``batches_per_epoch=auto`` never goes below this: a 40-person folder still trains ~240 steps in 12 epochs.
+AUTO_MIN_BATCHES = 20
 
 
 @dataclass
@@ -91,8 +93,8 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
 
     ``val_identities`` / ``test_identities``: ``auto`` (:func:`auto_held_out`), a count, a fraction, a list of
     identity (folder) names or a file of names. ``p`` / ``batches_per_epoch``: ``auto`` (p = min(32, training
-    identities / world size); enough batches that an epoch shows each training image about once), or a number
-    checked against the data. Counts come from the file list; unreadable files found later can only lower them.
+    identities / world size); enough batches that an epoch shows each training image about once, at least
+    :data:`AUTO_MIN_BATCHES`), or a number checked against the data. Counts come from the file list; unreadable files found later can only lower them.
     """
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
@@ -165,15 +167,16 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
                           f"{p * world_size} of a step, but only {spare} are left: lower it")
     train_images = int(np.isin(labels, train_ids).sum())
     if _is_auto(batches_per_epoch):
-        batches_per_epoch = max(1, eligible // (p * world_size), train_images // (p * k * world_size))
+        batches_per_epoch = max(AUTO_MIN_BATCHES, eligible // (p * world_size), train_images // (p * k * world_size))
         derived.append(f"data.batches_per_epoch={batches_per_epoch}")
     elif batches_per_epoch is not None:
         batches_per_epoch = int(batches_per_epoch)
-    folds = {len(h): min(int(val_folds), len(h) // 2) for h in (val_ids, test_ids) if len(h)}
+    folds = [f"{what} {min(int(val_folds), len(h) // 2)}" for what, h in (("val", val_ids), ("test", test_ids))
+             if len(h)]
     message = (f"data.root={root}: {len(ids)} identities ({len(multi)} with >= 2 images), {len(labels)} files. "
                f"Train on {len(train_ids)} identities ({train_images} files), hold out {len(val_ids)} for validation "
-               f"and {len(test_ids)} for the test"
-               + (f" ({', '.join(f'{n} ids: {f} folds' for n, f in folds.items())})" if folds else "") + ". "
+               f"and {len(test_ids)} for the test" + (f" (verification folds: {', '.join(folds)})" if folds else "")
+               + ". "
                + (f"Derived from the data: {', '.join(derived)}; override any of them on the command line (e.g. "
                   f"{derived[0].split('=')[0]}=...)." if derived else "All settings as given."))
     return FolderPlan(val_ids, test_ids, train_ids, int(p), batches_per_epoch, message)
