@@ -94,7 +94,8 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
     ``val_identities`` / ``test_identities``: ``auto`` (:func:`auto_held_out`), a count, a fraction, a list of
     identity (folder) names or a file of names. ``p`` / ``batches_per_epoch``: ``auto`` (p = min(32, training
     identities / world size); enough batches that an epoch shows each training image about once, at least
-    :data:`AUTO_MIN_BATCHES`), or a number checked against the data. Counts come from the file list; unreadable files found later can only lower them.
+    :data:`AUTO_MIN_BATCHES`), or a number checked against the data. Counts come from the file list;
+    unreadable files found later can only lower them.
     """
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
