@@ -165,6 +165,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # nothing to send learning rates to (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.LearningRateMonitor)]
+    if cfg.trainer.get("enable_progress_bar") is False:  # the override wins over the callbacks group's bar
+        callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.ProgressBar)]
     if ckpt_path:  # the CSV logger drops rows logged after this checkpoint (they are trained again)
         for lg in loggers:
             if isinstance(lg, ResumableCSVLogger):
