@@ -47,6 +47,39 @@ def test_every_option_composes_and_resolves(group, option, tmp_path, monkeypatch
     check_config(cfg)
 
 
+def _experiment_data_pairs():
+    """Every (experiment, data) pair, except that an experiment made for one data set (``override /data: X``,
+    e.g. ``lfw_cpu``) is paired with that one only."""
+    import re
+
+    pairs = []
+    for e in _options("experiment"):
+        own = re.search(r"override /data: (\w+)", (CONF / "experiment" / f"{e}.yaml").read_text())
+        pairs += [(e, d) for d in ([own.group(1)] if own else _options("data"))]
+    return pairs
+
+
+@pytest.mark.parametrize("experiment,data", _experiment_data_pairs())
+def test_every_experiment_composes_with_every_data_set(experiment, data, tmp_path, monkeypatch):
+    """``experiment=X data=Y`` composes, passes the config checks and builds its data module: an experiment
+    may set only keys every data config has (``experiment=paper data=lfw`` once failed on synthetic-only keys).
+    ``data=...`` is given after the experiment, as a user types it, so it wins over an experiment's choice."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faces").mkdir()
+    overrides = [f"experiment={experiment}", f"data={data}"]
+    if data != "synthetic":
+        overrides.append(f"data.root={tmp_path / 'faces'}")
+    cfg = _compose(overrides)
+    OmegaConf.resolve(cfg)
+    check_config(cfg)
+    dm = instantiate(cfg.data)
+    assert type(dm).__name__ == cfg.data._target_.rsplit(".", 1)[1]
+    if experiment == "paper":
+        assert (dm.p, dm.k) == (45, 40)
+        if data == "synthetic":
+            assert dm.train_images_per_identity == 40  # max(10, k): 40 distinct images per person
+
+
 @pytest.mark.parametrize("option", _options("backbone"))
 def test_every_backbone_embeds_a_batch_at_its_input_size(option):
     """Each backbone config builds (random weights) and maps 2 images of its input size to 2 unit vectors of

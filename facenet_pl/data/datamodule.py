@@ -222,7 +222,7 @@ class SyntheticFaceDataModule(FaceDataModule):
         self,
         image_size: int = 64,
         train_identities: int = 400,
-        train_images_per_identity: int = 20,
+        train_images_per_identity: int | None = None,
         val_identities: int = 200,
         val_images_per_identity: int = 10,
         test_identities: int = 200,
@@ -234,6 +234,8 @@ class SyntheticFaceDataModule(FaceDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if train_images_per_identity is None:  # enough that a PK batch's k images of a person are distinct
+            train_images_per_identity = max(10, self.k)
         if image_size < 16:
             raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
         if min(train_images_per_identity, val_images_per_identity, test_images_per_identity) < 2:
