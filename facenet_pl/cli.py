@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_summary)
     p = sub.add_parser("cache", help="list or prune decoded-image caches (data.cache_dir)")
     p.add_argument("action", choices=["list", "prune"])
-    p.add_argument("--cache-dir", default=".cache/facenet_pl", help="default: data.cache_dir's default")
+    p.add_argument("--cache-dir", default=os.environ.get("FACENET_PL_CACHE_DIR", ".cache/facenet_pl"),
+                   help="default: $FACENET_PL_CACHE_DIR, else .cache/facenet_pl (data.cache_dir's default)")
     p.add_argument("--all", action="store_true", help="prune: every cache, not only superseded/incomplete ones")
     p.add_argument("--dry-run", action="store_true", help="prune: show what would be removed")
     p.add_argument("--yes", action="store_true", help="prune: do not ask")

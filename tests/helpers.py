@@ -102,6 +102,7 @@ def compose_in_process(config: str, output_dir, overrides) -> DictConfig:  # noq
     """Compose ``conf/<config>.yaml`` as train.py / eval.py would, writing to ``output_dir``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from .test_train_e2e import ROOT
@@ -109,6 +110,7 @@ def compose_in_process(config: str, output_dir, overrides) -> DictConfig:  # noq
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg.copy())  # ${hydra:runtime.cwd} (paths.data_dir) resolves as in a run
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         del cfg["hydra"]  # resolved only under @hydra.main; nothing in train()/evaluate() reads it

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
@@ -26,6 +27,7 @@ def _compose(overrides=()):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg.copy())  # ${hydra:...} resolves as in a run (runtime.cwd: the current dir)
     with open_dict(cfg):
         cfg.paths.output_dir = "/tmp/facenet-pl-test"
     return cfg
@@ -166,3 +168,23 @@ def test_debug_fdr_runs_one_step_and_prints_the_config_tree(tmp_path, capsys):
     tree = (tmp_path / "config_tree.txt").read_text()
     assert tree.startswith("CONFIG") and "├── data" in tree and "train_identities: 24" in tree
     assert "├── miner" in tree and tree in capsys.readouterr().out
+
+
+def test_data_and_cache_locations_are_one_setting_each(tmp_path, monkeypatch):
+    """``data=lfw`` reads ``<paths.data_dir>/lfw`` and caches under ``paths.cache_dir``: absolute paths taken from
+    where the run started, or from FACENET_PL_DATA_DIR / FACENET_PL_CACHE_DIR, or from a ``paths.*`` override."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACENET_PL_DATA_DIR", raising=False)
+    monkeypatch.delenv("FACENET_PL_CACHE_DIR", raising=False)
+    cfg = _compose(["data=lfw"])
+    OmegaConf.resolve(cfg)
+    assert cfg.data.root == str(tmp_path / "data" / "lfw")
+    assert cfg.data.cache_dir == str(tmp_path / ".cache" / "facenet_pl")
+    monkeypatch.setenv("FACENET_PL_DATA_DIR", "/datasets")
+    monkeypatch.setenv("FACENET_PL_CACHE_DIR", "/scratch/cache")
+    cfg = _compose(["data=folder", "data.root=${paths.data_dir}/casia"])
+    OmegaConf.resolve(cfg)
+    assert (cfg.data.root, cfg.data.cache_dir) == ("/datasets/casia", "/scratch/cache")
+    cfg = _compose(["data=lfw", "paths.data_dir=/mnt/faces"])
+    OmegaConf.resolve(cfg)
+    assert cfg.data.root == "/mnt/faces/lfw"
