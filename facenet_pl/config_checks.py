@@ -81,12 +81,14 @@ def check_config(cfg: DictConfig) -> None:
         target in known or "." in target,
         f"miner._target_={target!r} is not a miner; use miner=<{'|'.join(MINERS)}>",
     )
+    _require("mining" not in cfg, "mining.cross_rank is now miner.cross_rank (it sits with the miner): "
+             "use miner.cross_rank=true")
     offline = cfg.miner.get("offline") or {}
     every = int(offline.get("every_n_steps") or 0)
     _require(every >= 0, f"miner.offline.every_n_steps must be >= 0 (0 = online mining), got {every}")
     if every:
         for key in ("subset_identities", "images_per_identity"):
             _require(int(offline.get(key, 2)) >= 2, f"miner.offline.{key} must be >= 2, got {offline.get(key)}")
-        _require(not (cfg.get("mining") or {}).get("cross_rank", False),
-                 "miner.offline.every_n_steps > 0 and mining.cross_rank=true do not combine (offline triplets are "
+        _require(not cfg.miner.get("cross_rank", False),
+                 "miner.offline.every_n_steps > 0 and miner.cross_rank=true do not combine (offline triplets are "
                  "mined per rank); set one of them off")

@@ -145,7 +145,8 @@ class FaceNetModule(pl.LightningModule):
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.cross_rank = bool((mining or {}).get("cross_rank", False))
+        # miner.cross_rank (checkpoints written before it moved there: mining.cross_rank)
+        self.cross_rank = bool(miner.get("cross_rank", (mining or {}).get("cross_rank", False)))
         if model.get("compile", False):
             self.net = torch.compile(self.net)
         offline = dict(miner.get("offline") or {})
@@ -153,7 +154,7 @@ class FaceNetModule(pl.LightningModule):
         #: the datamodule reads it to build an :class:`~facenet_pl.mining.offline.OfflineTripletSampler`.
         self.offline_mining: dict | None = offline if offline.get("every_n_steps") else None
         if self.offline_mining and self.cross_rank:
-            raise ConfigError("miner.offline.every_n_steps and mining.cross_rank=true do not combine: offline "
+            raise ConfigError("miner.offline.every_n_steps and miner.cross_rank=true do not combine: offline "
                               "triplets are mined per rank on a subset. Set one of them off.")
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)

@@ -125,6 +125,7 @@ def test_loggers_instantiate_offline(tmp_path, monkeypatch):
         ("data.p=0", "data.p"),
         ("model.embedding_dim=0", "model.embedding_dim"),
         ("backbone.input_size=8", "backbone.input_size"),
+        ("+mining.cross_rank=true", "miner.cross_rank"),  # the old key would otherwise be ignored silently
     ],
 )
 def test_bad_values_name_the_key(override, match):

@@ -86,8 +86,8 @@ def _module(norm_layer: str):
         backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8],
                                                                          "norm_layer": norm_layer}},
         model={"embedding_dim": 8, "channels_last": False}, augment={"ops": {}},
-        miner={"_target_": "facenet_pl.mining.SemiHardMiner"}, loss={"_target_": "facenet_pl.losses.TripletLoss"},
-        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, mining={"cross_rank": True},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner", "cross_rank": True},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
     )
     m.log = lambda *a, **k: None  # no trainer attached
     return m

@@ -22,7 +22,7 @@ from .test_training_integrity import _tiny_labels
 def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path, cross_rank):
     rec = tmp_path / "batches.jsonl"
     out = run_train(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
-                    f"mining.cross_rank={str(cross_rank).lower()}",
+                    f"miner.cross_rank={str(cross_rank).lower()}",
                     "+callbacks.record._target_=tests.helpers.RecordBatches", f"+callbacks.record.path={rec}",
                     timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -19,12 +19,14 @@ MINERS: dict[str, type[Miner]] = {
 
 
 def build_miner(cfg) -> Miner:
-    """Instantiate a ``miner`` config (``_target_`` + arguments), leaving out its ``offline`` settings."""
+    """Instantiate a ``miner`` config (``_target_`` + arguments), leaving out the settings that are about
+    where the batch comes from rather than the miner (``offline``, ``cross_rank``)."""
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     cfg.pop("offline", None)
+    cfg.pop("cross_rank", None)
     return instantiate(cfg)
 
 
