@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint clean
+.PHONY: install train test test-all lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "facenet-pl needs Python >= 3.10, found " + sys.version.split()[0]'
@@ -26,7 +26,12 @@ test-all: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check facenet_pl tests train.py benchmarks
+	$(PY) -m ruff check facenet_pl tests train.py eval.py benchmarks
+	$(PY) -m ruff format --check facenet_pl tests train.py eval.py benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff format facenet_pl tests train.py eval.py benchmarks
+	$(PY) -m ruff check --fix facenet_pl tests train.py eval.py benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

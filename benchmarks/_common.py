@@ -34,8 +34,9 @@ def median(xs: list[float]) -> float:
 def run_isolated(script: Path, args: list[str], timeout: int = 900) -> dict:
     """Run ``script --one ...`` in a fresh interpreter; it prints one JSON line last."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, str(script), "--one", *args], capture_output=True, text=True,
-                         timeout=timeout, env=env)
+    out = subprocess.run(
+        [sys.executable, str(script), "--one", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -44,8 +45,10 @@ def run_isolated(script: Path, args: list[str], timeout: int = 900) -> dict:
 def machine() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
 
 
 def table(rows: list[dict], cols: list[str]) -> str:

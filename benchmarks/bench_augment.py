@@ -29,8 +29,9 @@ GROUPS = ["none", "flip", "standard", "strong"]
 
 
 def augment_cfg(name: str, size: int) -> dict:
-    cfg = OmegaConf.merge({"backbone": {"input_size": size}},
-                          {"augment": OmegaConf.load(ROOT / "conf" / "augment" / f"{name}.yaml")})
+    cfg = OmegaConf.merge(
+        {"backbone": {"input_size": size}}, {"augment": OmegaConf.load(ROOT / "conf" / "augment" / f"{name}.yaml")}
+    )
     return OmegaConf.to_container(cfg, resolve=True)["augment"]
 
 
@@ -91,13 +92,23 @@ def main() -> None:
             m = build(name, args.size)
             step[name].append(step_seconds(m, images, labels, args.steps))
             aug[name].append(augment_seconds(m, images, args.steps))
-            print(f"round {r}: {name} step {1000 * step[name][-1]:.0f} ms, augment {1000 * aug[name][-1]:.0f} ms",
-                  file=sys.stderr)
+            print(
+                f"round {r}: {name} step {1000 * step[name][-1]:.0f} ms, augment {1000 * aug[name][-1]:.0f} ms",
+                file=sys.stderr,
+            )
     base = statistics.median(step["none"])
-    rows = [{"augment=": n, "augmentation alone, ms/batch": f"{1000 * statistics.median(aug[n]):.0f}",
-             "training step, ratio to none": f"{statistics.median(step[n]) / base:.2f}"} for n in GROUPS]
-    print(f"machine: {machine()}; batch {args.batch} x {args.size} px uint8, facenet_small; "
-          f"{args.rounds} rounds x {args.steps} steps, medians\n")
+    rows = [
+        {
+            "augment=": n,
+            "augmentation alone, ms/batch": f"{1000 * statistics.median(aug[n]):.0f}",
+            "training step, ratio to none": f"{statistics.median(step[n]) / base:.2f}",
+        }
+        for n in GROUPS
+    ]
+    print(
+        f"machine: {machine()}; batch {args.batch} x {args.size} px uint8, facenet_small; "
+        f"{args.rounds} rounds x {args.steps} steps, medians\n"
+    )
     print(table(rows, list(rows[0])))
 
 

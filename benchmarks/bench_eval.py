@@ -31,8 +31,10 @@ def default_model():
 
     return FaceNetModule(
         backbone={"name": "facenet_small", "input_size": 64, "kwargs": {"widths": [16, 32, 64, 128]}},
-        model={"embedding_dim": 128, "channels_last": True}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+        model={"embedding_dim": 128, "channels_last": True},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
     ).eval()
 
 
@@ -47,10 +49,20 @@ def main() -> None:
     evaluate_pairs(d, s)  # imports (sklearn) outside the timing
     t_acc = median(timeit(lambda: kfold_accuracy(d, s), repeat=5))
     t_all = median(timeit(lambda: evaluate_pairs(d, s), repeat=5))
-    rows = [{"what": "10-fold accuracy, 6,000 pairs", "result": f"{t_acc * 1e3:.1f} ms", "target": "< 1 s",
-             "status": "PASS" if t_acc < 1 else "FAIL"},
-            {"what": "full table (acc, VAL@FAR, AUC, EER), 6,000 pairs", "result": f"{t_all * 1e3:.1f} ms",
-             "target": "< 1 s", "status": "PASS" if t_all < 1 else "FAIL"}]
+    rows = [
+        {
+            "what": "10-fold accuracy, 6,000 pairs",
+            "result": f"{t_acc * 1e3:.1f} ms",
+            "target": "< 1 s",
+            "status": "PASS" if t_acc < 1 else "FAIL",
+        },
+        {
+            "what": "full table (acc, VAL@FAR, AUC, EER), 6,000 pairs",
+            "result": f"{t_all * 1e3:.1f} ms",
+            "target": "< 1 s",
+            "status": "PASS" if t_all < 1 else "FAIL",
+        },
+    ]
     module = load_model(args.ckpt) if args.ckpt else default_model()
     size = module.input_size
     if args.lfw_root:
@@ -65,8 +77,14 @@ def main() -> None:
         t_dec = time.perf_counter() - t
         images, labels = images[ok], np.asarray(labels)[ok]  # a copy in memory: the cache can go
         shutil.rmtree(cache, ignore_errors=True)
-        rows.append({"what": f"decode + crop + resize {len(paths):,} LFW JPEGs (2 workers, into the uint8 cache)",
-                     "result": f"{len(paths) / t_dec:.0f} img/s ({t_dec:.1f} s)", "target": "", "status": ""})
+        rows.append(
+            {
+                "what": f"decode + crop + resize {len(paths):,} LFW JPEGs (2 workers, into the uint8 cache)",
+                "result": f"{len(paths) / t_dec:.0f} img/s ({t_dec:.1f} s)",
+                "target": "",
+                "status": "",
+            }
+        )
         source = ""
     else:
         from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
@@ -79,8 +97,14 @@ def main() -> None:
         t = time.perf_counter()
         emb = embed_dataset(module, ds, batch_size=512, flip=flip)
         dt = time.perf_counter() - t
-        rows.append({"what": f"embed {len(emb):,} {source}LFW images at {size} px{' + flip' if flip else ''}",
-                     "result": f"{len(emb) / dt:.0f} img/s ({dt:.1f} s)", "target": "", "status": ""})
+        rows.append(
+            {
+                "what": f"embed {len(emb):,} {source}LFW images at {size} px{' + flip' if flip else ''}",
+                "result": f"{len(emb) / dt:.0f} img/s ({dt:.1f} s)",
+                "target": "",
+                "status": "",
+            }
+        )
     print(f"machine: {machine()}\n")
     print(table(rows, ["what", "result", "target", "status"]))
 

@@ -33,10 +33,16 @@ TARGETS = {"fdr": 30.0, "headline": 60.0}
 def first_step(overrides: list[str], exit_after: bool, timeout: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clock = Path(tmp) / "clock.json"
-        cmd = [sys.executable, "train.py", f"hydra.run.dir={tmp}/run", "logger=csv",
-               "+callbacks.first_step_clock._target_=benchmarks.first_step_clock.FirstStepClock",
-               f"+callbacks.first_step_clock.path={clock}",
-               f"+callbacks.first_step_clock.exit_after={str(exit_after).lower()}", *overrides]
+        cmd = [
+            sys.executable,
+            "train.py",
+            f"hydra.run.dir={tmp}/run",
+            "logger=csv",
+            "+callbacks.first_step_clock._target_=benchmarks.first_step_clock.FirstStepClock",
+            f"+callbacks.first_step_clock.path={clock}",
+            f"+callbacks.first_step_clock.exit_after={str(exit_after).lower()}",
+            *overrides,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t0 = time.time()
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -44,8 +50,12 @@ def first_step(overrides: list[str], exit_after: bool, timeout: int) -> dict:
         if not clock.is_file():
             return {"error": (out.stderr.strip().splitlines() or ["no first step"])[-1][:200]}
         c = json.loads(clock.read_text())
-        return {"first step starts s": round(c["start"] - t0, 1), "first step ends s": round(c["end"] - t0, 1),
-                "command s": round(total, 1) if not exit_after else "", "rc": out.returncode}
+        return {
+            "first step starts s": round(c["start"] - t0, 1),
+            "first step ends s": round(c["end"] - t0, 1),
+            "command s": round(total, 1) if not exit_after else "",
+            "rc": out.returncode,
+        }
 
 
 def eager_render_seconds(image_size: int, images: int = 12_000, sample: int = 2_000) -> float:
@@ -81,15 +91,27 @@ def main() -> None:
         size = input_size(backbone)
         res = first_step(overrides, exit_after=kind == "headline", timeout=args.timeout)
         eager = eager_render_seconds(size)
-        row = {"command": "python train.py " + " ".join(overrides), "px": size, **res,
-               "eager render of 12,000 train images s": round(eager, 1)}
+        row = {
+            "command": "python train.py " + " ".join(overrides),
+            "px": size,
+            **res,
+            "eager render of 12,000 train images s": round(eager, 1),
+        }
         if "error" not in res:
-            row["target"] = f"< {TARGETS[kind]:.0f} s: " + ("PASS" if res["first step starts s"] < TARGETS[kind]
-                                                           else "FAIL")
+            row["target"] = f"< {TARGETS[kind]:.0f} s: " + (
+                "PASS" if res["first step starts s"] < TARGETS[kind] else "FAIL"
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cols = ["command", "px", "first step starts s", "first step ends s", "command s",
-            "eager render of 12,000 train images s", "target"]
+    cols = [
+        "command",
+        "px",
+        "first step starts s",
+        "first step ends s",
+        "command s",
+        "eager render of 12,000 train images s",
+        "target",
+    ]
     print()
     print(table(rows, cols))
 

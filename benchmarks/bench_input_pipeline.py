@@ -54,8 +54,10 @@ def step_rate(backbone: str, size: int, widths=None, steps: int = 6) -> float:
 
     m = FaceNetModule(
         backbone={"name": backbone, "input_size": size, "kwargs": {"widths": widths} if widths else {}},
-        model={"embedding_dim": 128, "channels_last": True}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+        model={"embedding_dim": 128, "channels_last": True},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
     )
     opt = torch.optim.AdamW(m.parameters())
     x = torch.randint(0, 255, (256, 3, size, size), dtype=torch.uint8)
@@ -86,8 +88,9 @@ def main() -> None:
             t = time.perf_counter()
             decode_images(paths, args.size, crop=120, num_workers=workers)
             rate = len(paths) / (time.perf_counter() - t)
-            rows.append({"stage": f"decode + crop + resize, {len(paths)} {what}, {workers} workers",
-                         "img/s": f"{rate:.0f}"})
+            rows.append(
+                {"stage": f"decode + crop + resize, {len(paths)} {what}, {workers} workers", "img/s": f"{rate:.0f}"}
+            )
         cached_decode(paths, args.size, 120, Path(tmp) / "cache", num_workers=2)
         images, ok = cached_decode(paths, args.size, 120, Path(tmp) / "cache")  # memory-mapped hit
         ds = InMemoryFaceDataset(images, labels)
@@ -96,12 +99,23 @@ def main() -> None:
         t, n = time.perf_counter(), 0
         for x, _, _ in loader:
             n += len(x)
-        rows.append({"stage": f"PK DataLoader over the memory-mapped uint8 cache ({args.size} px)",
-                     "img/s": f"{n / (time.perf_counter() - t):.0f}"})
-    for name, size, widths in (("facenet_small", 64, [16, 32, 64, 128]), ("resnet18", 64, None),
-                               ("resnet18", 112, None)):
-        rows.append({"stage": f"training step, {name} at {size} px, batch 32 x 8", "img/s":
-                     f"{step_rate(name, size, widths):.0f}"})
+        rows.append(
+            {
+                "stage": f"PK DataLoader over the memory-mapped uint8 cache ({args.size} px)",
+                "img/s": f"{n / (time.perf_counter() - t):.0f}",
+            }
+        )
+    for name, size, widths in (
+        ("facenet_small", 64, [16, 32, 64, 128]),
+        ("resnet18", 64, None),
+        ("resnet18", 112, None),
+    ):
+        rows.append(
+            {
+                "stage": f"training step, {name} at {size} px, batch 32 x 8",
+                "img/s": f"{step_rate(name, size, widths):.0f}",
+            }
+        )
     print(f"machine: {machine()}\n")
     print(table(rows, ["stage", "img/s"]))
 

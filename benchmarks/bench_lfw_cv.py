@@ -27,8 +27,16 @@ def run_fold(root: str, out: Path, fold: int, experiment: str, extra: list[str])
     run_dir = out / f"fold_{fold}"
     if (run_dir / "metrics.json").is_file():
         return
-    cmd = [sys.executable, str(ROOT / "train.py"), f"experiment={experiment}", f"data.root={root}",
-           f"data.fold={fold}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"experiment={experiment}",
+        f"data.root={root}",
+        f"data.fold={fold}",
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
     run_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     with open(out / f"fold_{fold}.log", "w") as log:
@@ -47,11 +55,15 @@ def table(out: Path) -> str:
         m = json.loads((run_dir / "metrics.json").read_text())
         wall = json.loads((run_dir / "wall.json").read_text())["wall_s"] if (run_dir / "wall.json").is_file() else None
         accs.append(m["test/acc"])
-        rows.append(f"| {run_dir.name.split('_')[1]} | {100 * m['test/acc']:.1f}% | {m['test/auc']:.3f} | "
-                    f"{100 * m['best/val/acc']:.1f}% | {m['global_step']} | {m['fit_seconds']:.0f} | "
-                    f"{'' if wall is None else f'{wall:.0f}'} |")
-    head = ("| fold | test accuracy (600 pairs) | test AUC | best val/acc (picks the checkpoint) | steps | "
-            "training s | wall s (whole run) |\n|---|---|---|---|---|---|---|")
+        rows.append(
+            f"| {run_dir.name.split('_')[1]} | {100 * m['test/acc']:.1f}% | {m['test/auc']:.3f} | "
+            f"{100 * m['best/val/acc']:.1f}% | {m['global_step']} | {m['fit_seconds']:.0f} | "
+            f"{'' if wall is None else f'{wall:.0f}'} |"
+        )
+    head = (
+        "| fold | test accuracy (600 pairs) | test AUC | best val/acc (picks the checkpoint) | steps | "
+        "training s | wall s (whole run) |\n|---|---|---|---|---|---|---|"
+    )
     summary = ""
     if accs:
         std = statistics.pstdev(accs) if len(accs) > 1 else 0.0

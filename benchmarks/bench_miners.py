@@ -30,8 +30,7 @@ def make_miner(name: str):
     if name.startswith("ours_"):
         from facenet_pl.mining import BatchHardMiner, HardestMiner, SemiHardMiner
 
-        return {"ours_semihard": SemiHardMiner, "ours_hardest": HardestMiner,
-                "ours_batch_hard": BatchHardMiner}[name]()
+        return {"ours_semihard": SemiHardMiner, "ours_hardest": HardestMiner, "ours_batch_hard": BatchHardMiner}[name]()
     from pytorch_metric_learning import miners
 
     if name == "pml_semihard":
@@ -70,7 +69,7 @@ def main() -> None:
         res = {}
         for m in METHODS:
             if m == "pml_semihard" and b > PML_CUBE_LIMIT:
-                res[m] = {"error": f"skipped: B^3 masks ({b ** 3 / 1e9:.0f} GB)"}
+                res[m] = {"error": f"skipped: B^3 masks ({b**3 / 1e9:.0f} GB)"}
                 continue
             res[m] = run_isolated(Path(__file__), [m, str(b), str(ids), str(k)])
             print(f"B={b} {m}: {res[m]}", file=sys.stderr, flush=True)
@@ -82,22 +81,31 @@ def main() -> None:
                 row["median ms"] = r["error"]
             else:
                 ref = base_sh if "semihard" in m else base_bh
-                row.update({"median ms": f"{r['seconds'] * 1e3:.1f}", "peak RSS +MB": f"{r['peak_mb']:.0f}",
-                            "triplets": r["triplets"],
-                            "speed-up vs PML": f"{ref / r['seconds']:.1f}x" if ref else "n/a"})
+                row.update(
+                    {
+                        "median ms": f"{r['seconds'] * 1e3:.1f}",
+                        "peak RSS +MB": f"{r['peak_mb']:.0f}",
+                        "triplets": r["triplets"],
+                        "speed-up vs PML": f"{ref / r['seconds']:.1f}x" if ref else "n/a",
+                    }
+                )
             rows.append(row)
         if base_sh and "seconds" in res["ours_semihard"]:
             need = 20 if b == 1024 else 5 if b == 1800 else None
             if need:
                 got = base_sh / res["ours_semihard"]["seconds"]
-                checks.append(f"semi-hard B={b}: {got:.1f}x faster than PML (target >= {need}x): "
-                              f"{'PASS' if got >= need else 'FAIL'}")
+                checks.append(
+                    f"semi-hard B={b}: {got:.1f}x faster than PML (target >= {need}x): "
+                    f"{'PASS' if got >= need else 'FAIL'}"
+                )
         if base_bh:
             for m in ("ours_hardest", "ours_batch_hard"):
                 if "seconds" in res[m]:
                     ratio = res[m]["seconds"] / base_bh
-                    checks.append(f"{m} B={b}: {ratio:.2f}x PML BatchHardMiner's time (target <= 1): "
-                                  f"{'PASS' if ratio <= 1 else 'FAIL'}")
+                    checks.append(
+                        f"{m} B={b}: {ratio:.2f}x PML BatchHardMiner's time (target <= 1): "
+                        f"{'PASS' if ratio <= 1 else 'FAIL'}"
+                    )
     print(f"machine: {machine()}\n")
     print(table(rows, ["B (ids x K)", "miner", "median ms", "speed-up vs PML", "peak RSS +MB", "triplets"]))
     print("\n" + "\n".join(checks))

@@ -50,8 +50,16 @@ def build(backbone: dict) -> FaceNetModule:
 
 
 def data(size: int) -> SyntheticFaceDataModule:
-    dm = SyntheticFaceDataModule(image_size=size, train_identities=640, train_images_per_identity=8,
-                                 val_identities=20, val_images_per_identity=2, val_pairs_per_fold=2, p=32, k=8)
+    dm = SyntheticFaceDataModule(
+        image_size=size,
+        train_identities=640,
+        train_images_per_identity=8,
+        val_identities=20,
+        val_images_per_identity=2,
+        val_pairs_per_fold=2,
+        p=32,
+        k=8,
+    )
     dm.setup("fit")
     dm.train_set.__getitems__(range(len(dm.train_set)))  # render every image now: neither loop pays for drawing
     return dm
@@ -95,11 +103,22 @@ def lightning_loop(module: FaceNetModule, dm: SyntheticFaceDataModule, warmup: i
     clock = _Clock(warmup)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0,
-            use_distributed_sampler=False, log_every_n_steps=10, logger=CSVLogger(tmp, name="csv"),
-            callbacks=[clock, ModelCheckpoint(dirpath=tmp, save_last=True), LearningRateMonitor("step"),
-                       TQDMProgressBar(refresh_rate=10)],
-            enable_model_summary=False, default_root_dir=tmp,
+            accelerator="cpu",
+            devices=1,
+            max_steps=warmup + steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            log_every_n_steps=10,
+            logger=CSVLogger(tmp, name="csv"),
+            callbacks=[
+                clock,
+                ModelCheckpoint(dirpath=tmp, save_last=True),
+                LearningRateMonitor("step"),
+                TQDMProgressBar(refresh_rate=10),
+            ],
+            enable_model_summary=False,
+            default_root_dir=tmp,
         )
         with contextlib.redirect_stdout(sys.stderr):  # the progress bar writes to stdout; keep the table clean
             trainer.fit(module, datamodule=dm)
@@ -121,9 +140,15 @@ def main() -> None:
             light.append(lightning_loop(build(bb), dm, args.warmup, args.steps))
             print(f"{label}: plain {plain[-1]:.0f} img/s, lightning {light[-1]:.0f} img/s", file=sys.stderr)
         p, lt = statistics.median(plain), statistics.median(light)
-        rows.append({"backbone (64 px, batch 32 x 8)": label, "plain img/s": f"{p:.0f}",
-                     "train.py loop img/s": f"{lt:.0f}", "ratio": f"{lt / p:.3f}",
-                     "target >= 0.90": "PASS" if lt / p >= 0.9 else "FAIL"})
+        rows.append(
+            {
+                "backbone (64 px, batch 32 x 8)": label,
+                "plain img/s": f"{p:.0f}",
+                "train.py loop img/s": f"{lt:.0f}",
+                "ratio": f"{lt / p:.3f}",
+                "target >= 0.90": "PASS" if lt / p >= 0.9 else "FAIL",
+            }
+        )
     print(f"machine: {machine()}; {args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps\n")
     print(table(rows, list(rows[0])))
 

@@ -36,11 +36,15 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise ConfigError("face alignment needs OpenCV: pip install 'facenet-pl[align]' "
-                          "(opencv-python-headless < 5, whose wheel holds the detector files)") from None
+        raise ConfigError(
+            "face alignment needs OpenCV: pip install 'facenet-pl[align]' "
+            "(opencv-python-headless < 5, whose wheel holds the detector files)"
+        ) from None
     if not (Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml").is_file():
-        raise ConfigError(f"OpenCV {cv2.__version__} has no bundled face cascade (OpenCV 5 wheels dropped them): "
-                          "pip install 'opencv-python-headless>=4.8,<5'")
+        raise ConfigError(
+            f"OpenCV {cv2.__version__} has no bundled face cascade (OpenCV 5 wheels dropped them): "
+            "pip install 'opencv-python-headless>=4.8,<5'"
+        )
     return cv2
 
 
@@ -77,8 +81,7 @@ class FaceAligner:
         eyes = self._eyes.detectMultiScale(top, scaleFactor=1.1, minNeighbors=5, minSize=(max(4, w // 10),) * 2)
         found = None
         if len(eyes) >= 2:
-            centres = sorted(((ex + ew / 2 + x, ey + eh / 2 + y) for ex, ey, ew, eh in eyes),
-                             key=lambda c: c[0])
+            centres = sorted(((ex + ew / 2 + x, ey + eh / 2 + y) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
             left = [c for c in centres if c[0] < x + w / 2]
             right = [c for c in centres if c[0] >= x + w / 2]
             if left and right:
@@ -100,8 +103,14 @@ class FaceAligner:
         m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
         m[0, 2] += self.size / 2 - cx
         m[1, 2] += self.size / 2 - cy
-        return cv2.warpAffine(rgb, m, (self.size, self.size), flags=cv2.INTER_AREA if scale < 1 else
-                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        return cv2.warpAffine(
+            rgb,
+            m,
+            (self.size, self.size),
+            flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         det = self.detect(rgb)
@@ -139,8 +148,15 @@ def _align_one(job: tuple[str, str]) -> str:
     return "aligned"
 
 
-def align_folder(src: str | Path, dst: str | Path, size: int = 160, margin: float = 0.2, workers: int = 1,
-                 force: bool = False, files: Sequence[Path] | None = None) -> dict:
+def align_folder(
+    src: str | Path,
+    dst: str | Path,
+    size: int = 160,
+    margin: float = 0.2,
+    workers: int = 1,
+    force: bool = False,
+    files: Sequence[Path] | None = None,
+) -> dict:
     """Align every image under ``src`` into ``dst`` (same relative paths, ``.png``); returns the counts.
 
     Crops already in ``dst`` are kept (an interrupted run continues where it stopped) unless ``force``. Images
@@ -152,8 +168,15 @@ def align_folder(src: str | Path, dst: str | Path, size: int = 160, margin: floa
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise ConfigError(f"the output folder {dst} must not be the input folder {src} or inside it")
     FaceAligner(size, margin)  # fail early on bad settings / missing OpenCV
-    paths = sorted(files) if files is not None else sorted(
-        p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    paths = (
+        sorted(files)
+        if files is not None
+        else sorted(
+            p
+            for p in src.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
+        )
+    )
     jobs, kept = [], 0
     for p in paths:
         out = (dst / p.relative_to(src)).with_suffix(".png")
@@ -175,8 +198,15 @@ def align_folder(src: str | Path, dst: str | Path, size: int = 160, margin: floa
             if r in skipped:
                 skipped[r].append(str(Path(s).relative_to(src)))
     dst.mkdir(parents=True, exist_ok=True)
-    report = {"source": str(src), "size": size, "margin": margin, "aligned": counts["aligned"],
-              "already_there": kept, "no_face": counts["no_face"], "unreadable": counts["unreadable"],
-              "skipped_files": skipped}
+    report = {
+        "source": str(src),
+        "size": size,
+        "margin": margin,
+        "aligned": counts["aligned"],
+        "already_there": kept,
+        "no_face": counts["no_face"],
+        "unreadable": counts["unreadable"],
+        "skipped_files": skipped,
+    }
     (dst / "align_report.json").write_text(json.dumps(report, indent=1))
     return report

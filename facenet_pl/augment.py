@@ -46,8 +46,9 @@ def build_augment(cfg: dict[str, Any] | None) -> BatchAugment | None:
     ops: dict[str, nn.Module] = {}
     for name, spec in ops_cfg.items():
         if not isinstance(spec, dict) or "_target_" not in spec:
-            raise ConfigError(f"augment.ops.{name}: expected a kornia.augmentation class as _target_ with its "
-                              f"arguments, got {spec!r}")
+            raise ConfigError(
+                f"augment.ops.{name}: expected a kornia.augmentation class as _target_ with its arguments, got {spec!r}"
+            )
         try:
             cls = get_class(spec["_target_"])
             ops[name] = cls(**{k: plain(v) for k, v in spec.items() if k != "_target_"})

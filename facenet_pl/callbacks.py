@@ -59,5 +59,4 @@ class LastCheckpoint(ModelCheckpoint):
             return
         path = self.format_checkpoint_name(self._monitor_candidates(trainer))
         self._save_checkpoint(trainer, path)
-        log.warning("training interrupted at step %d: saved %s (resume with ckpt_path=last)", trainer.global_step,
-                    path)
+        log.warning("training interrupted at step %d: saved %s (resume with ckpt_path=last)", trainer.global_step, path)

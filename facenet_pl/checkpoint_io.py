@@ -53,5 +53,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if not is_disk_full(e):
                 raise
             folder = os.path.dirname(os.path.abspath(path))
-            raise ConfigError(f"disk full writing checkpoint {path} ({free_space(folder)} in {folder}); the previous "
-                              "checkpoints there are intact. Free space and resume with ckpt_path=last.") from None
+            raise ConfigError(
+                f"disk full writing checkpoint {path} ({free_space(folder)} in {folder}); the previous "
+                "checkpoints there are intact. Free space and resume with ckpt_path=last."
+            ) from None

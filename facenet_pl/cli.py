@@ -1,15 +1,15 @@
 """``facenet-pl``: use a trained model from the shell.
 
-    facenet-pl embed   CKPT INPUT... -o embeddings.npy      images/folders -> embeddings + file names
-    facenet-pl verify  CKPT IMG1 IMG2                        distance, same/different at the stored threshold
-    facenet-pl calibrate CKPT FOLDER -o OUT.ckpt|.safetensors  fit the threshold on a labelled folder, store it
-    facenet-pl cluster CKPT DIR -o OUT                       group images into identities: CSV + contact sheets
-    facenet-pl export  CKPT -o model.onnx|.pt|.safetensors  ONNX, TorchScript or shareable safe weights, checked
-    facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
-    facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
-    facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
-    facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
-    facenet-pl align   SRC DST [--size 160 --margin 0.2]     photos -> aligned face crops (largest face, eyes level)
+facenet-pl embed   CKPT INPUT... -o embeddings.npy      images/folders -> embeddings + file names
+facenet-pl verify  CKPT IMG1 IMG2                        distance, same/different at the stored threshold
+facenet-pl calibrate CKPT FOLDER -o OUT.ckpt|.safetensors  fit the threshold on a labelled folder, store it
+facenet-pl cluster CKPT DIR -o OUT                       group images into identities: CSV + contact sheets
+facenet-pl export  CKPT -o model.onnx|.pt|.safetensors  ONNX, TorchScript or shareable safe weights, checked
+facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
+facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
+facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
+facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
+facenet-pl align   SRC DST [--size 160 --margin 0.2]     photos -> aligned face crops (largest face, eyes level)
 """
 
 from __future__ import annotations
@@ -132,22 +132,49 @@ def cmd_calibrate(a) -> None:
     ids, counts = np.unique(labels, return_counts=True)
     multi = ids[counts >= 2]
     rows = np.flatnonzero(np.isin(labels, multi))
-    split = VerificationSet.draw(None, labels[rows], [names[i] for i in multi], a.folds, a.pairs_per_fold, a.seed,
-                                 name=f"{Path(a.folder).resolve()}", key="people with >= 2 readable images")
+    split = VerificationSet.draw(
+        None,
+        labels[rows],
+        [names[i] for i in multi],
+        a.folds,
+        a.pairs_per_fold,
+        a.seed,
+        name=f"{Path(a.folder).resolve()}",
+        key="people with >= 2 readable images",
+    )
     d = split.distances(torch.from_numpy(emb[rows]))
     res = split.evaluate(d)
-    thr = (threshold_at_far(d, split.issame, a.far_target) if a.far_target is not None
-           else best_threshold(d, split.issame)[0])
+    thr = (
+        threshold_at_far(d, split.issame, a.far_target)
+        if a.far_target is not None
+        else best_threshold(d, split.issame)[0]
+    )
     flip = model.eval_flip if a.flip is None else a.flip
-    calibration = {**split.describe(), "split": "calibrate", "flip": flip, "accuracy": res["accuracy"],
-                   "rule": f"FAR <= {a.far_target}" if a.far_target is not None else "best accuracy"}
+    calibration = {
+        **split.describe(),
+        "split": "calibrate",
+        "flip": flip,
+        "accuracy": res["accuracy"],
+        "rule": f"FAR <= {a.far_target}" if a.far_target is not None else "best accuracy",
+    }
     previous = float(model.threshold)
     model.eval_flip = flip
     save_calibrated(a.ckpt, model, thr, calibration, out)
-    print(json.dumps({"threshold": round(thr, 6), "previous_threshold": round(previous, 6),
-                      "pairs": res["pairs"], "identities": res["identities"], "folds": res["folds"],
-                      "kfold_accuracy": round(res["accuracy"], 4), "accuracy_ci95": [round(res["accuracy_ci95_low"], 4),
-                      round(res["accuracy_ci95_high"], 4)], "flip": flip, "output": str(out)}))
+    print(
+        json.dumps(
+            {
+                "threshold": round(thr, 6),
+                "previous_threshold": round(previous, 6),
+                "pairs": res["pairs"],
+                "identities": res["identities"],
+                "folds": res["folds"],
+                "kfold_accuracy": round(res["accuracy"], 4),
+                "accuracy_ci95": [round(res["accuracy_ci95_low"], 4), round(res["accuracy_ci95_high"], 4)],
+                "flip": flip,
+                "output": str(out),
+            }
+        )
+    )
 
 
 def _contact_sheet(paths: list[Path], size: int, out: Path, cols: int = 8) -> None:
@@ -216,11 +243,13 @@ def cmd_plot(a) -> None:
     files = _collect_images([a.folder])
     _, files, emb = _embed_files(a.ckpt, files, a.flip)
     root = Path(a.folder).resolve()
-    ids = [p.resolve().relative_to(root).parts[0] if len(p.resolve().relative_to(root).parts) > 1 else "."
-           for p in files]
+    ids = [
+        p.resolve().relative_to(root).parts[0] if len(p.resolve().relative_to(root).parts) > 1 else "." for p in files
+    ]
     names, codes = np.unique(ids, return_inverse=True)
-    xy = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(files) - 1) / 3)), init="pca",
-              random_state=0).fit_transform(emb)
+    xy = TSNE(
+        n_components=2, perplexity=min(30.0, max(2.0, (len(files) - 1) / 3)), init="pca", random_state=0
+    ).fit_transform(emb)
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=codes, cmap="tab20", s=12)
     if len(names) <= 20:
@@ -242,15 +271,19 @@ def cmd_cache(a) -> None:
 
     directory = Path(a.cache_dir).expanduser()
     if not directory.is_dir():
-        raise CLIError(f"--cache-dir {directory} does not exist (the default is data.cache_dir's, "
-                       ".cache/facenet_pl, relative to where train.py ran)")
+        raise CLIError(
+            f"--cache-dir {directory} does not exist (the default is data.cache_dir's, "
+            ".cache/facenet_pl, relative to where train.py ran)"
+        )
     entries = list_caches(directory)
     if a.action == "list":
         print(f"{'key':16}  {'state':10}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")
         for e in entries:
             m = e.meta or {}
-            print(f"{e.files.key:16}  {e.state:10}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
-                  f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}")
+            print(
+                f"{e.files.key:16}  {e.state:10}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
+                f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}"
+            )
         if not entries:
             print(f"(no caches in {directory})")
         return
@@ -280,20 +313,27 @@ def cmd_align(a) -> None:
 
     t0 = time.perf_counter()
     r = align_folder(a.src, a.dst, size=a.size, margin=a.margin, workers=a.workers, force=a.force)
-    print(f"aligned {r['aligned']} face(s) into {a.dst} ({a.size} x {a.size} px, margin {a.margin}) in "
-          f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; skipped {r['no_face']} with "
-          f"no face found and {r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})")
+    print(
+        f"aligned {r['aligned']} face(s) into {a.dst} ({a.size} x {a.size} px, margin {a.margin}) in "
+        f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; skipped {r['no_face']} with "
+        f"no face found and {r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="facenet-pl", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="facenet-pl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p, output=True):
         p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt) or exported weights (.safetensors)")
-        p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                       help="horizontal-flip averaging (default: the model's model.eval_flip)")
+        p.add_argument(
+            "--flip",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="horizontal-flip averaging (default: the model's model.eval_flip)",
+        )
         if output:
             p.add_argument("--force", action="store_true", help="replace an existing output")
         return p
@@ -323,8 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_cluster)
     p = common(sub.add_parser("export", help="ONNX, TorchScript or safetensors (to share a model)"))
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--format", choices=["onnx", "torchscript", "safetensors"],
-                   help="default: from the file extension")
+    p.add_argument("--format", choices=["onnx", "torchscript", "safetensors"], help="default: from the file extension")
     p.set_defaults(fn=cmd_export)
     p = common(sub.add_parser("plot", help="2-D t-SNE of embeddings coloured by identity folder"))
     p.add_argument("folder")
@@ -337,8 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_summary)
     p = sub.add_parser("cache", help="list or prune decoded-image caches (data.cache_dir)")
     p.add_argument("action", choices=["list", "prune"])
-    p.add_argument("--cache-dir", default=os.environ.get("FACENET_PL_CACHE_DIR", ".cache/facenet_pl"),
-                   help="default: $FACENET_PL_CACHE_DIR, else .cache/facenet_pl (data.cache_dir's default)")
+    p.add_argument(
+        "--cache-dir",
+        default=os.environ.get("FACENET_PL_CACHE_DIR", ".cache/facenet_pl"),
+        help="default: $FACENET_PL_CACHE_DIR, else .cache/facenet_pl (data.cache_dir's default)",
+    )
     p.add_argument("--all", action="store_true", help="prune: every cache, not only superseded/incomplete ones")
     p.add_argument("--dry-run", action="store_true", help="prune: show what would be removed")
     p.add_argument("--yes", action="store_true", help="prune: do not ask")

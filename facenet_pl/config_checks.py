@@ -38,8 +38,11 @@ def check_config(cfg: DictConfig) -> None:
     loss, backbone = cfg.loss, cfg.backbone
     margin = _number(cfg, "loss.margin", float, 0.2)
     _require(margin >= 0, f"loss.margin must be >= 0, got {loss.margin}")
-    _require(margin < 4, f"loss.margin={margin:g} can never be met: squared distances between unit embeddings are "
-                         "at most 4, so every triplet stays active forever. Use a margin below 4 (FaceNet: 0.2).")
+    _require(
+        margin < 4,
+        f"loss.margin={margin:g} can never be met: squared distances between unit embeddings are "
+        "at most 4, so every triplet stays active forever. Use a margin below 4 (FaceNet: 0.2).",
+    )
     dim = _number(cfg, "model.embedding_dim")
     _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
     k = _number(cfg, "data.k")
@@ -53,8 +56,11 @@ def check_config(cfg: DictConfig) -> None:
             number = _number(cfg, f"data.{key}")
             _require(number >= 1, f"data.{key} must be >= 1, got {number}")
     fit = cfg.data.get("fit", "crop")
-    _require(fit in ("crop", "pad", "stretch"), f"data.fit={fit!r}: expected crop (centre square), pad (black "
-                                                "borders) or stretch (how a non-square image becomes square)")
+    _require(
+        fit in ("crop", "pad", "stretch"),
+        f"data.fit={fit!r}: expected crop (centre square), pad (black "
+        "borders) or stretch (how a non-square image becomes square)",
+    )
     _number(cfg, "data.extra_negatives", int, 0)
     size = _number(cfg, "backbone.input_size")
     _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
@@ -81,14 +87,18 @@ def check_config(cfg: DictConfig) -> None:
         target in known or "." in target,
         f"miner._target_={target!r} is not a miner; use miner=<{'|'.join(MINERS)}>",
     )
-    _require("mining" not in cfg, "mining.cross_rank is now miner.cross_rank (it sits with the miner): "
-             "use miner.cross_rank=true")
+    _require(
+        "mining" not in cfg,
+        "mining.cross_rank is now miner.cross_rank (it sits with the miner): use miner.cross_rank=true",
+    )
     offline = cfg.miner.get("offline") or {}
     every = int(offline.get("every_n_steps") or 0)
     _require(every >= 0, f"miner.offline.every_n_steps must be >= 0 (0 = online mining), got {every}")
     if every:
         for key in ("subset_identities", "images_per_identity"):
             _require(int(offline.get(key, 2)) >= 2, f"miner.offline.{key} must be >= 2, got {offline.get(key)}")
-        _require(not cfg.miner.get("cross_rank", False),
-                 "miner.offline.every_n_steps > 0 and miner.cross_rank=true do not combine (offline triplets are "
-                 "mined per rank); set one of them off")
+        _require(
+            not cfg.miner.get("cross_rank", False),
+            "miner.offline.every_n_steps > 0 and miner.cross_rank=true do not combine (offline triplets are "
+            "mined per rank); set one of them off",
+        )

@@ -31,26 +31,44 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val", "all")
 #: Data settings that do not change which images or people a split holds.
-_NO_EFFECT = {"num_workers", "val_batch_size", "decode_workers", "cache_dir", "p", "k", "extra_negatives",
-              "few_images", "batches_per_epoch"}
+_NO_EFFECT = {
+    "num_workers",
+    "val_batch_size",
+    "decode_workers",
+    "cache_dir",
+    "p",
+    "k",
+    "extra_negatives",
+    "few_images",
+    "batches_per_epoch",
+}
 
 
 def format_table(res: dict[str, Any]) -> str:
     """The result as aligned ``name  value`` rows."""
     rows = [
         ("evaluated on", f"{res['on']} ({res['split']} split)"),
-        ("accuracy", f"{res['accuracy']:.4f} +- {res['accuracy_std']:.4f} over {res['folds']} folds "
-                     f"(95% interval {res['accuracy_ci95_low']:.4f}-{res['accuracy_ci95_high']:.4f})"),
-        (f"VAL @ FAR={res['far_target']:g}",
-         f"{res['val']:.4f} +- {res['val_std']:.4f} (achieved FAR {res['far']:.5f})"),
+        (
+            "accuracy",
+            f"{res['accuracy']:.4f} +- {res['accuracy_std']:.4f} over {res['folds']} folds "
+            f"(95% interval {res['accuracy_ci95_low']:.4f}-{res['accuracy_ci95_high']:.4f})",
+        ),
+        (
+            f"VAL @ FAR={res['far_target']:g}",
+            f"{res['val']:.4f} +- {res['val_std']:.4f} (achieved FAR {res['far']:.5f})",
+        ),
         ("AUC", f"{res['auc']:.4f}"),
         ("EER", f"{res['eer']:.4f}"),
         ("threshold (mean of folds)", f"{res['threshold']:.4f}"),
     ]
     if "acc_at_model_threshold" in res:
-        rows.append(("accuracy at the model's threshold",
-                     f"{res['acc_at_model_threshold']:.4f} (threshold {res['model_threshold']:.4f}, calibrated on "
-                     f"{res['model_calibrated_on']})"))
+        rows.append(
+            (
+                "accuracy at the model's threshold",
+                f"{res['acc_at_model_threshold']:.4f} (threshold {res['model_threshold']:.4f}, calibrated on "
+                f"{res['model_calibrated_on']})",
+            )
+        )
     rows += [("pairs / identities", f"{res['pairs']} / {res['identities']}"), ("flip averaging", str(res["flip"]))]
     rows += [(k, f"{v:.4f}") for k, v in res.items() if k.startswith(("knn/", "kmeans/", "agglomerative/"))]
     w = max(len(r[0]) for r in rows)
@@ -67,27 +85,36 @@ def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
     given = _plain(cfg.get("data")) or None
     if given is not None and "_target_" not in given:  # +data.key=value: override keys of the run's data
         if trained is None:
-            raise ConfigError(f"{cfg.ckpt_path} carries no training data config to override: choose the data with "
-                              "data=folder data.root=... (or data=synthetic / data=lfw)")
+            raise ConfigError(
+                f"{cfg.ckpt_path} carries no training data config to override: choose the data with "
+                "data=folder data.root=... (or data=synthetic / data=lfw)"
+            )
         merged = {**trained, **given}
         changed = sorted(k for k in given if k not in _NO_EFFECT and given[k] != trained.get(k))
         if changed:
-            log.warning("evaluating the training data with %s changed: the split may no longer be the run's own",
-                        ", ".join(f"data.{k}" for k in changed))
+            log.warning(
+                "evaluating the training data with %s changed: the split may no longer be the run's own",
+                ", ".join(f"data.{k}" for k in changed),
+            )
         return merged, not changed
     if given is None:
         if trained is None:
-            raise ConfigError(f"{cfg.ckpt_path} carries no training data config (a .safetensors file, or a checkpoint"
-                              " from an older facenet-pl): choose the data, e.g. data=folder data.root=<dir> split=all")
+            raise ConfigError(
+                f"{cfg.ckpt_path} carries no training data config (a .safetensors file, or a checkpoint"
+                " from an older facenet-pl): choose the data, e.g. data=folder data.root=<dir> split=all"
+            )
         return dict(trained), True
     if given.get("image_size") is None:
         given["image_size"] = module.input_size
     if trained is not None:
         keys = sorted(k for k in set(given) | set(trained) if k not in _NO_EFFECT and given.get(k) != trained.get(k))
         if keys:
-            log.warning("the data differs from the training data in %s: its 'test' identities are not the run's own "
-                        "held-out people and may include people the model was trained on (split=all on a folder of "
-                        "new people avoids that)", ", ".join(f"data.{k}" for k in keys))
+            log.warning(
+                "the data differs from the training data in %s: its 'test' identities are not the run's own "
+                "held-out people and may include people the model was trained on (split=all on a folder of "
+                "new people avoids that)",
+                ", ".join(f"data.{k}" for k in keys),
+            )
             return given, False
     return given, trained is not None
 
@@ -98,14 +125,17 @@ def select_split(dm, split: str, module, same_data: bool) -> VerificationSet:
         raise ConfigError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
     if split == "all":
         if not hasattr(dm, "whole_folder_split"):
-            raise ConfigError(f"split=all evaluates every identity of a folder: use data=folder, not "
-                              f"{type(dm).__name__}")
+            raise ConfigError(
+                f"split=all evaluates every identity of a folder: use data=folder, not {type(dm).__name__}"
+            )
         return dm.whole_folder_split()
     dm.setup("test" if split == "test" else "validate")
     chosen = getattr(dm, f"{split}_split", None)
     if chosen is None:
-        raise ConfigError(f"the data has no {split} split (data.{split}_identities is 0): choose split="
-                          f"{'val' if split == 'test' else 'test'} or set data.{split}_identities")
+        raise ConfigError(
+            f"the data has no {split} split (data.{split}_identities is 0): choose split="
+            f"{'val' if split == 'test' else 'test'} or set data.{split}_identities"
+        )
     recorded = (getattr(module, "identity_splits", None) or {}).get(split)
     if same_data and recorded is not None and sorted(recorded) != sorted(chosen.identities):
         missing = sorted(set(recorded) - set(chosen.identities))
@@ -130,14 +160,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     emb = embed_dataset(module, split.dataset, cfg.get("batch_size", 256), flip=flip)
     d = split.distances(emb)
     res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target)
-    res.update(far_target=cfg.far_target, split=split_name, ckpt_path=str(cfg.ckpt_path), flip=flip,
-               model_flip=module.eval_flip, same_data_as_training=same_data)
+    res.update(
+        far_target=cfg.far_target,
+        split=split_name,
+        ckpt_path=str(cfg.ckpt_path),
+        flip=flip,
+        model_flip=module.eval_flip,
+        same_data_as_training=same_data,
+    )
     if flip != module.eval_flip:
         log.warning("flip=%s but the model was validated with model.eval_flip=%s", flip, module.eval_flip)
     thr = float(module.threshold)
     if math.isfinite(thr):
-        res.update(acc_at_model_threshold=split.accuracy_at(d, thr), model_threshold=thr,
-                   model_calibrated_on=(module.calibration or {}).get("on", "unknown data"))
+        res.update(
+            acc_at_model_threshold=split.accuracy_at(d, thr),
+            model_threshold=thr,
+            model_calibrated_on=(module.calibration or {}).get("on", "unknown data"),
+        )
     labels = split.labels
     if cfg.get("knn", True):
         g, p = split_gallery_probe(labels, 1, seed)
@@ -154,8 +193,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prepare_wandb(cfg)
     loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
     for lg in loggers:
-        lg.log_metrics({f"eval/{k}": float(v) for k, v in res.items()
-                        if isinstance(v, int | float) and not isinstance(v, bool)})
+        lg.log_metrics(
+            {f"eval/{k}": float(v) for k, v in res.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
     log_images(loggers, images)
     for lg in loggers:
         lg.finalize("success")  # writes the CSV, closes a W&B run

@@ -37,10 +37,12 @@ def model_metadata(module) -> dict[str, str]:
     TorchScript extra file ``facenet_pl.json``): the network takes float NCHW RGB images already normalised."""
     from facenet_pl.module import _IMAGENET_MEAN, _IMAGENET_STD
 
-    norm = {"fixed": "(x - 127.5) / 128 on 0..255 pixel values",
-            "imagenet": f"(x - mean) / std per channel on 0..255 values, mean {list(_IMAGENET_MEAN)}, "
-                        f"std {list(_IMAGENET_STD)}",
-            "unit": "x / 255"}[module.normalization]
+    norm = {
+        "fixed": "(x - 127.5) / 128 on 0..255 pixel values",
+        "imagenet": f"(x - mean) / std per channel on 0..255 values, mean {list(_IMAGENET_MEAN)}, "
+        f"std {list(_IMAGENET_STD)}",
+        "unit": "x / 255",
+    }[module.normalization]
     cal = getattr(module, "calibration", None) or {}
     return {
         "facenet_pl.input": f"float32 [batch, 3, {module.input_size}, {module.input_size}], RGB, NCHW",
@@ -58,11 +60,13 @@ def model_metadata(module) -> dict[str, str]:
 def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batch: int = 4) -> float:
     """Write ``out``; return the max absolute embedding difference against PyTorch."""
     out = Path(out)
-    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
-                  ".safetensors": "safetensors"}.get(out.suffix)
+    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}.get(
+        out.suffix
+    )
     if fmt not in FORMATS:
-        raise ValueError(f"cannot tell the format of {out}: use a .onnx/.pt/.safetensors name or --format "
-                         f"{'|'.join(FORMATS)}")
+        raise ValueError(
+            f"cannot tell the format of {out}: use a .onnx/.pt/.safetensors name or --format {'|'.join(FORMATS)}"
+        )
     module = load_model(ckpt)
     if fmt == "safetensors":
         return _export_safetensors(module, out)
@@ -80,8 +84,15 @@ def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batc
             import onnxruntime as ort
         except ImportError as e:
             raise ValueError("ONNX export needs onnx and onnxruntime: pip install 'facenet-pl[export]'") from e
-        torch.onnx.export(net, (x,), str(out), input_names=["images"], output_names=["embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            net,
+            (x,),
+            str(out),
+            input_names=["images"],
+            output_names=["embeddings"],
+            dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+            dynamo=False,
+        )
         import onnx
 
         proto = onnx.load(str(out))

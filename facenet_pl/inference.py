@@ -28,8 +28,9 @@ def embed_images(module: FaceNetModule, images: torch.Tensor, flip: bool = False
 
 
 @torch.no_grad()
-def embed_dataset(module: FaceNetModule, dataset: Dataset, batch_size: int = 256, flip: bool = False,
-                  num_workers: int = 0) -> torch.Tensor:
+def embed_dataset(
+    module: FaceNetModule, dataset: Dataset, batch_size: int = 256, flip: bool = False, num_workers: int = 0
+) -> torch.Tensor:
     """Embeddings of every item of a dataset yielding (uint8 images, labels, indices), in order."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_batch)
     out = [embed_images(module, images, flip).cpu() for images, _, _ in loader]

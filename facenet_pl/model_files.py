@@ -78,8 +78,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     import zipfile
 
     if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes zip archives (torch >= 1.6)
-        raise ConfigError(f"{path} is not a readable checkpoint (not a PyTorch zip archive: truncated, or another "
-                          "kind of file)")
+        raise ConfigError(
+            f"{path} is not a readable checkpoint (not a PyTorch zip archive: truncated, or another kind of file)"
+        )
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -158,8 +159,7 @@ def save_safetensors(module, path: str | Path) -> None:
         "threshold": float(module.threshold),
         "calibration": dict(getattr(module, "calibration", None) or {}),
     }
-    tensors = {k.replace("._orig_mod.", "."): v.detach().cpu().contiguous()
-               for k, v in module.state_dict().items()}
+    tensors = {k.replace("._orig_mod.", "."): v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(tensors, str(path), metadata={"facenet_pl": json.dumps(meta)})
 
 
@@ -180,8 +180,12 @@ def load_safetensors_model(path: str | Path):
     meta = json.loads(raw)
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ConfigError(f"{path}: unknown format {meta.get('format')!r} (expected {SAFETENSORS_FORMAT})")
-    hparams = {"backbone": meta["backbone"], "model": meta["model"], "preprocess": meta.get("preprocess") or {},
-               **_INFERENCE_PARTS}
+    hparams = {
+        "backbone": meta["backbone"],
+        "model": meta["model"],
+        "preprocess": meta.get("preprocess") or {},
+        **_INFERENCE_PARTS,
+    }
     module = _build(hparams, tensors, path)
     module.calibration = dict(meta.get("calibration") or {})
     return module
@@ -219,8 +223,10 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
         raise ConfigError(f"{src} is a .safetensors file: write the calibrated model as .safetensors too")
     ckpt = read_checkpoint(src)
     ckpt["state_dict"]["threshold"] = torch.tensor(float(threshold), dtype=ckpt["state_dict"]["threshold"].dtype)
-    ckpt["hyper_parameters"]["model"] = {**dict(ckpt["hyper_parameters"].get("model") or {}),
-                                         "eval_flip": model_hp["eval_flip"]}
+    ckpt["hyper_parameters"]["model"] = {
+        **dict(ckpt["hyper_parameters"].get("model") or {}),
+        "eval_flip": model_hp["eval_flip"],
+    }
     run = dict(ckpt.get("facenet_pl") or {})
     run["calibration"] = dict(calibration)
     ckpt["facenet_pl"] = run

@@ -26,10 +26,20 @@ log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("fixed", "imagenet", "unit")
 #: ``evaluate_pairs`` result key -> the name it is logged under (``val/<name>``, ``test/<name>``).
-LOGGED_PAIR_METRICS = {"accuracy": "acc", "accuracy_std": "acc_std", "accuracy_ci95_low": "acc_ci95_low",
-                       "accuracy_ci95_high": "acc_ci95_high", "threshold": "threshold", "val": "val_at_far",
-                       "far": "far", "auc": "auc", "eer": "eer", "pairs": "pairs", "identities": "identities",
-                       "folds": "folds"}
+LOGGED_PAIR_METRICS = {
+    "accuracy": "acc",
+    "accuracy_std": "acc_std",
+    "accuracy_ci95_low": "acc_ci95_low",
+    "accuracy_ci95_high": "acc_ci95_high",
+    "threshold": "threshold",
+    "val": "val_at_far",
+    "far": "far",
+    "auc": "auc",
+    "eer": "eer",
+    "pairs": "pairs",
+    "identities": "identities",
+    "folds": "folds",
+}
 #: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
 COLLAPSE_DISTANCE = 1e-4
 #: Collapse: the batch's mean pairwise squared distance fell below this fraction of the largest seen in the run.
@@ -118,9 +128,19 @@ class FaceNetModule(pl.LightningModule):
         backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         self.save_hyperparameters(
-            dict(backbone=backbone, model=model, miner=miner, loss=loss, optimizer=optimizer,
-                 scheduler=scheduler, val_folds=val_folds, far_target=far_target,
-                 preprocess=_plain(preprocess) or {}, mining=_plain(mining) or {}, augment=_plain(augment))
+            dict(
+                backbone=backbone,
+                model=model,
+                miner=miner,
+                loss=loss,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                val_folds=val_folds,
+                far_target=far_target,
+                preprocess=_plain(preprocess) or {},
+                mining=_plain(mining) or {},
+                augment=_plain(augment),
+            )
         )
         self.normalization = model.get("normalization", "fixed")
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
@@ -128,8 +148,11 @@ class FaceNetModule(pl.LightningModule):
         self.crop_size = (preprocess or {}).get("crop_size")  # centre crop applied to files before resizing
         #: How image files become network input (``load_image`` arguments): crop, fit, grayscale. Checkpoints
         #: written before ``fit`` existed stretched non-square images.
-        self.preprocess = {"crop": self.crop_size, "fit": (preprocess or {}).get("fit", "stretch"),
-                           "grayscale": bool((preprocess or {}).get("grayscale", False))}
+        self.preprocess = {
+            "crop": self.crop_size,
+            "fit": (preprocess or {}).get("fit", "stretch"),
+            "grayscale": bool((preprocess or {}).get("grayscale", False)),
+        }
         if augment is None:  # checkpoints written before the augment group: flips unless model.flip_augment=false
             flip = {"_target_": "kornia.augmentation.RandomHorizontalFlip", "p": 0.5}
             augment = {"ops": {"flip": flip} if model.get("flip_augment", True) else {}}
@@ -154,8 +177,10 @@ class FaceNetModule(pl.LightningModule):
         #: the datamodule reads it to build an :class:`~facenet_pl.mining.offline.OfflineTripletSampler`.
         self.offline_mining: dict | None = offline if offline.get("every_n_steps") else None
         if self.offline_mining and self.cross_rank:
-            raise ConfigError("miner.offline.every_n_steps and miner.cross_rank=true do not combine: offline "
-                              "triplets are mined per rank on a subset. Set one of them off.")
+            raise ConfigError(
+                "miner.offline.every_n_steps and miner.cross_rank=true do not combine: offline "
+                "triplets are mined per rank on a subset. Set one of them off."
+            )
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
         self.eval_flip = bool(model.get("eval_flip", False))
@@ -210,9 +235,13 @@ class FaceNetModule(pl.LightningModule):
         checkpoint["rng_states"] = rng
         dm = self._trainer.datamodule if self._trainer is not None else None
         splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
-        checkpoint["facenet_pl"] = {"data": self.data_config, "identity_splits": splits,
-                                    "calibration": dict(self.calibration), "spread_max": self.spread_max,
-                                    "data_summary": dict(getattr(dm, "data_summary", None) or {})}
+        checkpoint["facenet_pl"] = {
+            "data": self.data_config,
+            "identity_splits": splits,
+            "calibration": dict(self.calibration),
+            "spread_max": self.spread_max,
+            "data_summary": dict(getattr(dm, "data_summary", None) or {}),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run = checkpoint.get("facenet_pl") or {}
@@ -243,8 +272,12 @@ class FaceNetModule(pl.LightningModule):
         self.eval()
         try:
             chunk = int((self.offline_mining or {}).get("embed_batch_size") or 256)
-            emb = torch.cat([self(self._inputs(images[i:i + chunk].to(self.device), augment=False))
-                             for i in range(0, len(images), chunk)])
+            emb = torch.cat(
+                [
+                    self(self._inputs(images[i : i + chunk].to(self.device), augment=False))
+                    for i in range(0, len(images), chunk)
+                ]
+            )
             return self.miner(emb, labels.to(self.device))
         finally:
             self.train(was_training)
@@ -307,8 +340,13 @@ class FaceNetModule(pl.LightningModule):
                 "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
                 "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point (the "
                 "paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
-                "loss.margin.", self.global_step, spread, 100 * spread / max(self.spread_max, 1e-12), self.spread_max,
-                d_an, d_ap,
+                "loss.margin.",
+                self.global_step,
+                spread,
+                100 * spread / max(self.spread_max, 1e-12),
+                self.spread_max,
+                d_an,
+                d_ap,
             )
             self.collapse_warnings += 1
             self._next_collapse_warning = self.global_step + 100
@@ -326,8 +364,13 @@ class FaceNetModule(pl.LightningModule):
         if res is None:
             return
         self.threshold.fill_(res["threshold"])  # mean of the per-fold thresholds fit on training folds
-        self.calibration = {**self.last_eval["val"][1].describe(), "split": "val", "flip": self.eval_flip,
-                            "accuracy": res["accuracy"], "step": int(self.global_step)}
+        self.calibration = {
+            **self.last_eval["val"][1].describe(),
+            "split": "val",
+            "flip": self.eval_flip,
+            "accuracy": res["accuracy"],
+            "step": int(self.global_step),
+        }
         if hasattr(self, "_fit_start"):  # wall time since fit start, to read off "time to X% val/acc"
             self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
 
@@ -355,7 +398,8 @@ class FaceNetModule(pl.LightningModule):
             raise DivergedWeightsError(
                 f"{stage}: {int((~np.isfinite(d)).sum())} of {len(d)} pair distances are NaN or inf at step "
                 f"{self.global_step}: the network's outputs diverged. Lower optimizer.lr or set "
-                "trainer.gradient_clip_val.")
+                "trainer.gradient_clip_val."
+            )
         res = split.evaluate(d, far_target=self.far_target)
         self.last_eval[stage] = (d, split, res)
         for key, name in LOGGED_PAIR_METRICS.items():
@@ -375,8 +419,10 @@ class FaceNetModule(pl.LightningModule):
         if per_epoch is None:
             return int(t.estimated_stepping_batches)
         if t.max_epochs == -1 and t.max_steps == -1:
-            raise ConfigError("trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
-                              "needs an end. Set one of them, or scheduler=none.")
+            raise ConfigError(
+                "trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
+                "needs an end. Set one of them, or scheduler=none."
+            )
         if t.max_epochs == -1:
             return int(t.max_steps)
         n, limit = per_epoch(), t.limit_train_batches
@@ -402,7 +448,8 @@ class FaceNetModule(pl.LightningModule):
         else:
             raise ValueError(f"scheduler.name must be one of none|cosine|step, got {name!r}")
         if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=sched.get("warmup_start_factor", 0.01),
-                                                     total_iters=warmup)
+            ramp = torch.optim.lr_scheduler.LinearLR(
+                opt, start_factor=sched.get("warmup_start_factor", 0.01), total_iters=warmup
+            )
             main = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, main], milestones=[warmup])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}

@@ -1,6 +1,6 @@
 """Tabulate a Hydra multirun directory: one row per job, its overrides and final metrics.
 
-    facenet-pl summary outputs/train/multiruns/<time> [--sort best/val/acc] [--csv summary.csv]
+facenet-pl summary outputs/train/multiruns/<time> [--sort best/val/acc] [--csv summary.csv]
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ def collect(multirun_dir: str | Path) -> list[dict]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
     rows = []
-    for job in sorted((p for p in root.iterdir() if p.is_dir() and (p / ".hydra").is_dir()),
-                      key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name)):
+    for job in sorted(
+        (p for p in root.iterdir() if p.is_dir() and (p / ".hydra").is_dir()),
+        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name),
+    ):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict = {"job": job.name, "status": "ok"}
         row.update(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
@@ -44,12 +46,19 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def summarize(multirun_dir: str | Path, sort: str = "best/val/acc", metrics: list[str] | None = None,
-              csv_path: str | Path | None = None) -> str:
+def summarize(
+    multirun_dir: str | Path,
+    sort: str = "best/val/acc",
+    metrics: list[str] | None = None,
+    csv_path: str | Path | None = None,
+) -> str:
     rows = collect(multirun_dir)
-    params = sorted({k for r in rows for k in r} - {"job", "status"} - {k for r in rows for k, v in r.items()
-                                                                      if isinstance(v, (int, float))}
-                    - {"best_model_path", "test/checkpoint", "test/on"})
+    params = sorted(
+        {k for r in rows for k in r}
+        - {"job", "status"}
+        - {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+        - {"best_model_path", "test/checkpoint", "test/on"}
+    )
     metric_cols = [m for m in (metrics or DEFAULT_METRICS) if any(m in r for r in rows)]
     rows.sort(key=lambda r: -r[sort] if isinstance(r.get(sort), (int, float)) else math.inf)
     cols = ["job", *params, *metric_cols, "status"]

@@ -59,7 +59,7 @@ def _checkpoint_step(path: str) -> int:
 
 
 def _last_good_checkpoint(folder: Path) -> str:
-    """" The last good checkpoint is X (step N)." for the newest checkpoint in ``folder`` (checkpoints with
+    """ " The last good checkpoint is X (step N)." for the newest checkpoint in ``folder`` (checkpoints with
     diverged weights are never written, so any that reads is good), or a sentence saying there is none."""
     from facenet_pl.model_files import read_checkpoint
 
@@ -97,8 +97,11 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler"),
         far_target=cfg.get("far_target", 1e-3),
-        preprocess={"crop_size": cfg.data.get("crop_size"), "fit": cfg.data.get("fit", "crop"),
-                    "grayscale": bool(cfg.data.get("grayscale", False))},
+        preprocess={
+            "crop_size": cfg.data.get("crop_size"),
+            "fit": cfg.data.get("fit", "crop"),
+            "grayscale": bool(cfg.data.get("grayscale", False)),
+        },
         augment=cfg.get("augment") or {"ops": {}},
     )
     module.data_config = OmegaConf.to_container(cfg.data, resolve=True)  # eval.py tests this data's test split
@@ -131,11 +134,17 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
         fold_cfg = OmegaConf.create(OmegaConf.to_container(fold_cfg, resolve=False))
         log.info("cross-validation: fold %d of %d", fold + 1, cfg.cv)
         accs.append(fit_once(fold_cfg)["test/acc"])
-    res = {"cv/folds": len(accs), "cv/accuracy": float(np.mean(accs)), "cv/accuracy_std": float(np.std(accs)),
-           "cv/fold_accuracies": accs, "test/acc": float(np.mean(accs))}
+    res = {
+        "cv/folds": len(accs),
+        "cv/accuracy": float(np.mean(accs)),
+        "cv/accuracy_std": float(np.std(accs)),
+        "cv/fold_accuracies": accs,
+        "test/acc": float(np.mean(accs)),
+    }
     (out_dir / "cv_metrics.json").write_text(json.dumps(res, indent=2))
-    log.info("cross-validation accuracy: %.4f +- %.4f over %d folds", res["cv/accuracy"], res["cv/accuracy_std"],
-             len(accs))
+    log.info(
+        "cross-validation accuracy: %.4f +- %.4f over %d folds", res["cv/accuracy"], res["cv/accuracy_std"], len(accs)
+    )
     return res
 
 
@@ -170,8 +179,12 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             if isinstance(lg, ResumableCSVLogger):
                 lg.resume_step = resume_step
-    trainer: pl.Trainer = instantiate(_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False,
-                                      plugins=[AtomicCheckpointIO(module.max_abs_weight)])
+    trainer: pl.Trainer = instantiate(
+        _trainer_config(cfg.trainer),
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO(module.max_abs_weight)],
+    )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -215,9 +228,15 @@ def _test(trainer: pl.Trainer, module: FaceNetModule, datamodule, best_path: str
     out["test/on"] = datamodule.test_split.name
     out["test/flip"] = module.eval_flip
     if "test/acc" in out:
-        log.info("test accuracy %.4f +- %.4f (95%% interval %.4f-%.4f) on %d pairs of %d identities", out["test/acc"],
-                 out["test/acc_std"], out["test/acc_ci95_low"], out["test/acc_ci95_high"], out["test/pairs"],
-                 out["test/identities"])
+        log.info(
+            "test accuracy %.4f +- %.4f (95%% interval %.4f-%.4f) on %d pairs of %d identities",
+            out["test/acc"],
+            out["test/acc_std"],
+            out["test/acc_ci95_low"],
+            out["test/acc_ci95_high"],
+            out["test/pairs"],
+            out["test/identities"],
+        )
     return out
 
 

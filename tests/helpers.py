@@ -52,8 +52,14 @@ class RecordBatches(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         import json
 
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "batch_idx": batch_idx,
-               "rank": trainer.global_rank, "idx": batch[2].tolist(), "loss": float(outputs["loss"])}
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "batch_idx": batch_idx,
+            "rank": trainer.global_rank,
+            "idx": batch[2].tolist(),
+            "loss": float(outputs["loss"]),
+        }
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:
@@ -151,9 +157,12 @@ class RecordRendered(Callback):
         import json
 
         dm = trainer.datamodule
-        row = {"at": at, "train": dm.train_set.rendered,
-               "val": dm.val_split.dataset.rendered if dm.val_split is not None else None,
-               "test": dm.test_split.dataset.rendered if dm.test_split is not None else None}
+        row = {
+            "at": at,
+            "train": dm.train_set.rendered,
+            "val": dm.val_split.dataset.rendered if dm.val_split is not None else None,
+            "test": dm.test_split.dataset.rendered if dm.test_split is not None else None,
+        }
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

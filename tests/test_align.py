@@ -24,8 +24,9 @@ DETECTED = (3, 5, 11, 18)
 def _faces():
     from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
 
-    x, _ = generate_split(20, 1, seed=1, split="test",
-                          cfg=SyntheticFaceConfig(image_size=128, difficulty=0.0, occlusion_prob=0.0))
+    x, _ = generate_split(
+        20, 1, seed=1, split="test", cfg=SyntheticFaceConfig(image_size=128, difficulty=0.0, occlusion_prob=0.0)
+    )
     return x.numpy().transpose(0, 2, 3, 1)
 
 
@@ -47,7 +48,8 @@ def photos(tmp_path_factory):
         Image.fromarray(_photo(faces[i], 150, 20)).save(src / f"person{i}" / "b.jpg", quality=95)
     (src / "nobody").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 40, (200, 200, 3)).astype(np.uint8)).save(
-        src / "nobody" / "flat.png")
+        src / "nobody" / "flat.png"
+    )
     (src / "nobody" / "notes.txt").write_text("not an image")
     return src
 
@@ -115,8 +117,17 @@ def test_data_align_trains_on_the_crops(photos, tmp_path):
     face and the text file are not among them."""
     from facenet_pl.data.folder import FolderDataModule
 
-    dm = FolderDataModule(root=str(photos), image_size=32, align=True, cache_dir=str(tmp_path / "cache"),
-                          decode_workers=1, val_identities=0, test_identities=0, p=2, k=2)
+    dm = FolderDataModule(
+        root=str(photos),
+        image_size=32,
+        align=True,
+        cache_dir=str(tmp_path / "cache"),
+        decode_workers=1,
+        val_identities=0,
+        test_identities=0,
+        p=2,
+        k=2,
+    )
     paths, labels, names = dm._scan()
     assert names == [f"person{i}" for i in sorted(DETECTED, key=lambda i: f"person{i}")]
     assert len(paths) == 8 and all(str(p).startswith(str(tmp_path / "cache" / "aligned-")) for p in paths)

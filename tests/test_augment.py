@@ -20,10 +20,15 @@ def _ops(config: str) -> dict:
     return OmegaConf.to_container(cfg.augment, resolve=True)
 
 
-@pytest.mark.parametrize("config, names", [("none", None), ("flip", ["flip"]),
-                                           ("standard", ["flip", "affine", "color", "gray"]),
-                                           ("strong", ["flip", "crop", "affine", "color", "gray", "blur", "jpeg",
-                                                       "erase"])])
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        ("none", None),
+        ("flip", ["flip"]),
+        ("standard", ["flip", "affine", "color", "gray"]),
+        ("strong", ["flip", "crop", "affine", "color", "gray", "blur", "jpeg", "erase"]),
+    ],
+)
 def test_each_config_builds_its_ops_and_keeps_shape_and_range(config, names):
     aug = build_augment(_ops(config))
     assert (aug.names if aug else None) == names

@@ -122,8 +122,12 @@ def test_plot_writes_a_png(trained, faces, tmp_path):
 
 def test_errors_are_one_line(tmp_path, trained):
     # The installed console entry point, in its own interpreter: exit status 2 and one line, no traceback.
-    out = subprocess.run([sys.executable, "-m", "facenet_pl.cli", "verify", str(tmp_path / "missing.ckpt"), "a.png",
-                          "b.png"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "facenet_pl.cli", "verify", str(tmp_path / "missing.ckpt"), "a.png", "b.png"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "model file not found" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     bad = tmp_path / "bad.ckpt"

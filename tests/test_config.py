@@ -15,8 +15,20 @@ from facenet_pl.config_checks import ConfigError, check_config
 from facenet_pl.mining import MINERS, build_miner
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["backbone", "miner", "loss", "data", "model", "optimizer", "scheduler", "trainer", "logger",
-          "callbacks", "experiment", "augment"]
+GROUPS = [
+    "backbone",
+    "miner",
+    "loss",
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "augment",
+]
 
 
 def _options(group):
@@ -35,7 +47,8 @@ def _compose(overrides=()):
 
 def test_required_groups_and_options_exist():
     assert {"inception", "inception_resnet_v2", "resnet18", "resnet50", "mobilenetv3", "small"} <= set(
-        _options("backbone"))
+        _options("backbone")
+    )
     assert {"semihard", "hardest", "random", "batch_hard", "batch_all"} <= set(_options("miner"))
     assert {"cpu", "gpu", "ddp"} <= set(_options("trainer"))
     assert {"csv", "wandb", "tensorboard"} <= set(_options("logger"))
@@ -92,8 +105,12 @@ def test_every_backbone_embeds_a_batch_at_its_input_size(option):
 
     cfg = _compose([f"backbone={option}"])
     b = cfg.backbone
-    net = FaceNetEmbedding(b.name, embedding_dim=cfg.model.embedding_dim, pretrained=False,
-                           backbone_kwargs=OmegaConf.to_container(b.kwargs)).eval()
+    net = FaceNetEmbedding(
+        b.name,
+        embedding_dim=cfg.model.embedding_dim,
+        pretrained=False,
+        backbone_kwargs=OmegaConf.to_container(b.kwargs),
+    ).eval()
     with torch.no_grad():
         out = net(torch.rand(2, 3, b.input_size, b.input_size))
     assert out.shape == (2, cfg.model.embedding_dim)
@@ -156,8 +173,13 @@ def test_debug_configs_compose(option):
 
     cfg = compose_in_process("train", "/unused", [f"debug={option}"])
     assert cfg.task_name == "debug" and cfg.logger is None and cfg.trainer.detect_anomaly
-    expected = {"fdr": ("fast_dev_run", True), "overfit": ("overfit_batches", 3), "limit": ("limit_train_batches", 5),
-                "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[option]
+    expected = {
+        "fdr": ("fast_dev_run", True),
+        "overfit": ("overfit_batches", 3),
+        "limit": ("limit_train_batches", 5),
+        "profiler": ("profiler", "simple"),
+        "default": ("max_epochs", 1),
+    }[option]
     assert cfg.trainer[expected[0]] == expected[1]
 
 

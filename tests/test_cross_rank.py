@@ -46,7 +46,7 @@ def _worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     x, labels, w = _data()
     half = B // world
-    trip, loss, grad = _step(x[rank * half:(rank + 1) * half], labels[rank * half:(rank + 1) * half], w)
+    trip, loss, grad = _step(x[rank * half : (rank + 1) * half], labels[rank * half : (rank + 1) * half], w)
     np.savez(os.path.join(out_dir, f"rank{rank}.npz"), a=trip[0], p=trip[1], n=trip[2], loss=loss, grad=grad)
     dist.destroy_process_group()
 
@@ -78,16 +78,22 @@ def test_without_process_group_gather_is_the_identity():
 
 # -- the same claim through FaceNetModule.training_step (the code train.py runs) --------------------------
 
+
 def _module(norm_layer: str):
     from facenet_pl.module import FaceNetModule
 
     torch.manual_seed(0)  # identical initial weights in every process
     m = FaceNetModule(
-        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8],
-                                                                         "norm_layer": norm_layer}},
-        model={"embedding_dim": 8, "channels_last": False}, augment={"ops": {}},
+        backbone={
+            "name": "facenet_small",
+            "input_size": 32,
+            "kwargs": {"widths": [8, 8, 8, 8], "norm_layer": norm_layer},
+        },
+        model={"embedding_dim": 8, "channels_last": False},
+        augment={"ops": {}},
         miner={"_target_": "facenet_pl.mining.SemiHardMiner", "cross_rank": True},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
     )
     m.log = lambda *a, **k: None  # no trainer attached
     return m
@@ -119,8 +125,9 @@ def _module_worker(rank, world, port, out_dir, norm_layer):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     images, labels = _images()
     half = B // world
-    loss, grad = _module_step(_module(norm_layer), images[rank * half:(rank + 1) * half],
-                              labels[rank * half:(rank + 1) * half])
+    loss, grad = _module_step(
+        _module(norm_layer), images[rank * half : (rank + 1) * half], labels[rank * half : (rank + 1) * half]
+    )
     np.savez(os.path.join(out_dir, f"{norm_layer}{rank}.npz"), loss=loss, grad=grad)
     dist.destroy_process_group()
 

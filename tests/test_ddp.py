@@ -21,10 +21,17 @@ from .test_training_integrity import _tiny_labels
 @pytest.mark.parametrize("cross_rank", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path, cross_rank):
     rec = tmp_path / "batches.jsonl"
-    out = run_train(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
-                    f"miner.cross_rank={str(cross_rank).lower()}",
-                    "+callbacks.record._target_=tests.helpers.RecordBatches", f"+callbacks.record.path={rec}",
-                    timeout=600)
+    out = run_train(
+        tmp_path,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        f"miner.cross_rank={str(cross_rank).lower()}",
+        "+callbacks.record._target_=tests.helpers.RecordBatches",
+        f"+callbacks.record.path={rec}",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # 24 identities, P=4 per rank and 2 ranks: 3 global steps per epoch (each rank draws its own identities)

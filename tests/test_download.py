@@ -31,10 +31,17 @@ def mirror(tmp_path):
     with tarfile.open(m / "lfw-deepfunneled.tgz", "w:gz") as tar:
         tar.add(src / "lfw-deepfunneled", arcname="lfw-deepfunneled")
     sums = {"lfw-deepfunneled.tgz": _md5(m / "lfw-deepfunneled.tgz")}
-    for name in ["pairs.txt", "people.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "peopleDevTrain.txt",
-                 "peopleDevTest.txt"]:
-        (m / name).write_bytes((src / "pairs.txt").read_bytes() if name.startswith("pairs") else
-                               (src / "people.txt").read_bytes())
+    for name in [
+        "pairs.txt",
+        "people.txt",
+        "pairsDevTrain.txt",
+        "pairsDevTest.txt",
+        "peopleDevTrain.txt",
+        "peopleDevTest.txt",
+    ]:
+        (m / name).write_bytes(
+            (src / "pairs.txt").read_bytes() if name.startswith("pairs") else (src / "people.txt").read_bytes()
+        )
         sums[name] = _md5(m / name)
     (tmp_path / "sums.json").write_text(json.dumps(sums))
     return m, tmp_path / "sums.json", src
@@ -42,8 +49,13 @@ def mirror(tmp_path):
 
 def _subprocess(*args):
     """The real command line: ``python -m facenet_pl.data.download lfw ARGS``."""
-    return subprocess.run([sys.executable, "-m", "facenet_pl.data.download", "lfw", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "facenet_pl.data.download", "lfw", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _run(*args):

@@ -42,9 +42,15 @@ def test_multirun_writes_one_dir_per_job_and_summary_tabulates(tmp_path):
 
 
 def test_optuna_sweep_returns_the_metric(tmp_path):
-    out = _multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                    "hydra.sweeper.sampler.n_startup_trials=1", "trainer.max_epochs=1",
-                    "data.p=choice(2,4)", "data.k=choice(2,3)")
+    out = _multirun(
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        "trainer.max_epochs=1",
+        "data.p=choice(2,4)",
+        "data.k=choice(2,3)",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     trials = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
@@ -103,10 +109,19 @@ def test_wandb_sweep_file_parses_and_its_command_runs_offline(sweep, tmp_path):
     assert "${args_no_hyphens}" in spec["command"]
     cmd = _agent_commands(sweep, 1)[0]
     # Tiny data; the sweep's own P/K are kept but bounded by the tiny identity count.
-    cmd += [f"hydra.run.dir={tmp_path}", "data.train_identities=64", "data.train_images_per_identity=8",
-            "data.val_identities=20", "data.val_images_per_identity=3", "data.val_pairs_per_fold=4",
-            "data.test_identities=20", "data.test_images_per_identity=3", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2", "callbacks.progress_bar.refresh_rate=0"]
+    cmd += [
+        f"hydra.run.dir={tmp_path}",
+        "data.train_identities=64",
+        "data.train_images_per_identity=8",
+        "data.val_identities=20",
+        "data.val_images_per_identity=3",
+        "data.val_pairs_per_fold=4",
+        "data.test_identities=20",
+        "data.test_images_per_identity=3",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
     env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"}
     env.pop("WANDB_MODE")  # train.py must go offline by itself when there is no key, never prompt
     env["HOME"] = str(tmp_path)
@@ -131,15 +146,29 @@ def test_slurm_launcher_config_composes():
 # uninterrupted run.
 
 
-@pytest.mark.parametrize("extra", [["trainer.precision=bf16-mixed"], ["trainer.gradient_clip_val=0.5"],
-                                   ["model.channels_last=false"], ["scheduler=step"], ["optimizer=sgd"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["trainer.gradient_clip_val=0.5"],
+        ["model.channels_last=false"],
+        ["scheduler=step"],
+        ["optimizer=sgd"],
+    ],
+)
 def test_training_options(tmp_path, extra):
     """In-process (train.py's own path is covered by tests/test_train_e2e.py)."""
     from .helpers import read_batches, train_in_process
 
     rec = tmp_path / "batches.jsonl"
-    train_in_process(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=3", *extra,
-                     "+callbacks.record._target_=tests.helpers.RecordBatches", f"+callbacks.record.path={rec}")
+    train_in_process(
+        tmp_path,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        *extra,
+        "+callbacks.record._target_=tests.helpers.RecordBatches",
+        f"+callbacks.record.path={rec}",
+    )
     rows = read_batches(rec)
     assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["loss"] < 10 for r in rows)
     import torch

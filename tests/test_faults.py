@@ -42,18 +42,36 @@ def test_unique_dir_never_hands_out_a_taken_name(tmp_path):
 
 
 def _train_cmd(*overrides: str, multirun: bool = False) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *TINY, "trainer.max_epochs=1",
-            *overrides]
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *(["-m"] if multirun else []),
+        *TINY,
+        "trainer.max_epochs=1",
+        *overrides,
+    ]
 
 
 def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     """The issue's `python train.py loss.margin=0.1 & python train.py loss.margin=0.5 & wait`, with both runs
     forced onto one directory name (as when they start in the same second)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    procs = [subprocess.Popen(_train_cmd(f"loss.margin={m}", "hydra.run.dir=${unique_dir:outputs/same}",
-                                         "trainer.limit_train_batches=2", "test=false"),
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for m in (0.1, 0.5)]
+    procs = [
+        subprocess.Popen(
+            _train_cmd(
+                f"loss.margin={m}",
+                "hydra.run.dir=${unique_dir:outputs/same}",
+                "trainer.limit_train_batches=2",
+                "test=false",
+            ),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in (0.1, 0.5)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errs[0][-2000:] + errs[1][-2000:]
     dirs = sorted((tmp_path / "outputs").iterdir())
@@ -71,9 +89,22 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path)
 def test_a_multirun_chooses_its_sweep_directory_once(tmp_path):
     """Every job of one sweep lands in the same sweep directory (the resolver's result is shared, like ${now:})."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run([*_train_cmd("loss.margin=0.1,0.3", "test=false", "trainer.limit_train_batches=1",
-                                      "hydra.sweep.dir=${unique_dir:outputs/sweep}", multirun=True)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            *_train_cmd(
+                "loss.margin=0.1,0.3",
+                "test=false",
+                "trainer.limit_train_batches=1",
+                "hydra.sweep.dir=${unique_dir:outputs/sweep}",
+                multirun=True,
+            )
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["sweep"]
     assert sorted(p.name for p in (tmp_path / "outputs" / "sweep").iterdir() if p.is_dir()) == ["0", "1"]
@@ -109,8 +140,13 @@ def test_a_huge_learning_rate_stops_with_one_line_and_leaves_only_sane_checkpoin
 
 def test_weights_exploding_after_a_good_epoch_point_to_that_epochs_checkpoint(tmp_path):
     """Weights x 1e9 at step 8 (epoch 1 of 6 steps each): the loss can stay finite, the weights are not."""
-    out = run_train(tmp_path, "trainer.max_epochs=3", "+callbacks.boom._target_=tests.helpers.ScaleWeights",
-                    "+callbacks.boom.step=8", "+callbacks.boom.factor=1e9")
+    out = run_train(
+        tmp_path,
+        "trainer.max_epochs=3",
+        "+callbacks.boom._target_=tests.helpers.ScaleWeights",
+        "+callbacks.boom.step=8",
+        "+callbacks.boom.factor=1e9",
+    )
     assert out.returncode != 0
     err = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: "))
     assert "training diverged at step 8" in err or "non-finite loss" in err, err
@@ -119,8 +155,12 @@ def test_weights_exploding_after_a_good_epoch_point_to_that_epochs_checkpoint(tm
 
 
 def test_nan_embeddings_in_validation_stop_with_one_line(tmp_path):
-    out = run_train(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                    "+callbacks.nan._target_=tests.helpers.PoisonBeforeValidation")
+    out = run_train(
+        tmp_path,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "+callbacks.nan._target_=tests.helpers.PoisonBeforeValidation",
+    )
     assert out.returncode != 0 and "Traceback" not in out.stderr
     err = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
     assert len(err) == 1 and "pair distances are NaN or inf" in err[0], out.stderr[-2000:]
@@ -219,8 +259,9 @@ def test_the_collapse_reference_travels_with_checkpoints(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     saved = ckpt["facenet_pl"]["spread_max"]
     assert 0 < saved <= 4
-    restored = FaceNetModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
-                                                  weights_only=True)
+    restored = FaceNetModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert restored.spread_max == saved
 
 
@@ -264,8 +305,18 @@ def _corrupt(files: CacheFiles, how: str) -> None:
         files.meta.write_text("{not json")
 
 
-@pytest.mark.parametrize("how", ["flipped image bytes", "zeroed ok-mask", "truncated images", "zero-length images",
-                                 "bad header", "missing meta (interrupted build)", "garbled meta"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "flipped image bytes",
+        "zeroed ok-mask",
+        "truncated images",
+        "zero-length images",
+        "bad header",
+        "missing meta (interrupted build)",
+        "garbled meta",
+    ],
+)
 def test_a_damaged_cache_is_rebuilt_not_trusted(faces, tmp_path, how, caplog):
     root, paths = faces
     reference, ref_ok = decode_images(paths, 32)
@@ -374,7 +425,16 @@ def test_broken_symlinks_and_symlink_loops_are_skipped_and_counted(faces, tmp_pa
     with pytest.warns(UserWarning, match="skipped 2 unreadable"):
         from facenet_pl.data.folder import FolderDataModule
 
-        dm = FolderDataModule(str(root), image_size=32, val_identities=0, test_identities=0, val_folds=2,
-                              cache_dir=str(tmp_path / "cache"), decode_workers=0, p=2, k=2)
+        dm = FolderDataModule(
+            str(root),
+            image_size=32,
+            val_identities=0,
+            test_identities=0,
+            val_folds=2,
+            cache_dir=str(tmp_path / "cache"),
+            decode_workers=0,
+            p=2,
+            k=2,
+        )
         dm.setup("fit")
     assert len(dm.train_set) == 30

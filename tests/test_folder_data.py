@@ -83,8 +83,18 @@ def test_folder_datamodule_refuses_before_decoding(messy, monkeypatch):
     import facenet_pl.data.folder as folder
 
     monkeypatch.setattr(folder, "cached_decode", lambda *a, **k: pytest.fail("decoded before checking"))
-    dm = FolderDataModule(root=str(messy), image_size=16, val_identities=1, test_identities=0, val_folds=2,
-                          val_pairs_per_fold=1, cache_dir=None, decode_workers=0, p=1, k=2)
+    dm = FolderDataModule(
+        root=str(messy),
+        image_size=16,
+        val_identities=1,
+        test_identities=0,
+        val_folds=2,
+        val_pairs_per_fold=1,
+        cache_dir=None,
+        decode_workers=0,
+        p=1,
+        k=2,
+    )
     with pytest.raises(ValueError, match="data.val_identities: 1 identities are too few"):
         dm.setup("fit")
 

@@ -118,9 +118,20 @@ def test_folder_splits_are_identity_disjoint_and_cover_the_folder(tmp_path):
     assert none.val_split is None and none.val_dataloader() == []
 
 
-FOLDER_RUN = ["data=folder", "data.val_identities=4", "data.test_identities=4", "data.val_folds=10",
-              "data.val_pairs_per_fold=6", "data.p=4", "data.k=2", "data.cache_dir=null", "data.decode_workers=0",
-              "backbone.kwargs.widths=[8,16,16,32]", "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
+FOLDER_RUN = [
+    "data=folder",
+    "data.val_identities=4",
+    "data.test_identities=4",
+    "data.val_folds=10",
+    "data.val_pairs_per_fold=6",
+    "data.p=4",
+    "data.k=2",
+    "data.cache_dir=null",
+    "data.decode_workers=0",
+    "backbone.kwargs.widths=[8,16,16,32]",
+    "trainer.max_epochs=2",
+    "callbacks.progress_bar.refresh_rate=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +156,18 @@ def test_the_best_checkpoint_is_chosen_on_validation_and_tested_on_other_people(
     assert len(val) == len(test) == 4 and not val & test
     # Independent re-computation of test/acc: embed the test people's images with the best weights and score
     # the test pairs with their fold ids.
-    dm = FolderDataModule(root=str(root), image_size=64, cache_dir=None, decode_workers=0, val_identities=4,
-                          test_identities=4, val_pairs_per_fold=6, p=4, k=2, seed=42)
+    dm = FolderDataModule(
+        root=str(root),
+        image_size=64,
+        cache_dir=None,
+        decode_workers=0,
+        val_identities=4,
+        test_identities=4,
+        val_pairs_per_fold=6,
+        p=4,
+        k=2,
+        seed=42,
+    )
     dm.setup("test")
     split = dm.test_split
     assert set(split.identities) == test
@@ -178,8 +199,15 @@ def test_eval_py_knows_the_run(folder_run, tmp_path, caplog):
     # A folder of people the model never saw: every identity is a test identity; folds as the people allow.
     new = write_face_folders(tmp_path / "new", 6, 3, seed=11)
     with caplog.at_level(logging.WARNING):
-        res = eval_in_process(best, tmp_path / "all", "data=folder", f"data.root={new}", "data.cache_dir=null",
-                              "data.decode_workers=0", "split=all")
+        res = eval_in_process(
+            best,
+            tmp_path / "all",
+            "data=folder",
+            f"data.root={new}",
+            "data.cache_dir=null",
+            "data.decode_workers=0",
+            "split=all",
+        )
     assert res["identities"] == 6 and res["folds"] == 3 and not res["same_data_as_training"]
     assert "differs from the training data" in caplog.text and "allow 3 verification folds" in caplog.text
 

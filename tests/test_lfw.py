@@ -68,8 +68,17 @@ def test_paths_and_root(lfw):
 
 
 def test_fold_mode_trains_on_other_folds_and_indexes_the_right_images(lfw):
-    dm = LFWDataModule(root=str(lfw), fold=0, image_size=32, crop_size=None, cache_dir=None, decode_workers=0,
-                       p=2, k=2, val_identities=0)
+    dm = LFWDataModule(
+        root=str(lfw),
+        fold=0,
+        image_size=32,
+        crop_size=None,
+        cache_dir=None,
+        decode_workers=0,
+        p=2,
+        k=2,
+        val_identities=0,
+    )
     dm.setup("fit")
     # Training: fold 1's people only (3 + 2 + 1 + 2 images).
     assert len(dm.train_set) == 8 and len(torch.unique(dm.train_set.labels)) == 4
@@ -78,8 +87,7 @@ def test_fold_mode_trains_on_other_folds_and_indexes_the_right_images(lfw):
     assert test.identities == ["Alice_Able", "Bob_Baker", "Carol_Cole", "Dan_Dale"]  # fold 0's pairs
     pairs = read_pairs(lfw / "pairs.txt")
     root = lfw / "lfw-deepfunneled"
-    for (i, j), n1, k1, n2, k2, same in zip(test.pairs, pairs.name1, pairs.num1, pairs.name2, pairs.num2,
-                                            test.issame):
+    for (i, j), n1, k1, n2, k2, same in zip(test.pairs, pairs.name1, pairs.num1, pairs.name2, pairs.num2, test.issame):
         img_i = test.dataset.__getitems__([int(i)])[0][0].numpy()
         assert np.array_equal(img_i, load_image(image_path(root, n1, int(k1)), 32))
         img_j = test.dataset.__getitems__([int(j)])[0][0].numpy()
@@ -91,8 +99,18 @@ def test_validation_people_are_held_out_of_the_training_folds(tmp_path):
     from .lfw_fixture import MORE_PEOPLE, make_mini_lfw
 
     lfw = make_mini_lfw(tmp_path, people=MORE_PEOPLE)
-    args = dict(root=str(lfw), fold=0, image_size=32, crop_size=None, cache_dir=None, decode_workers=0, p=2, k=2,
-                val_folds=2, val_pairs_per_fold=3)
+    args = dict(
+        root=str(lfw),
+        fold=0,
+        image_size=32,
+        crop_size=None,
+        cache_dir=None,
+        decode_workers=0,
+        p=2,
+        k=2,
+        val_folds=2,
+        val_pairs_per_fold=3,
+    )
     dm = LFWDataModule(**args, val_identities=4)
     dm.setup("fit")
     fold1 = {n for n, _ in MORE_PEOPLE[1]}

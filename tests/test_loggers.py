@@ -56,9 +56,21 @@ def test_eval_logs_with_each_logger(model, tmp_path, logger):
 def test_eval_py_with_wandb_and_no_key_runs_offline(model, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
     env.update(HOME=str(tmp_path), PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={model}", "logger=wandb",
-                          f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            f"ckpt_path={model}",
+            "logger=wandb",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "no W&B API key found: logging offline" in out.stdout + out.stderr
     assert list((tmp_path / "eval" / "wandb").glob("offline-run-*")), "no offline W&B run was written"

@@ -40,8 +40,9 @@ class RecordingMiner:
 
 def _sampler(mine, every=3, per_batch=5, batches=7, seed=0, rank=0, world=1):
     subsets = PKSampler(LABELS, p=6, k=3, batches_per_epoch=1, num_replicas=world, rank=rank, seed=seed)
-    return OfflineTripletSampler(subsets, mine, every_n_steps=every, triplets_per_batch=per_batch,
-                                 batches_per_epoch=batches, seed=seed)
+    return OfflineTripletSampler(
+        subsets, mine, every_n_steps=every, triplets_per_batch=per_batch, batches_per_epoch=batches, seed=seed
+    )
 
 
 def _triplets(batch: list[int]) -> list[tuple[int, int, int]]:
@@ -124,9 +125,10 @@ def test_module_mines_with_current_weights_in_eval_mode_and_restores_train_mode(
     torch.manual_seed(0)
     module = FaceNetModule(
         backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-        model={"embedding_dim": 8}, miner={"_target_": "facenet_pl.mining.SemiHardMiner",
-                                           "offline": {"every_n_steps": 5, "embed_batch_size": 7}},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+        model={"embedding_dim": 8},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner", "offline": {"every_n_steps": 5, "embed_batch_size": 7}},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
     )
     assert module.offline_mining["every_n_steps"] == 5 and isinstance(module.miner, SemiHardMiner)
     images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
@@ -158,16 +160,23 @@ def test_offline_mining_and_cross_rank_do_not_combine(where):
     with pytest.raises(ConfigError, match="cross_rank"):
         FaceNetModule(
             backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-            model={"embedding_dim": 8}, miner=miner,
-            loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+            model={"embedding_dim": 8},
+            miner=miner,
+            loss={"_target_": "facenet_pl.losses.TripletLoss"},
+            optimizer={"_target_": "torch.optim.AdamW"},
             **extra,
         )
 
 
 def test_train_py_with_offline_mining(tmp_path):
-    out = run_train(tmp_path, "miner.offline.every_n_steps=2", "miner.offline.subset_identities=8",
-                    "miner.offline.images_per_identity=3", "miner.offline.triplets_per_batch=5",
-                    "trainer.max_epochs=2")
+    out = run_train(
+        tmp_path,
+        "miner.offline.every_n_steps=2",
+        "miner.offline.subset_identities=8",
+        "miner.offline.images_per_identity=3",
+        "miner.offline.triplets_per_batch=5",
+        "trainer.max_epochs=2",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * (24 // 4)  # an epoch as long as with online PK batches
@@ -181,7 +190,8 @@ def test_offline_with_a_bad_subset_size_fails_before_training(tmp_path):
 
 
 def test_dataset_gather_used_by_offline_mining_returns_rows_in_order():
-    ds = InMemoryFaceDataset(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).clone(),
-                             np.arange(10) % 3)
+    ds = InMemoryFaceDataset(
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).clone(), np.arange(10) % 3
+    )
     images, labels, idx = ds.__getitems__([7, 2, 7])
     assert images[:, 0, 0, 0].tolist() == [7, 2, 7] and labels.tolist() == [1, 2, 1] and idx.tolist() == [7, 2, 7]

@@ -26,9 +26,17 @@ def faces38(tmp_path_factory):
     return write_face_folders(tmp_path_factory.mktemp("f38") / "faces", 38, 6)
 
 
-FOLDER = ["data=folder", "backbone.input_size=32", "data.cache_dir=null", "data.decode_workers=0",
-          "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
-          "model.embedding_dim=16"]
+FOLDER = [
+    "data=folder",
+    "backbone.input_size=32",
+    "data.cache_dir=null",
+    "data.decode_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "model.embedding_dim=16",
+]
 
 
 def test_defaults_are_derived_from_the_folder_and_printed_before_decoding(faces38, tmp_path, caplog, monkeypatch):
@@ -57,17 +65,33 @@ def test_defaults_are_derived_from_the_folder_and_printed_before_decoding(faces3
     msg = seen[0]
     # Independent arithmetic: 38 people, round(0.15 * 38) = 6 held out each; 26 train; p = min(32, 26);
     # batches = max(20, 26 // 26, 26 * 6 // (26 * 4)) = 20 (the floor for small folders).
-    for part in ("38 identities", "hold out 6 for validation and 6 for the test", "data.val_identities=6",
-                 "data.test_identities=6", "data.p=26", "data.batches_per_epoch=20", "verification folds: val 3"):
+    for part in (
+        "38 identities",
+        "hold out 6 for validation and 6 for the test",
+        "data.val_identities=6",
+        "data.test_identities=6",
+        "data.p=26",
+        "data.batches_per_epoch=20",
+        "verification folds: val 3",
+    ):
         assert part in msg, msg
 
 
-@pytest.mark.parametrize("n, val, test", [(1000, 100, 100), (200, 30, 30), (38, 6, 6), (15, 4, 4), (12, 4, 4),
-                                          (11, 0, 4), (6, 0, 4)])
+@pytest.mark.parametrize(
+    "n, val, test", [(1000, 100, 100), (200, 30, 30), (38, 6, 6), (15, 4, 4), (12, 4, 4), (11, 0, 4), (6, 0, 4)]
+)
 def test_auto_held_out_sizes(n, val, test):
     labels = np.repeat(np.arange(n), 3)
-    plan = plan_folder(labels, [f"p{i}" for i in range(n)], "r", val_identities="auto", test_identities="auto",
-                       p="auto", k=2, batches_per_epoch="auto")
+    plan = plan_folder(
+        labels,
+        [f"p{i}" for i in range(n)],
+        "r",
+        val_identities="auto",
+        test_identities="auto",
+        p="auto",
+        k=2,
+        batches_per_epoch="auto",
+    )
     assert (len(plan.val_ids), len(plan.test_ids)) == (val, test)
     assert len(plan.train_ids) == n - val - test
     assert not set(plan.val_ids) & set(plan.test_ids) and not set(plan.train_ids) & set(plan.val_ids)
@@ -78,16 +102,26 @@ def test_auto_held_out_sizes(n, val, test):
 
 def test_too_small_a_folder_is_refused_with_the_key():
     with pytest.raises(ConfigError, match=r"data.val_identities=auto: the folder has 5 identities"):
-        plan_folder(np.repeat(np.arange(5), 3), list("abcde"), "r", val_identities="auto",
-                    test_identities="auto", p="auto", k=2)
+        plan_folder(
+            np.repeat(np.arange(5), 3), list("abcde"), "r", val_identities="auto", test_identities="auto", p="auto", k=2
+        )
 
 
 def test_named_held_out_identities(faces38, tmp_path):
     names_file = tmp_path / "test_people.txt"
     names_file.write_text("# test people\nperson3\n\nperson7\nperson11\nperson20\n")
-    dm = FolderDataModule(root=str(faces38), image_size=16, val_identities=["person0", "person1", "person2",
-                          "person5"], test_identities=str(names_file), cache_dir=None, decode_workers=0,
-                          val_folds=2, val_pairs_per_fold=5, p="auto", k=2)
+    dm = FolderDataModule(
+        root=str(faces38),
+        image_size=16,
+        val_identities=["person0", "person1", "person2", "person5"],
+        test_identities=str(names_file),
+        cache_dir=None,
+        decode_workers=0,
+        val_folds=2,
+        val_pairs_per_fold=5,
+        p="auto",
+        k=2,
+    )
     dm.setup("fit")
     assert sorted(dm.val_split.identities) == ["person0", "person1", "person2", "person5"]
     assert sorted(dm.test_split.identities) == ["person11", "person20", "person3", "person7"]
@@ -96,19 +130,34 @@ def test_named_held_out_identities(faces38, tmp_path):
     assert len(train_people) == 30 and not train_people & {"person0", "person3", "person20"}
 
 
-@pytest.mark.parametrize("val, test, message", [
-    (["person0", "nobody", "person1", "person2"], 0, "1 name(s) are not identity folders"),
-    (["person0", "person1", "person2", "person3"], ["person3", "person4", "person5", "person6"], "both name person3"),
-    ("no_such_file.txt", 0, "an existing file of names"),
-    (["person0", "person1"], 0, "2 identities are too few"),
-    (38, 0, "leaves 0 to train on"),
-])
+@pytest.mark.parametrize(
+    "val, test, message",
+    [
+        (["person0", "nobody", "person1", "person2"], 0, "1 name(s) are not identity folders"),
+        (
+            ["person0", "person1", "person2", "person3"],
+            ["person3", "person4", "person5", "person6"],
+            "both name person3",
+        ),
+        ("no_such_file.txt", 0, "an existing file of names"),
+        (["person0", "person1"], 0, "2 identities are too few"),
+        (38, 0, "leaves 0 to train on"),
+    ],
+)
 def test_named_held_out_mistakes(faces38, monkeypatch, val, test, message):
     import facenet_pl.data.folder as folder
 
     monkeypatch.setattr(folder, "cached_decode", lambda *a, **k: pytest.fail("decoded before checking"))
-    dm = FolderDataModule(root=str(faces38), image_size=16, val_identities=val, test_identities=test,
-                          cache_dir=None, decode_workers=0, p="auto", k=2)
+    dm = FolderDataModule(
+        root=str(faces38),
+        image_size=16,
+        val_identities=val,
+        test_identities=test,
+        cache_dir=None,
+        decode_workers=0,
+        p="auto",
+        k=2,
+    )
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         dm.setup("fit")
 
@@ -122,12 +171,15 @@ def test_too_large_p_is_refused_before_decoding_with_the_auto_value(faces38, mon
         dm.setup("fit")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["data.val_identities=10", "data.test_identities=30"], "leaves 0 to train on"),
-    (["data.p=64"], "data.p=64 identities per batch"),
-    (["data.fit=squash"], "data.fit='squash'"),
-    (["data.p=auto"], "data.p=auto is derived from the files of data=folder"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data.val_identities=10", "data.test_identities=30"], "leaves 0 to train on"),
+        (["data.p=64"], "data.p=64 identities per batch"),
+        (["data.fit=squash"], "data.fit='squash'"),
+        (["data.p=auto"], "data.p=auto is derived from the files of data=folder"),
+    ],
+)
 def test_folder_mistakes_are_one_line_from_train_py(faces38, tmp_path, capsys, argv, message):
     """The issue's report: data.val_identities=10 on a 38-person folder printed a full traceback."""
     base = TINY if argv == ["data.p=auto"] else [*FOLDER, f"data.root={faces38}"]  # data.p=auto: synthetic
@@ -158,8 +210,11 @@ def test_include_and_exclude_from_the_command_line(faces38, tmp_path):
     """Hydra's override grammar takes glob patterns as they are typed."""
     from .helpers import compose_in_process
 
-    cfg = compose_in_process("train", tmp_path, ["data=folder", f"data.root={faces38}",
-                                                 "data.exclude=[*Ambient*,*.bad]", "data.include=*.png"])
+    cfg = compose_in_process(
+        "train",
+        tmp_path,
+        ["data=folder", f"data.root={faces38}", "data.exclude=[*Ambient*,*.bad]", "data.include=*.png"],
+    )
     assert list(cfg.data.exclude) == ["*Ambient*", "*.bad"] and cfg.data.include == "*.png"
 
 

@@ -18,20 +18,29 @@ from .test_train_e2e import run_train
 def _module():
     return FaceNetModule(
         backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-        model={"embedding_dim": 8}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"}, optimizer={"_target_": "torch.optim.AdamW"},
+        model={"embedding_dim": 8},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
     )
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    out = run_train(tmp_path, "trainer.max_epochs=3", "+callbacks.nan._target_=tests.helpers.InjectNaNWeights",
-                    "+callbacks.nan.step=8")  # 6 steps per epoch: epoch 1 ends well, step 8 fails
+    out = run_train(
+        tmp_path,
+        "trainer.max_epochs=3",
+        "+callbacks.nan._target_=tests.helpers.InjectNaNWeights",
+        "+callbacks.nan.step=8",
+    )  # 6 steps per epoch: epoch 1 ends well, step 8 fails
     assert out.returncode != 0
     assert "non-finite loss" in out.stderr and "last good checkpoint" in out.stderr
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
-               and v.numel() and "threshold" not in str(v))
+    assert all(
+        torch.isfinite(v).all()
+        for v in ckpt["state_dict"].values()
+        if v.is_floating_point() and v.numel() and "threshold" not in str(v)
+    )
 
 
 def test_collapse_is_detected_and_warned(caplog):

@@ -85,11 +85,19 @@ def test_a_pickle_that_runs_code_is_refused_by_every_command(ckpt, faces, tmp_pa
     "part,entry,key",
     [
         ("miner", {"_target_": "os.system", "_args_": ["touch {marker}"]}, "hyper_parameters.miner._target_"),
-        ("loss", {"_target_": "facenet_pl.losses.TripletLoss",
-                  "margin": {"_target_": "subprocess.call", "args": ["touch", "{marker}"]}},
-         "hyper_parameters.loss.margin._target_"),
-        ("backbone", {"name": "facenet_small", "input_size": 64, "kwargs": {"checkpoint_path": "{marker}"}},
-         "hyper_parameters.backbone.kwargs.checkpoint_path"),
+        (
+            "loss",
+            {
+                "_target_": "facenet_pl.losses.TripletLoss",
+                "margin": {"_target_": "subprocess.call", "args": ["touch", "{marker}"]},
+            },
+            "hyper_parameters.loss.margin._target_",
+        ),
+        (
+            "backbone",
+            {"name": "facenet_small", "input_size": 64, "kwargs": {"checkpoint_path": "{marker}"}},
+            "hyper_parameters.backbone.kwargs.checkpoint_path",
+        ),
     ],
 )
 def test_hyperparameters_naming_other_code_are_refused(ckpt, tmp_path, part, entry, key):

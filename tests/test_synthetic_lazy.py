@@ -41,8 +41,7 @@ def test_only_requested_images_are_rendered_and_kept():
 def test_images_rendered_in_dataloader_workers_match(tmp_path):
     whole, _ = generate_split(10, 4, seed=1, split="test", cfg=CFG)
     ds = SyntheticFaceDataset(10, 4, seed=1, split="test", cfg=CFG)
-    loader = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=collate_batch,
-                        multiprocessing_context="spawn")
+    loader = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=collate_batch, multiprocessing_context="spawn")
     ds.__getitems__([0, 1])  # rendered here before the workers start: they must not inherit a half state
     got = torch.cat([x for x, _, _ in loader])
     assert torch.equal(got, whole)
@@ -62,11 +61,21 @@ def test_training_renders_only_the_batches_it_trains_on(tmp_path):
     """Through the real Trainer: two training batches render those images, not the 12,000-image training
     set; the validation people are rendered when validation runs, the test people not at all (test=false)."""
     log = tmp_path / "rendered.jsonl"
-    train_in_process(tmp_path, "data.train_identities=1200", "data.train_images_per_identity=10",
-                     "data.val_identities=20", "data.val_images_per_identity=10", "data.val_pairs_per_fold=10",
-                     "trainer.limit_train_batches=2", "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1",
-                     "test=false", "+callbacks.rendered._target_=tests.helpers.RecordRendered",
-                     f"+callbacks.rendered.path={log}", tiny=False)
+    train_in_process(
+        tmp_path,
+        "data.train_identities=1200",
+        "data.train_images_per_identity=10",
+        "data.val_identities=20",
+        "data.val_images_per_identity=10",
+        "data.val_pairs_per_fold=10",
+        "trainer.limit_train_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.max_epochs=1",
+        "test=false",
+        "+callbacks.rendered._target_=tests.helpers.RecordRendered",
+        f"+callbacks.rendered.path={log}",
+        tiny=False,
+    )
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     batch = 32 * 8  # the default p x k: distinct images of 32 people
     assert [r["train"] for r in rows[:2]] == [batch, 2 * batch], rows

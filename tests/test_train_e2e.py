@@ -71,8 +71,15 @@ def test_each_miner_trains_one_step(tmp_path):
     # One Hydra multirun (one interpreter) over the other miners; semihard is the default run above.
     miners = ["hardest", "random", "batch_hard", "batch_all"]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={tmp_path}", *TINY,
-           f"miner={','.join(miners)}", "trainer.fast_dev_run=true"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY,
+        f"miner={','.join(miners)}",
+        "trainer.fast_dev_run=true",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for job, miner in enumerate(miners):
@@ -88,8 +95,15 @@ def test_each_miner_trains_one_step(tmp_path):
 
 def test_inception_semihard_composes_and_runs_one_step(tmp_path):
     # Inception v3 needs >= 75 px; 80 px keeps the CPU step short.
-    out = run_train(tmp_path, "backbone=inception", "miner=semihard", "backbone.input_size=80",
-                    "data.p=2", "data.k=2", "trainer.fast_dev_run=true")
+    out = run_train(
+        tmp_path,
+        "backbone=inception",
+        "miner=semihard",
+        "backbone.input_size=80",
+        "data.p=2",
+        "data.k=2",
+        "trainer.fast_dev_run=true",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 1 and metrics["train/num_triplets"] == 2 * 2 * 1  # P x K x (K-1)
@@ -112,8 +126,18 @@ def test_eval_py_tests_the_runs_own_test_split_with_its_folds(tmp_path):
     ev = run_script("eval.py", tmp_path / "eval", f"ckpt_path={metrics['best_model_path']}")
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
-    for key in ["accuracy", "accuracy_std", "accuracy_ci95_low", "val", "val_std", "far", "auc", "eer", "knn/top1",
-                "kmeans/nmi"]:
+    for key in [
+        "accuracy",
+        "accuracy_std",
+        "accuracy_ci95_low",
+        "val",
+        "val_std",
+        "far",
+        "auc",
+        "eer",
+        "knn/top1",
+        "kmeans/nmi",
+    ]:
         assert key in res, key
     assert res["split"] == "test" and res["on"] == metrics["test/on"] and res["same_data_as_training"]
     assert res["folds"] == 5 and res["pairs"] == 5 * 2 * 4
@@ -130,10 +154,21 @@ def test_train_on_lfw_fold_layout(tmp_path):
     from .lfw_fixture import make_mini_lfw
 
     lfw = make_mini_lfw(tmp_path / "lfw")
-    out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "data.fold=1", "data.p=2",
-                     "data.val_identities=0",
-                     "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
-                     "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
+    out = run_script(
+        "train.py",
+        tmp_path / "run",
+        "data=lfw",
+        f"data.root={lfw}",
+        "data.fold=1",
+        "data.p=2",
+        "data.val_identities=0",
+        "data.k=2",
+        "data.crop_size=null",
+        "data.cache_dir=null",
+        "data.decode_workers=0",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # Independent check of the fold layout: embed the held-out fold with last.ckpt (the final weights: no
@@ -161,10 +196,21 @@ def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
     from .lfw_fixture import make_mini_lfw
 
     lfw = make_mini_lfw(tmp_path / "lfw")
-    out = run_script("train.py", tmp_path / "run", "data=lfw", f"data.root={lfw}", "cv=2", "data.p=2",
-                     "data.val_identities=0",
-                     "data.k=2", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0",
-                     "trainer.max_epochs=1", "trainer.enable_progress_bar=false")  # (wins over the callbacks' bar)
+    out = run_script(
+        "train.py",
+        tmp_path / "run",
+        "data=lfw",
+        f"data.root={lfw}",
+        "cv=2",
+        "data.p=2",
+        "data.val_identities=0",
+        "data.k=2",
+        "data.crop_size=null",
+        "data.cache_dir=null",
+        "data.decode_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    )  # (wins over the callbacks' bar)
     assert out.returncode == 0, out.stderr[-3000:]
     cv = json.loads((tmp_path / "run" / "cv_metrics.json").read_text())
     folds = [json.loads((tmp_path / "run" / f"fold_{i}" / "metrics.json").read_text())["test/acc"] for i in (0, 1)]

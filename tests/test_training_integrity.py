@@ -35,8 +35,16 @@ def _tiny_labels() -> np.ndarray:
     """Labels of the TINY training set (24 identities x 4 images), rendered as train.py renders them."""
     from facenet_pl.data.datamodule import SyntheticFaceDataModule
 
-    dm = SyntheticFaceDataModule(train_identities=24, train_images_per_identity=4, val_identities=20,
-                                 val_images_per_identity=3, val_pairs_per_fold=4, p=4, k=3, seed=42)
+    dm = SyntheticFaceDataModule(
+        train_identities=24,
+        train_images_per_identity=4,
+        val_identities=20,
+        val_images_per_identity=3,
+        val_pairs_per_fold=4,
+        p=4,
+        k=3,
+        seed=42,
+    )
     dm.setup("fit")
     return dm.train_set.labels.numpy()
 
@@ -60,8 +68,14 @@ def test_batches_are_deterministic_per_seed_through_the_trainer(tmp_path):
     runs = {}
     for name, seed in [("a", 7), ("b", 7), ("c", 8)]:
         rec = tmp_path / f"{name}.jsonl"
-        train_in_process(tmp_path / name, "trainer.max_epochs=2", f"seed={seed}", f"data.seed={seed}", RECORD,
-                          f"+callbacks.record.path={rec}")
+        train_in_process(
+            tmp_path / name,
+            "trainer.max_epochs=2",
+            f"seed={seed}",
+            f"data.seed={seed}",
+            RECORD,
+            f"+callbacks.record.path={rec}",
+        )
         runs[name] = [r["idx"] for r in read_batches(rec)]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
@@ -69,9 +83,15 @@ def test_batches_are_deterministic_per_seed_through_the_trainer(tmp_path):
 
 def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
     rec = tmp_path / "batches.jsonl"
-    train_in_process(tmp_path, "trainer.max_epochs=3", "miner.offline.every_n_steps=2",
-                      "miner.offline.subset_identities=8", "miner.offline.images_per_identity=3", RECORD,
-                      f"+callbacks.record.path={rec}")
+    train_in_process(
+        tmp_path,
+        "trainer.max_epochs=3",
+        "miner.offline.every_n_steps=2",
+        "miner.offline.subset_identities=8",
+        "miner.offline.images_per_identity=3",
+        RECORD,
+        f"+callbacks.record.path={rec}",
+    )
     epochs = _epochs(read_batches(rec))
     assert sorted(epochs) == [0, 1, 2]
     assert len({tuple(b) for b in epochs.values()}) == 3
@@ -85,10 +105,15 @@ def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
 def test_last_ckpt_is_the_final_model_when_the_best_epoch_is_earlier(tmp_path):
     rec, final = tmp_path / "batches.jsonl", tmp_path / "final.pt"
     # time/elapsed_s only grows, so mode=min makes epoch 0 the best for certain
-    metrics = train_in_process(tmp_path / "run", "trainer.max_epochs=3",
-                                "callbacks.model_checkpoint.monitor=time/elapsed_s",
-                                "callbacks.model_checkpoint.mode=min", RECORD, f"+callbacks.record.path={rec}",
-                                f"+callbacks.record.weights={final}")
+    metrics = train_in_process(
+        tmp_path / "run",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=time/elapsed_s",
+        "callbacks.model_checkpoint.mode=min",
+        RECORD,
+        f"+callbacks.record.path={rec}",
+        f"+callbacks.record.weights={final}",
+    )
     ckpts = tmp_path / "run" / "checkpoints"
     best = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
     last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
@@ -126,8 +151,9 @@ def uninterrupted(tmp_path_factory):
         ("ctrl_c_mid_epoch", None, 20, 20),  # KeyboardInterrupt: last.ckpt written at the interrupt
     ],
 )
-def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninterrupted, how, every_n, stop_at,
-                                                               ckpt_step):
+def test_resumed_run_trains_exactly_the_uninterrupted_sequence(
+    tmp_path, uninterrupted, how, every_n, stop_at, ckpt_step
+):
     rec = tmp_path / "batches.jsonl"
     common = [*RESUME, RECORD, f"+callbacks.record.path={rec}"]
     if every_n:
@@ -139,8 +165,13 @@ def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninter
         sigint = signal.getsignal(signal.SIGINT)
         try:
             with pytest.raises(SystemExit):  # Lightning turns Ctrl-C into a graceful stop + exit(1)
-                train_in_process(tmp_path, *common, "+callbacks.stop._target_=tests.helpers.InterruptAt",
-                                  f"+callbacks.stop.step={stop_at}", logger=True)
+                train_in_process(
+                    tmp_path,
+                    *common,
+                    "+callbacks.stop._target_=tests.helpers.InterruptAt",
+                    f"+callbacks.stop.step={stop_at}",
+                    logger=True,
+                )
         finally:
             signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after an interrupt
     first = read_batches(rec)
@@ -169,8 +200,13 @@ def test_resumed_run_trains_exactly_the_uninterrupted_sequence(tmp_path, uninter
 
 @pytest.mark.parametrize(
     "trainer_kwargs",
-    [dict(max_epochs=3), dict(max_epochs=3, limit_train_batches=4), dict(max_epochs=2, limit_train_batches=0.5),
-     dict(max_epochs=3, accumulate_grad_batches=4), dict(max_epochs=5, max_steps=7)],
+    [
+        dict(max_epochs=3),
+        dict(max_epochs=3, limit_train_batches=4),
+        dict(max_epochs=2, limit_train_batches=0.5),
+        dict(max_epochs=3, accumulate_grad_batches=4),
+        dict(max_epochs=5, max_steps=7),
+    ],
     ids=["epochs", "limit_int", "limit_float", "accumulate", "max_steps"],
 )
 def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
@@ -188,15 +224,34 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
             seen["ours"], seen["lightning"] = module._total_training_steps(), trainer.estimated_stepping_batches
             raise KeyboardInterrupt  # nothing more to train
 
-    dm = SyntheticFaceDataModule(image_size=32, train_identities=24, train_images_per_identity=4, val_identities=20,
-                                 val_images_per_identity=3, val_pairs_per_fold=4, p=4, k=3)
-    module = FaceNetModule(backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-                           model={"embedding_dim": 8}, miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-                           loss={"_target_": "facenet_pl.losses.TripletLoss"},
-                           optimizer={"_target_": "torch.optim.AdamW"}, scheduler={"name": "cosine"})
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[Compare()],
-                         **trainer_kwargs)
+    dm = SyntheticFaceDataModule(
+        image_size=32,
+        train_identities=24,
+        train_images_per_identity=4,
+        val_identities=20,
+        val_images_per_identity=3,
+        val_pairs_per_fold=4,
+        p=4,
+        k=3,
+    )
+    module = FaceNetModule(
+        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
+        model={"embedding_dim": 8},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
+        scheduler={"name": "cosine"},
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[Compare()],
+        **trainer_kwargs,
+    )
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):

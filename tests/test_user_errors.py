@@ -36,22 +36,36 @@ CASES = {
     "eval.py without ckpt_path": ("eval.py", [], "ckpt_path has no value"),
     "a corrupt checkpoint to resume": ("train.py", [*TINY, "ckpt_path={bad}"], "is not a readable checkpoint"),
     "a corrupt checkpoint to evaluate": ("eval.py", ["ckpt_path={bad}"], "is not a readable checkpoint"),
-    "pretrained weights without network": ("train.py", [*TINY, "backbone=resnet18", "backbone.pretrained=true"],
-                                           "could not load pretrained weights"),
-    "too few identities for the folds": ("train.py", [*TINY, "data.val_identities=3"],
-                                         "4 identities are the minimum"),
-    "the small backbone's kwargs on another timm model": ("train.py", [*TINY, "backbone.name=resnet18"],
-                                                          "do not fit 'resnet18'"),
+    "pretrained weights without network": (
+        "train.py",
+        [*TINY, "backbone=resnet18", "backbone.pretrained=true"],
+        "could not load pretrained weights",
+    ),
+    "too few identities for the folds": ("train.py", [*TINY, "data.val_identities=3"], "4 identities are the minimum"),
+    "the small backbone's kwargs on another timm model": (
+        "train.py",
+        [*TINY, "backbone.name=resnet18"],
+        "do not fit 'resnet18'",
+    ),
     "a word where a number goes": ("train.py", [*TINY, "data.p=eight"], "data.p must be an integer, got 'eight'"),
     "a margin no triplet can meet": ("train.py", [*TINY, "loss.margin=4"], "loss.margin=4 can never be met"),
-    "a misspelt augmentation argument": ("train.py", [*TINY, "augment=standard", "+augment.ops.affine.degreez=5"],
-                                         "augment.ops.affine (kornia.augmentation.RandomAffine)"),
+    "a misspelt augmentation argument": (
+        "train.py",
+        [*TINY, "augment=standard", "+augment.ops.affine.degreez=5"],
+        "augment.ops.affine (kornia.augmentation.RandomAffine)",
+    ),
 }
 for _what in ("image", "empty", "text"):  # ckpt_path= the wrong kind of file: one line, train.py and eval.py
-    CASES[f"ckpt_path of an {_what} file to resume"] = ("train.py", [*TINY, f"ckpt_path={{{_what}}}"],
-                                                        "not a readable checkpoint")
-    CASES[f"ckpt_path of an {_what} file to evaluate"] = ("eval.py", [f"ckpt_path={{{_what}}}"],
-                                                          "not a readable checkpoint")
+    CASES[f"ckpt_path of an {_what} file to resume"] = (
+        "train.py",
+        [*TINY, f"ckpt_path={{{_what}}}"],
+        "not a readable checkpoint",
+    )
+    CASES[f"ckpt_path of an {_what} file to evaluate"] = (
+        "eval.py",
+        [f"ckpt_path={{{_what}}}"],
+        "not a readable checkpoint",
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -60,8 +74,12 @@ def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypat
     script, argv, message = CASES[case]
     from PIL import Image
 
-    files = {"bad": tmp_path / "bad.ckpt", "image": tmp_path / "face.png", "empty": tmp_path / "empty.ckpt",
-             "text": tmp_path / "notes.txt"}
+    files = {
+        "bad": tmp_path / "bad.ckpt",
+        "image": tmp_path / "face.png",
+        "empty": tmp_path / "empty.ckpt",
+        "text": tmp_path / "notes.txt",
+    }
     files["bad"].write_bytes(b"not a checkpoint")
     Image.new("RGB", (8, 8)).save(files["image"])
     files["empty"].write_bytes(b"")
@@ -80,11 +98,13 @@ def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypat
 
 def test_a_config_typo_is_reported_before_torch_loads():
     """Hydra reports an unknown option before train.py imports torch, Lightning or timm."""
-    code = ("import runpy, sys, atexit\n"
-            "atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning', 'timm') "
-            "if m in sys.modules)))\n"
-            f"sys.argv = [{str(ROOT / 'train.py')!r}, 'miner=semi_hard']\n"
-            f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n")
+    code = (
+        "import runpy, sys, atexit\n"
+        "atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning', 'timm') "
+        "if m in sys.modules)))\n"
+        f"sys.argv = [{str(ROOT / 'train.py')!r}, 'miner=semi_hard']\n"
+        f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n"
+    )
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - t0

@@ -173,8 +173,10 @@ class FaceDataModule(pl.LightningDataModule):
                 seed=self.seed + 1,
             )
         except ConfigError as e:
-            raise ConfigError(f"offline mining subset (miner.offline.subset_identities x images_per_identity): {e} "
-                              "Lower miner.offline.subset_identities.") from None
+            raise ConfigError(
+                f"offline mining subset (miner.offline.subset_identities x images_per_identity): {e} "
+                "Lower miner.offline.subset_identities."
+            ) from None
         module = self.trainer.lightning_module
 
         def mine(idx: np.ndarray):
@@ -182,14 +184,22 @@ class FaceDataModule(pl.LightningDataModule):
             return tuple(t.cpu().numpy() for t in module.mine_offline(images, labels))
 
         per_batch = cfg.get("triplets_per_batch") or max((self.p * self.k + self.extra_negatives) // 3, 1)
-        return OfflineTripletSampler(subsets, mine, every_n_steps=int(cfg["every_n_steps"]),
-                                     triplets_per_batch=int(per_batch), batches_per_epoch=batches_per_epoch,
-                                     seed=self.seed)
+        return OfflineTripletSampler(
+            subsets,
+            mine,
+            every_n_steps=int(cfg["every_n_steps"]),
+            triplets_per_batch=int(per_batch),
+            batches_per_epoch=batches_per_epoch,
+            seed=self.seed,
+        )
 
     def identity_splits(self) -> dict[str, list[str]]:
         """Names of the validation and test identities (checkpoints keep them; ``eval.py`` checks them)."""
-        return {name: list(split.identities) for name, split in (("val", self.val_split), ("test", self.test_split))
-                if split is not None}
+        return {
+            name: list(split.identities)
+            for name, split in (("val", self.val_split), ("test", self.test_split))
+            if split is not None
+        }
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_split is None else self._pairs_loader(self.val_split)
@@ -239,12 +249,16 @@ class SyntheticFaceDataModule(FaceDataModule):
         if image_size < 16:
             raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
         if min(train_images_per_identity, val_images_per_identity, test_images_per_identity) < 2:
-            raise ConfigError("data.train_images_per_identity, data.val_images_per_identity and "
-                              "data.test_images_per_identity must be >= 2")
+            raise ConfigError(
+                "data.train_images_per_identity, data.val_images_per_identity and "
+                "data.test_images_per_identity must be >= 2"
+            )
         self.cfg = SyntheticFaceConfig(image_size=image_size, difficulty=difficulty, occlusion_prob=occlusion_prob)
         self.train_identities, self.train_images_per_identity = train_identities, train_images_per_identity
-        self.held_out = {"val": (val_identities, val_images_per_identity),
-                         "test": (test_identities, test_images_per_identity)}
+        self.held_out = {
+            "val": (val_identities, val_images_per_identity),
+            "test": (test_identities, test_images_per_identity),
+        }
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
 
     def _pairs(self, split: str) -> VerificationSet | None:
@@ -252,19 +266,29 @@ class SyntheticFaceDataModule(FaceDataModule):
         if n_ids == 0:
             return None
         ds = SyntheticFaceDataset(n_ids, per_id, self.seed, split, self.cfg)
-        return VerificationSet.draw(ds, ds.labels.numpy(),
-                                    [f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)], self.val_folds,
-                                    self.val_pairs_per_fold, self.seed,
-                                    name=f"synthetic {split} identities (seed {self.seed})",
-                                    key=f"data.{split}_identities")
+        return VerificationSet.draw(
+            ds,
+            ds.labels.numpy(),
+            [f"synthetic-{split}-{self.seed}-{i}" for i in range(n_ids)],
+            self.val_folds,
+            self.val_pairs_per_fold,
+            self.seed,
+            name=f"synthetic {split} identities (seed {self.seed})",
+            key=f"data.{split}_identities",
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Nothing is rendered here: each image is drawn the first time a batch asks for it."""
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = SyntheticFaceDataset(self.train_identities, self.train_images_per_identity, self.seed,
-                                                  "train", self.cfg)
-            log.info("synthetic faces: %d train images (%d ids) at %dpx, rendered as batches ask for them",
-                     len(self.train_set), self.train_identities, self.cfg.image_size)
+            self.train_set = SyntheticFaceDataset(
+                self.train_identities, self.train_images_per_identity, self.seed, "train", self.cfg
+            )
+            log.info(
+                "synthetic faces: %d train images (%d ids) at %dpx, rendered as batches ask for them",
+                len(self.train_set),
+                self.train_identities,
+                self.cfg.image_size,
+            )
         if self.val_split is None and stage in (None, "fit", "validate"):
             self.val_split = self._pairs("val")
         if self.test_split is None and stage in (None, "test"):

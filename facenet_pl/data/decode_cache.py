@@ -56,7 +56,7 @@ def _hash(arr: np.ndarray) -> str:
 
 def _chunk_hashes(images: np.ndarray, which: Sequence[int] | None = None) -> list[str]:
     idx = range(-(-len(images) // CHUNK)) if which is None else which
-    return [_hash(images[c * CHUNK:(c + 1) * CHUNK]) for c in idx]
+    return [_hash(images[c * CHUNK : (c + 1) * CHUNK]) for c in idx]
 
 
 @dataclass
@@ -93,8 +93,9 @@ class CacheCheckFailed(Exception):
     """The cache on disk is not what its meta file says: rebuild it."""
 
 
-def open_cache(files: CacheFiles, n: int, size: int, full_check_bytes: int = FULL_CHECK_BYTES
-               ) -> tuple[np.ndarray, np.ndarray]:
+def open_cache(
+    files: CacheFiles, n: int, size: int, full_check_bytes: int = FULL_CHECK_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """Memory-map a cache after checking it; :class:`CacheCheckFailed` says why it cannot be trusted."""
     try:
         meta = json.loads(files.meta.read_text())
@@ -123,21 +124,47 @@ def open_cache(files: CacheFiles, n: int, size: int, full_check_bytes: int = FUL
     return images, ok
 
 
-def write_cache(files: CacheFiles, images: np.ndarray, ok: np.ndarray, source: str, size: int,
-                crop: int | None, fit: str = "crop", grayscale: bool = False) -> None:
+def write_cache(
+    files: CacheFiles,
+    images: np.ndarray,
+    ok: np.ndarray,
+    source: str,
+    size: int,
+    crop: int | None,
+    fit: str = "crop",
+    grayscale: bool = False,
+) -> None:
     """Write the three files atomically, the meta file last (a cache without it is never used)."""
-    meta = {"version": CACHE_VERSION, "key": files.key, "n": int(len(images)), "size": int(size), "crop": crop,
-            "fit": fit, "grayscale": bool(grayscale),
-            "source": source, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "readable": int(ok.sum()),
-            "ok_hash": _hash(ok), "chunk": CHUNK, "chunk_hashes": _chunk_hashes(images)}
+    meta = {
+        "version": CACHE_VERSION,
+        "key": files.key,
+        "n": int(len(images)),
+        "size": int(size),
+        "crop": crop,
+        "fit": fit,
+        "grayscale": bool(grayscale),
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "readable": int(ok.sum()),
+        "ok_hash": _hash(ok),
+        "chunk": CHUNK,
+        "chunk_hashes": _chunk_hashes(images),
+    }
     atomic_write(files.images, lambda f: np.save(f, images))
     atomic_write(files.ok, lambda f: np.save(f, ok))
     atomic_write(files.meta, lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
-def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir: str | Path | None,
-                  num_workers: int = 0, source: str = "", fit: str = "crop", grayscale: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def cached_decode(
+    paths: Sequence[Path],
+    size: int,
+    crop: int | None,
+    cache_dir: str | Path | None,
+    num_workers: int = 0,
+    source: str = "",
+    fit: str = "crop",
+    grayscale: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and the readable mask of ``paths``: from a checked cache, else :func:`decode_images` them (in
     ``num_workers`` processes) and write the cache.
 
@@ -155,8 +182,10 @@ def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        _warn(f"data.cache_dir={str(cache_dir)!r} cannot be created ({e.strerror}): decoding into memory, "
-              "nothing cached. Set data.cache_dir to a writable folder, or null to skip caching.")
+        _warn(
+            f"data.cache_dir={str(cache_dir)!r} cannot be created ({e.strerror}): decoding into memory, "
+            "nothing cached. Set data.cache_dir to a writable folder, or null to skip caching."
+        )
         return decode()
     remove_stale_temps(directory)
     files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale))
@@ -175,9 +204,11 @@ def cached_decode(paths: Sequence[Path], size: int, crop: int | None, cache_dir:
         files.remove()
         if not is_disk_full(e):
             raise
-        _warn(f"disk full writing the decoded-image cache in {directory} ({free_space(directory)}; it needs "
-              f"{images.nbytes / 1e9:.2f} GB): training from memory this time. Free space, point data.cache_dir "
-              "elsewhere, or set data.cache_dir=null to stop caching.")
+        _warn(
+            f"disk full writing the decoded-image cache in {directory} ({free_space(directory)}; it needs "
+            f"{images.nbytes / 1e9:.2f} GB): training from memory this time. Free space, point data.cache_dir "
+            "elsewhere, or set data.cache_dir=null to stop caching."
+        )
         return images, ok
     log.info("decoded-image cache written: %s (%.2f GB)", files.images, files.nbytes() / 1e9)
     return np.load(files.images, mmap_mode="r"), ok
@@ -201,8 +232,13 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
     """Every cache in ``cache_dir``; of several with the same (source, size, crop, fit, grayscale) the newest
     (meta file written last) is current, the others superseded."""
     directory = Path(cache_dir).expanduser()
-    keys = sorted({f.name.split("-", 1)[1].rsplit(".", 1)[0] for f in directory.glob("*-*.*")
-                   if f.name.split("-", 1)[0] in ("images", "ok", "meta") and ".tmp-" not in f.name})
+    keys = sorted(
+        {
+            f.name.split("-", 1)[1].rsplit(".", 1)[0]
+            for f in directory.glob("*-*.*")
+            if f.name.split("-", 1)[0] in ("images", "ok", "meta") and ".tmp-" not in f.name
+        }
+    )
     entries = []
     for key in keys:
         files = CacheFiles(directory, key)
@@ -213,8 +249,13 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         entries.append(CacheEntry(files, meta, "incomplete" if meta is None else "current"))
     seen: set[tuple] = set()
     for e in sorted((e for e in entries if e.meta), key=lambda e: e.files.meta.stat().st_mtime_ns, reverse=True):
-        what = (e.meta.get("source"), e.meta.get("size"), e.meta.get("crop"), e.meta.get("fit"),
-                e.meta.get("grayscale"))
+        what = (
+            e.meta.get("source"),
+            e.meta.get("size"),
+            e.meta.get("crop"),
+            e.meta.get("fit"),
+            e.meta.get("grayscale"),
+        )
         if what in seen:
             e.state = "superseded"
         seen.add(what)

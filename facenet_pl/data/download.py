@@ -29,8 +29,14 @@ LFW_MD5 = {
     "peopleDevTrain.txt": "54eaac34beb6d042ed3a7d883e247a21",
     "peopleDevTest.txt": "e4bf5be0a43b5dcd9dc5ccfcb8fb19c5",
 }
-PROTOCOL_FILES = ["pairs.txt", "people.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "peopleDevTrain.txt",
-                  "peopleDevTest.txt"]
+PROTOCOL_FILES = [
+    "pairs.txt",
+    "people.txt",
+    "pairsDevTrain.txt",
+    "pairsDevTest.txt",
+    "peopleDevTrain.txt",
+    "peopleDevTest.txt",
+]
 ARCHIVES = {"deepfunneled": "lfw-deepfunneled.tgz", "original": "lfw.tgz", "funneled": "lfw-funneled.tgz"}
 
 
@@ -53,8 +59,10 @@ def verify(path: Path, expected: str | None) -> None:
     got = md5sum(path)
     if got != expected:
         path.unlink(missing_ok=True)
-        raise ChecksumError(f"{path.name}: MD5 {got} != expected {expected}; the file was removed. "
-                            "Check --base-url (a broken mirror or a partial download).")
+        raise ChecksumError(
+            f"{path.name}: MD5 {got} != expected {expected}; the file was removed. "
+            "Check --base-url (a broken mirror or a partial download)."
+        )
 
 
 def fetch(url: str, dest: Path, expected: str | None) -> Path:
@@ -69,8 +77,9 @@ def fetch(url: str, dest: Path, expected: str | None) -> Path:
             shutil.copyfileobj(r, f)
     except OSError as e:
         part.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url}: {e}. Use --base-url for a mirror, or --from a local copy.") \
-            from e
+        raise RuntimeError(
+            f"could not download {url}: {e}. Use --base-url for a mirror, or --from a local copy."
+        ) from e
     os.replace(part, dest)
     verify(dest, expected)
     print(f"ok           {dest}")
@@ -113,8 +122,13 @@ def _safe_extract(archive: Path, root: Path) -> None:
             tar.extractall(root, members=members)
 
 
-def download_lfw(root: str | Path, base_url: str = LFW_BASE_URL, variant: str = "deepfunneled",
-                 checksums: dict[str, str] | None = None, source: str | Path | None = None) -> Path:
+def download_lfw(
+    root: str | Path,
+    base_url: str = LFW_BASE_URL,
+    variant: str = "deepfunneled",
+    checksums: dict[str, str] | None = None,
+    source: str | Path | None = None,
+) -> Path:
     """Download (or import from ``source``) LFW images and protocol files into ``root``; returns root."""
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)

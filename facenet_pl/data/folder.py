@@ -54,8 +54,10 @@ class FolderDataModule(FaceDataModule):
         super().__init__(**kwargs)
         self.align, self.align_margin = bool(align), float(align_margin)
         if fit not in FIT_MODES:
-            raise ConfigError(f"data.fit={fit!r}: expected one of {', '.join(FIT_MODES)} (how a non-square image "
-                              "becomes square: centre crop, pad with black, or stretch)")
+            raise ConfigError(
+                f"data.fit={fit!r}: expected one of {', '.join(FIT_MODES)} (how a non-square image "
+                "becomes square: centre crop, pad with black, or stretch)"
+            )
         self.root, self.image_size, self.crop_size = root, image_size, crop_size
         self.fit, self.grayscale, self.include, self.exclude = fit, bool(grayscale), include, exclude
         self.val_identities, self.test_identities = val_identities, test_identities
@@ -90,31 +92,50 @@ class FolderDataModule(FaceDataModule):
         paths, labels, names = scan_identity_folders(root, 1, self.include, self.exclude)
         key = hashlib.sha1(f"{root.resolve()}:{self.image_size}:{self.align_margin}".encode()).hexdigest()[:12]
         out = Path(self.cache_dir).expanduser() / f"aligned-{key}"
-        log.info("data.align=true: aligning the faces of data.root=%s into %s (%d files)", self.root, out,
-                 len(paths))
-        r = align_folder(root, out, size=self.image_size, margin=self.align_margin,
-                         workers=max(1, self.decode_workers), files=paths)
-        log.info("aligned %d new face(s), %d already there; %d file(s) without a detectable face and %d "
-                 "unreadable skipped (listed in %s)", r["aligned"], r["already_there"], r["no_face"],
-                 r["unreadable"], out / "align_report.json")
+        log.info("data.align=true: aligning the faces of data.root=%s into %s (%d files)", self.root, out, len(paths))
+        r = align_folder(
+            root, out, size=self.image_size, margin=self.align_margin, workers=max(1, self.decode_workers), files=paths
+        )
+        log.info(
+            "aligned %d new face(s), %d already there; %d file(s) without a detectable face and %d "
+            "unreadable skipped (listed in %s)",
+            r["aligned"],
+            r["already_there"],
+            r["no_face"],
+            r["unreadable"],
+            out / "align_report.json",
+        )
         crops = [(out / p.relative_to(root)).with_suffix(".png") for p in paths]
         have = np.array([c.exists() for c in crops], bool)
         ids, counts = np.unique(labels[have], return_counts=True)
         keep_ids = ids[counts >= self.min_images]
         keep = have & np.isin(labels, keep_ids)
         if not keep.any():
-            raise ConfigError(f"data.align=true: no identity of data.root={self.root} has {self.min_images} images "
-                              f"with a detectable face (see {out / 'align_report.json'})")
+            raise ConfigError(
+                f"data.align=true: no identity of data.root={self.root} has {self.min_images} images "
+                f"with a detectable face (see {out / 'align_report.json'})"
+            )
         relabel = {old: new for new, old in enumerate(keep_ids)}
-        return ([c for c, k in zip(crops, keep) if k], np.array([relabel[v] for v in labels[keep]], np.int64),
-                [names[i] for i in keep_ids])
+        return (
+            [c for c, k in zip(crops, keep) if k],
+            np.array([relabel[v] for v in labels[keep]], np.int64),
+            [names[i] for i in keep_ids],
+        )
 
     def _decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(images, labels of readable rows, readable rows, identity names), decoded once."""
         if self._decoded is None:
             paths, labels, names = self._scan()
-            images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir, self.decode_workers,
-                                       source=str(self.root), fit=self.fit, grayscale=self.grayscale)
+            images, ok = cached_decode(
+                paths,
+                self.image_size,
+                self.crop_size,
+                self.cache_dir,
+                self.decode_workers,
+                source=str(self.root),
+                fit=self.fit,
+                grayscale=self.grayscale,
+            )
             report_unreadable(paths, ok, f"data.root={self.root}")
             rows = np.flatnonzero(ok)
             self._decoded = images, labels[rows], rows, names
@@ -123,34 +144,64 @@ class FolderDataModule(FaceDataModule):
 
     def _summarise(self, images: np.ndarray, rows: np.ndarray, names: list[str]) -> None:
         gray = gray_fraction(images, rows, seed=self.seed)
-        self.data_summary = {"root": str(self.root), "images": int(len(rows)), "identities": len(names),
-                             "gray_fraction": round(gray, 4), "grayscale": self.grayscale, "fit": self.fit}
+        self.data_summary = {
+            "root": str(self.root),
+            "images": int(len(rows)),
+            "identities": len(names),
+            "gray_fraction": round(gray, 4),
+            "grayscale": self.grayscale,
+            "fit": self.fit,
+        }
         if self.grayscale:
             return
         if gray >= 0.99:
-            log.info("data.root=%s: the images are gray (%.0f%% of a sample have 3 equal channels): the model "
-                     "learns gray faces; set data.grayscale=true to make colour inputs gray at test time too",
-                     self.root, 100 * gray)
+            log.info(
+                "data.root=%s: the images are gray (%.0f%% of a sample have 3 equal channels): the model "
+                "learns gray faces; set data.grayscale=true to make colour inputs gray at test time too",
+                self.root,
+                100 * gray,
+            )
         elif gray > 0.01:
-            log.warning("data.root=%s mixes gray and colour images (%.0f%% gray): colour becomes a cue to identity. "
-                        "Set data.grayscale=true to train (and test) on gray images", self.root, 100 * gray)
+            log.warning(
+                "data.root=%s mixes gray and colour images (%.0f%% gray): colour becomes a cue to identity. "
+                "Set data.grayscale=true to train (and test) on gray images",
+                self.root,
+                100 * gray,
+            )
 
     def _pairs(self, images, labels, rows, names, ids, what: str, key: str) -> VerificationSet:
         keep = np.isin(labels, ids)
-        return VerificationSet.draw(InMemoryFaceDataset(images, labels[keep], rows=rows[keep]), labels[keep],
-                                    [names[i] for i in np.sort(ids)], self.val_folds, self.val_pairs_per_fold,
-                                    self.seed, name=f"{what} of {self.root}", key=key)
+        return VerificationSet.draw(
+            InMemoryFaceDataset(images, labels[keep], rows=rows[keep]),
+            labels[keep],
+            [names[i] for i in np.sort(ids)],
+            self.val_folds,
+            self.val_pairs_per_fold,
+            self.seed,
+            name=f"{what} of {self.root}",
+            key=key,
+        )
 
     def make_plan(self) -> FolderPlan:
         """Scan the folder (no decoding), derive the ``auto`` settings, check them, and say what was chosen."""
         if self.plan is None:
             _, labels, names = self._scan()
             world, _ = self._world()
-            self.plan = plan_folder(labels, names, str(self.root), val_identities=self.val_identities,
-                                    test_identities=self.test_identities, p=self.p, k=self.k,
-                                    extra_negatives=self.extra_negatives, few_images=self.few_images,
-                                    batches_per_epoch=self.batches_per_epoch, val_folds=self.val_folds,
-                                    world_size=world, seed=self.seed)
+            self.plan = plan_folder(
+                labels,
+                names,
+                str(self.root),
+                val_identities=self.val_identities,
+                test_identities=self.test_identities,
+                p=self.p,
+                k=self.k,
+                extra_negatives=self.extra_negatives,
+                few_images=self.few_images,
+                batches_per_epoch=self.batches_per_epoch,
+                val_folds=self.val_folds,
+                world_size=world,
+                seed=self.seed,
+            )
             self.p, self.batches_per_epoch = self.plan.p, self.plan.batches_per_epoch
             log.info(self.plan.message)
         return self.plan
@@ -162,16 +213,29 @@ class FolderDataModule(FaceDataModule):
         images, labels, rows, names = self._decode()
         keep_train = np.isin(labels, plan.train_ids)
         self.train_set = InMemoryFaceDataset(images, labels[keep_train], rows=rows[keep_train])
-        self.val_split = self._pairs(images, labels, rows, names, plan.val_ids, "validation identities",
-                                     "data.val_identities") if len(plan.val_ids) else None
-        self.test_split = self._pairs(images, labels, rows, names, plan.test_ids, "test identities",
-                                      "data.test_identities") if len(plan.test_ids) else None
-        log.info("folder %s: %d train images (%d ids), %d val ids, %d test ids", self.root, int(keep_train.sum()),
-                 len(plan.train_ids), len(plan.val_ids), len(plan.test_ids))
+        self.val_split = (
+            self._pairs(images, labels, rows, names, plan.val_ids, "validation identities", "data.val_identities")
+            if len(plan.val_ids)
+            else None
+        )
+        self.test_split = (
+            self._pairs(images, labels, rows, names, plan.test_ids, "test identities", "data.test_identities")
+            if len(plan.test_ids)
+            else None
+        )
+        log.info(
+            "folder %s: %d train images (%d ids), %d val ids, %d test ids",
+            self.root,
+            int(keep_train.sum()),
+            len(plan.train_ids),
+            len(plan.val_ids),
+            len(plan.test_ids),
+        )
 
     def whole_folder_split(self) -> VerificationSet:
         """Every identity with >= 2 readable images as test identities: pairs over the whole folder."""
         images, labels, rows, names = self._decode()
         ids, counts = np.unique(labels, return_counts=True)
-        return self._pairs(images, labels, rows, names, ids[counts >= 2], "all identities",
-                           "people with >= 2 readable images")
+        return self._pairs(
+            images, labels, rows, names, ids[counts >= 2], "all identities", "people with >= 2 readable images"
+        )

@@ -46,8 +46,10 @@ def _names(value, key: str) -> list[str] | None:
     if isinstance(value, str) and not _is_auto(value):
         path = Path(value).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{key}={value!r}: not a number, a fraction, 'auto', a list of names or an existing "
-                              "file of names (one identity folder name per line)")
+            raise ConfigError(
+                f"{key}={value!r}: not a number, a fraction, 'auto', a list of names or an existing "
+                "file of names (one identity folder name per line)"
+            )
         return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     if isinstance(value, Sequence) and not isinstance(value, str):
         return [str(v) for v in value]
@@ -63,8 +65,10 @@ def _count(value, n: int, key: str) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r}: give a number of identities (an integer >= 0), a fraction in (0, 1), "
-                          "'auto', a list of identity names or a file of names") from None
+        raise ConfigError(
+            f"{key}={value!r}: give a number of identities (an integer >= 0), a fraction in (0, 1), "
+            "'auto', a list of identity names or a file of names"
+        ) from None
     if 0 < number < 1:
         return max(int(round(number * n)), 1)
     if number < 0 or number != int(number):
@@ -80,15 +84,30 @@ def auto_held_out(n: int) -> tuple[int, int]:
         return held, held
     if n >= MIN_HELD_OUT + 2:
         return 0, MIN_HELD_OUT
-    raise ConfigError(f"the folder has {n} identities with >= 2 images: training needs at least "
-                      f"{MIN_HELD_OUT + 2} ({MIN_HELD_OUT} held out for the test, 2 to train on). Add people, or "
-                      "evaluate a trained model on the whole folder: python eval.py ckpt_path=... data=folder "
-                      "data.root=... split=all")
+    raise ConfigError(
+        f"the folder has {n} identities with >= 2 images: training needs at least "
+        f"{MIN_HELD_OUT + 2} ({MIN_HELD_OUT} held out for the test, 2 to train on). Add people, or "
+        "evaluate a trained model on the whole folder: python eval.py ckpt_path=... data=folder "
+        "data.root=... split=all"
+    )
 
 
-def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identities, test_identities, p, k: int,
-                extra_negatives: int = 0, few_images: str = "replace", batches_per_epoch=None, val_folds: int = 10,
-                world_size: int = 1, seed: int = 0) -> FolderPlan:
+def plan_folder(
+    labels: np.ndarray,
+    names: list[str],
+    root: str,
+    *,
+    val_identities,
+    test_identities,
+    p,
+    k: int,
+    extra_negatives: int = 0,
+    few_images: str = "replace",
+    batches_per_epoch=None,
+    val_folds: int = 10,
+    world_size: int = 1,
+    seed: int = 0,
+) -> FolderPlan:
     """Split the scanned identities into train / val / test and size the PK batches, before decoding.
 
     ``val_identities`` / ``test_identities``: ``auto`` (:func:`auto_held_out`), a count, a fraction, a list of
@@ -110,19 +129,24 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
             continue
         unknown = [w for w in wanted if w not in index]
         if unknown:
-            raise ConfigError(f"{key}: {len(unknown)} name(s) are not identity folders of data.root={root} "
-                              f"(e.g. {', '.join(unknown[:3])}); names are the sub-folder names")
+            raise ConfigError(
+                f"{key}: {len(unknown)} name(s) are not identity folders of data.root={root} "
+                f"(e.g. {', '.join(unknown[:3])}); names are the sub-folder names"
+            )
         named[key] = np.unique([index[w] for w in wanted])
     if len(named) == 2 and np.intersect1d(*named.values()).size:
         both = [names[i] for i in np.intersect1d(*named.values())][:3]
-        raise ConfigError(f"data.val_identities and data.test_identities both name {', '.join(both)}: the splits "
-                          "must not share people")
+        raise ConfigError(
+            f"data.val_identities and data.test_identities both name {', '.join(both)}: the splits "
+            "must not share people"
+        )
 
     taken = np.concatenate(list(named.values())) if named else np.array([], np.int64)
     pool = np.random.default_rng(seed).permutation(np.setdiff1d(multi, taken))
     chosen: dict[str, np.ndarray] = {}
-    for which, (key, value) in enumerate((("data.val_identities", val_identities),
-                                          ("data.test_identities", test_identities))):
+    for which, (key, value) in enumerate(
+        (("data.val_identities", val_identities), ("data.test_identities", test_identities))
+    ):
         if key in named:
             chosen[key] = named[key]
             continue
@@ -138,8 +162,10 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
     val_ids, test_ids = np.sort(chosen["data.val_identities"]), np.sort(chosen["data.test_identities"])
     for key, held in (("data.val_identities", val_ids), ("data.test_identities", test_ids)):
         if 0 < len(held) < MIN_HELD_OUT:
-            raise ConfigError(f"{key}: {len(held)} identities are too few for verification pairs: give at least "
-                              f"{MIN_HELD_OUT} (2 folds of 2), or 0 for none")
+            raise ConfigError(
+                f"{key}: {len(held)} identities are too few for verification pairs: give at least "
+                f"{MIN_HELD_OUT} (2 folds of 2), or 0 for none"
+            )
     train_ids = np.setdiff1d(ids, np.concatenate([val_ids, test_ids]))
     min_count = k if few_images == "skip" else 2
     eligible = int((counts[np.isin(ids, train_ids)] >= min_count).sum())
@@ -149,7 +175,8 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
             f"{len(val_ids)} and data.test_identities={len(test_ids)} leaves {eligible} to train on (at least "
             f"{2 * world_size} needed). Lower them (a fraction such as 0.15 works too, 'auto' sizes them), or "
             "evaluate a trained model on the whole folder: python eval.py ckpt_path=... data=folder data.root=... "
-            "split=all")
+            "split=all"
+        )
 
     if _is_auto(p):
         p = max(1, min(AUTO_P_MAX, eligible // world_size))
@@ -161,23 +188,34 @@ def plan_folder(labels: np.ndarray, names: list[str], root: str, *, val_identiti
                 f"data.p={p} identities per batch{f' x {world_size} ranks' if world_size > 1 else ''}, but only "
                 f"{eligible} training identities have >= {min_count} images (after holding out {len(val_ids)} val "
                 f"and {len(test_ids)} test identities): lower data.p (data.p=auto picks "
-                f"{max(1, min(AUTO_P_MAX, eligible // world_size))})")
+                f"{max(1, min(AUTO_P_MAX, eligible // world_size))})"
+            )
     spare = len(train_ids) - p * world_size
     if extra_negatives * world_size > spare:
-        raise ConfigError(f"data.extra_negatives={extra_negatives} needs that many training identities beside the "
-                          f"{p * world_size} of a step, but only {spare} are left: lower it")
+        raise ConfigError(
+            f"data.extra_negatives={extra_negatives} needs that many training identities beside the "
+            f"{p * world_size} of a step, but only {spare} are left: lower it"
+        )
     train_images = int(np.isin(labels, train_ids).sum())
     if _is_auto(batches_per_epoch):
         batches_per_epoch = max(AUTO_MIN_BATCHES, eligible // (p * world_size), train_images // (p * k * world_size))
         derived.append(f"data.batches_per_epoch={batches_per_epoch}")
     elif batches_per_epoch is not None:
         batches_per_epoch = int(batches_per_epoch)
-    folds = [f"{what} {min(int(val_folds), len(h) // 2)}" for what, h in (("val", val_ids), ("test", test_ids))
-             if len(h)]
-    message = (f"data.root={root}: {len(ids)} identities ({len(multi)} with >= 2 images), {len(labels)} files. "
-               f"Train on {len(train_ids)} identities ({train_images} files), hold out {len(val_ids)} for validation "
-               f"and {len(test_ids)} for the test" + (f" (verification folds: {', '.join(folds)})" if folds else "")
-               + ". "
-               + (f"Derived from the data: {', '.join(derived)}; override any of them on the command line (e.g. "
-                  f"{derived[0].split('=')[0]}=...)." if derived else "All settings as given."))
+    folds = [
+        f"{what} {min(int(val_folds), len(h) // 2)}" for what, h in (("val", val_ids), ("test", test_ids)) if len(h)
+    ]
+    message = (
+        f"data.root={root}: {len(ids)} identities ({len(multi)} with >= 2 images), {len(labels)} files. "
+        f"Train on {len(train_ids)} identities ({train_images} files), hold out {len(val_ids)} for validation "
+        f"and {len(test_ids)} for the test"
+        + (f" (verification folds: {', '.join(folds)})" if folds else "")
+        + ". "
+        + (
+            f"Derived from the data: {', '.join(derived)}; override any of them on the command line (e.g. "
+            f"{derived[0].split('=')[0]}=...)."
+            if derived
+            else "All settings as given."
+        )
+    )
     return FolderPlan(val_ids, test_ids, train_ids, int(p), batches_per_epoch, message)

@@ -31,8 +31,12 @@ def _as_patterns(value: str | Sequence[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-def scan_identity_folders(root: str | Path, min_images: int = 1, include: str | Sequence[str] | None = None,
-                          exclude: str | Sequence[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
+def scan_identity_folders(
+    root: str | Path,
+    min_images: int = 1,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+) -> tuple[list[Path], np.ndarray, list[str]]:
     """Files under ``root/<identity>/`` (any depth, any or no extension) with integer labels.
 
     Hidden files are ignored; symlinked folders are not followed (no loops). ``include`` / ``exclude``: glob
@@ -54,8 +58,11 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, include: str | 
             files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
         if inc or exc:
             rel = [f.relative_to(root).as_posix() for f in files]
-            keep = [(not inc or any(fnmatch.fnmatchcase(r, g) for g in inc))
-                    and not any(fnmatch.fnmatchcase(r, g) for g in exc) for r in rel]
+            keep = [
+                (not inc or any(fnmatch.fnmatchcase(r, g) for g in inc))
+                and not any(fnmatch.fnmatchcase(r, g) for g in exc)
+                for r in rel
+            ]
             filtered += len(files) - sum(keep)
             files = [f for f, k in zip(files, keep) if k]
         if len(files) >= min_images:
@@ -96,8 +103,9 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
 FIT_MODES = ("crop", "pad", "stretch")
 
 
-def load_image(path: str | Path, size: int, crop: int | None = None, fit: str = "crop",
-               grayscale: bool = False) -> np.ndarray | None:
+def load_image(
+    path: str | Path, size: int, crop: int | None = None, fit: str = "crop", grayscale: bool = False
+) -> np.ndarray | None:
     """RGB uint8 (3, size, size): optional centre crop of ``crop`` px, then made square by ``fit``, then resized.
     None if unreadable.
 
@@ -159,8 +167,15 @@ class _Decode(Dataset):
         return (torch.from_numpy(img) if ok else torch.zeros(3, self.size, self.size, dtype=torch.uint8)), ok
 
 
-def decode_images(paths: Sequence[Path], size: int, crop: int | None = None, num_workers: int = 0,
-                  batch_size: int = 256, fit: str = "crop", grayscale: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def decode_images(
+    paths: Sequence[Path],
+    size: int,
+    crop: int | None = None,
+    num_workers: int = 0,
+    batch_size: int = 256,
+    fit: str = "crop",
+    grayscale: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode all ``paths`` (:func:`load_image`): uint8 (N, 3, size, size) and a bool mask of readable files."""
     out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)

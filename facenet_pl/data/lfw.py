@@ -61,8 +61,10 @@ def read_pairs(path: str | Path) -> LFWPairs:
         ) from None
     body = lines[1:]
     if len(body) != folds * 2 * per:
-        raise LFWFormatError(f"{path}: header promises {folds} folds x 2 x {per} = {folds * 2 * per} pairs, "
-                             f"the file has {len(body)} pair lines")
+        raise LFWFormatError(
+            f"{path}: header promises {folds} folds x 2 x {per} = {folds * 2 * per} pairs, "
+            f"the file has {len(body)} pair lines"
+        )
     n1, i1, n2, i2, same = [], [], [], [], []
     for ln_no, ln in enumerate(body, start=2):
         f = ln.split("\t") if "\t" in ln else ln.split()

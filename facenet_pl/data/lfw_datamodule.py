@@ -65,8 +65,14 @@ class LFWDataModule(FaceDataModule):
             )
 
     def _decode(self, paths, what):
-        images, ok = cached_decode(paths, self.image_size, self.crop_size, self.cache_dir,
-                                   self.decode_workers, source=f"{what}, data.root={self.root}")
+        images, ok = cached_decode(
+            paths,
+            self.image_size,
+            self.crop_size,
+            self.cache_dir,
+            self.decode_workers,
+            source=f"{what}, data.root={self.root}",
+        )
         report_unreadable(paths, ok, what)
         return images, ok
 
@@ -83,22 +89,35 @@ class LFWDataModule(FaceDataModule):
         vpaths = [image_path(img_root, n, i) for n, i in keys]
         missing = [p for p in vpaths if not p.exists()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} images named in {self.pairs_file} are missing under {img_root} "
-                                    f"(e.g. {missing[0]}); is data.root the LFW folder?")
+            raise FileNotFoundError(
+                f"{len(missing)} images named in {self.pairs_file} are missing under {img_root} "
+                f"(e.g. {missing[0]}); is data.root the LFW folder?"
+            )
         images, ok = self._decode(vpaths, "LFW pair images")
         if not ok.all():
             raise ConfigError(f"unreadable LFW pair images, e.g. {vpaths[int(np.argmin(ok))]}: re-download LFW")
         names = sorted({n for n, _ in keys})
         label_of = {n: i for i, n in enumerate(names)}
-        pair_rows = np.stack([[pos[k] for k in zip(pairs.name1, pairs.num1.tolist())],
-                              [pos[k] for k in zip(pairs.name2, pairs.num2.tolist())]], 1)
+        pair_rows = np.stack(
+            [
+                [pos[k] for k in zip(pairs.name1, pairs.num1.tolist())],
+                [pos[k] for k in zip(pairs.name2, pairs.num2.tolist())],
+            ],
+            1,
+        )
         test_folds = None if self.fold is None else [int(self.fold)]
         what = "LFW View 2, all 10 folds" if self.fold is None else f"LFW View 2 fold {self.fold}"
         tested = np.ones(len(pairs), bool) if test_folds is None else np.isin(pairs.fold, test_folds)
         test_people = sorted({str(n) for n in np.r_[np.asarray(pairs.name1)[tested], np.asarray(pairs.name2)[tested]]})
-        self.test_split = VerificationSet(InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys])),
-                                          pair_rows, pairs.issame, pairs.fold, name=f"{what} ({self.pairs_file})",
-                                          identities=test_people, test_folds=test_folds)
+        self.test_split = VerificationSet(
+            InMemoryFaceDataset(images, np.array([label_of[n] for n, _ in keys])),
+            pair_rows,
+            pairs.issame,
+            pairs.fold,
+            name=f"{what} ({self.pairs_file})",
+            identities=test_people,
+            test_folds=test_folds,
+        )
 
         if self.fold is not None:
             people = read_people(self.people_file)
@@ -109,8 +128,9 @@ class LFWDataModule(FaceDataModule):
             tlabels = np.repeat(np.arange(len(train_people)), [c for _, c in train_people])
             present = np.array([p.exists() for p in tpaths])
             if not present.all():
-                log.warning("%d training images listed in %s are missing; skipped", int((~present).sum()),
-                            self.people_file)
+                log.warning(
+                    "%d training images listed in %s are missing; skipped", int((~present).sum()), self.people_file
+                )
             tpaths = [p for p, k in zip(tpaths, present) if k]
             tlabels = tlabels[present]
             train_names = [n for n, _ in train_people]
@@ -126,17 +146,30 @@ class LFWDataModule(FaceDataModule):
             ids, counts = np.unique(tlabels, return_counts=True)
             multi = ids[counts >= 2]
             if len(multi) < self.val_identities + 2:
-                raise ConfigError(f"{what} has {len(multi)} people with >= 2 images: lower data.val_identities="
-                                  f"{self.val_identities} (0: no validation, the last epoch is tested)")
+                raise ConfigError(
+                    f"{what} has {len(multi)} people with >= 2 images: lower data.val_identities="
+                    f"{self.val_identities} (0: no validation, the last epoch is tested)"
+                )
             val_ids = np.sort(np.random.default_rng(self.seed).choice(multi, self.val_identities, replace=False))
             is_val = np.isin(tlabels, val_ids)
             self.val_split = VerificationSet.draw(
-                InMemoryFaceDataset(timgs, tlabels[is_val], rows=rows[is_val]), tlabels[is_val],
-                [train_names[i] for i in val_ids], self.val_folds, self.val_pairs_per_fold, self.seed,
+                InMemoryFaceDataset(timgs, tlabels[is_val], rows=rows[is_val]),
+                tlabels[is_val],
+                [train_names[i] for i in val_ids],
+                self.val_folds,
+                self.val_pairs_per_fold,
+                self.seed,
                 name=f"{self.val_identities} people held out of the training data ({what})",
-                key="data.val_identities")
+                key="data.val_identities",
+            )
             train = ~is_val
         self.train_set = InMemoryFaceDataset(timgs, tlabels[train], rows=rows[train])
-        log.info("LFW: %d train images (%d ids), %d val ids, %d pair images, %d pairs, test folds %s",
-                 int(train.sum()), len(np.unique(tlabels[train])), self.val_identities, len(keys), len(pairs),
-                 test_folds or "all")
+        log.info(
+            "LFW: %d train images (%d ids), %d val ids, %d pair images, %d pairs, test folds %s",
+            int(train.sum()),
+            len(np.unique(tlabels[train])),
+            self.val_identities,
+            len(keys),
+            len(pairs),
+            test_folds or "all",
+        )

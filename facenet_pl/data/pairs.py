@@ -73,8 +73,13 @@ def fold_count(n_identities: int, requested: int, what: str) -> int:
             "identities each (the threshold is fit on one fold and tested on another): 4 identities are the minimum"
         )
     if n < requested:
-        log.warning("%s: %d identities allow %d verification folds, not the %d asked for (data.val_folds)", what,
-                    n_identities, n, requested)
+        log.warning(
+            "%s: %d identities allow %d verification folds, not the %d asked for (data.val_folds)",
+            what,
+            n_identities,
+            n,
+            requested,
+        )
     return n
 
 
@@ -113,12 +118,23 @@ class VerificationSet:
             self.labels = np.asarray(self.dataset.labels)
         self.labels = np.asarray(self.labels)
         if not len(self.pairs) == len(self.issame) == len(self.folds):
-            raise ValueError(f"{self.name}: {len(self.pairs)} pairs, {len(self.issame)} labels, {len(self.folds)} "
-                             "fold ids: one of each per pair")
+            raise ValueError(
+                f"{self.name}: {len(self.pairs)} pairs, {len(self.issame)} labels, {len(self.folds)} "
+                "fold ids: one of each per pair"
+            )
 
     @classmethod
-    def draw(cls, dataset: Dataset | None, labels, identities: list[str], n_folds: int, pairs_per_fold: int,
-             seed: int, name: str, key: str) -> VerificationSet:
+    def draw(
+        cls,
+        dataset: Dataset | None,
+        labels,
+        identities: list[str],
+        n_folds: int,
+        pairs_per_fold: int,
+        seed: int,
+        name: str,
+        key: str,
+    ) -> VerificationSet:
         """LFW-style pairs of these people (:func:`make_pairs`), with as many folds as they allow
         (:func:`fold_count`); a too small set is a :class:`~facenet_pl.errors.ConfigError` naming ``key``."""
         from facenet_pl.errors import ConfigError
@@ -153,12 +169,17 @@ class VerificationSet:
         """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on."""
         from facenet_pl.evaluation import evaluate_pairs
 
-        res: dict[str, Any] = evaluate_pairs(distances, self.issame, far_target=far_target, folds=self.folds,
-                                             test_folds=self.test_folds)
+        res: dict[str, Any] = evaluate_pairs(
+            distances, self.issame, far_target=far_target, folds=self.folds, test_folds=self.test_folds
+        )
         res.update(pairs=int(self.tested().sum()), identities=self.people(), on=self.name)
         return res
 
     def describe(self) -> dict[str, Any]:
         """What a threshold calibrated on these pairs was calibrated on (stored in checkpoints)."""
-        return {"on": self.name, "pairs": int(self.tested().sum()), "identities": self.people(),
-                "folds": int(len(np.unique(self.folds)))}
+        return {
+            "on": self.name,
+            "pairs": int(self.tested().sum()),
+            "identities": self.people(),
+            "folds": int(len(np.unique(self.folds))),
+        }

@@ -279,8 +279,15 @@ class SyntheticFaceDataset(Dataset):
 
     chunk = 64  # images rendered per call: small chunks keep every temporary in cache
 
-    def __init__(self, num_identities: int, images_per_identity: int, seed: int, split: str,
-                 cfg: SyntheticFaceConfig, keep: bool = True) -> None:
+    def __init__(
+        self,
+        num_identities: int,
+        images_per_identity: int,
+        seed: int,
+        split: str,
+        cfg: SyntheticFaceConfig,
+        keep: bool = True,
+    ) -> None:
         self.cfg, self.keep = cfg, keep
         self.params = identity_params(num_identities, seed, split)
         self.labels = torch.arange(num_identities).repeat_interleave(images_per_identity)

@@ -29,8 +29,9 @@ def cluster_embeddings(embeddings, n_clusters: int, method: str = "kmeans", seed
     raise ValueError(f"clustering method must be 'kmeans' or 'agglomerative', got {method!r}")
 
 
-def clustering_scores(embeddings, labels, methods: tuple[str, ...] = ("kmeans", "agglomerative"),
-                      seed: int = 0) -> dict[str, float]:
+def clustering_scores(
+    embeddings, labels, methods: tuple[str, ...] = ("kmeans", "agglomerative"), seed: int = 0
+) -> dict[str, float]:
     """NMI, AMI and purity of each method with the true number of identities as cluster count."""
     from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 

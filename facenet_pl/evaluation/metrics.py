@@ -33,8 +33,13 @@ class PairVerification(Metric):
         self.add_state("order", default=[], dist_reduce_fx="cat")
         self.add_state("folds", default=[], dist_reduce_fx="cat")
 
-    def update(self, distances: torch.Tensor, issame: torch.Tensor, order: torch.Tensor | None = None,
-               folds: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        distances: torch.Tensor,
+        issame: torch.Tensor,
+        order: torch.Tensor | None = None,
+        folds: torch.Tensor | None = None,
+    ) -> None:
         if order is None:
             start = sum(len(o) for o in self.order) if isinstance(self.order, list) else len(self.order)
             order = torch.arange(start, start + len(distances), device=distances.device)
@@ -87,5 +92,6 @@ class ClusteringQuality(_EmbeddingsAndLabels):
         self.methods, self.seed = tuple(methods), seed
 
     def compute(self) -> dict[str, float]:
-        return clustering_scores(_cat(self.embeddings).cpu().numpy(), _cat(self.labels).cpu().numpy(),
-                                 self.methods, self.seed)
+        return clustering_scores(
+            _cat(self.embeddings).cpu().numpy(), _cat(self.labels).cpu().numpy(), self.methods, self.seed
+        )

@@ -35,8 +35,9 @@ def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
     return path
 
 
-def save_distance_histogram(distances, issame, path: str | Path, threshold: float | None = None,
-                            title: str = "pair distances") -> Path:
+def save_distance_histogram(
+    distances, issame, path: str | Path, threshold: float | None = None, title: str = "pair distances"
+) -> Path:
     """Histograms of squared distances of same-identity and different-identity pairs."""
     plt = _plt()
     d, s = np.asarray(distances, float), np.asarray(issame, bool)
@@ -60,8 +61,10 @@ def save_pair_plots(distances, split, out_dir: str | Path, threshold: float | No
     ``out_dir``, keyed ``<prefix>/roc`` and ``<prefix>/distances`` for :func:`log_images`."""
     keep = split.tested()
     d, s = np.asarray(distances)[keep], split.issame[keep]
-    return {f"{prefix}/roc": save_roc(d, s, Path(out_dir) / "roc.png"),
-            f"{prefix}/distances": save_distance_histogram(d, s, Path(out_dir) / "distances.png", threshold)}
+    return {
+        f"{prefix}/roc": save_roc(d, s, Path(out_dir) / "roc.png"),
+        f"{prefix}/distances": save_distance_histogram(d, s, Path(out_dir) / "distances.png", threshold),
+    }
 
 
 def log_images(loggers, images: dict[str, Path], step: int | None = None) -> None:

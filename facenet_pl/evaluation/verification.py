@@ -89,8 +89,9 @@ def _ci95(values: list[float]) -> tuple[float, float]:
     return max(0.0, float(v.mean()) - half), min(1.0, float(v.mean()) + half)
 
 
-def evaluate_pairs(distances, issame, n_folds: int = 10, far_target: float = 1e-3, folds=None,
-                   test_folds=None) -> dict[str, float]:
+def evaluate_pairs(
+    distances, issame, n_folds: int = 10, far_target: float = 1e-3, folds=None, test_folds=None
+) -> dict[str, float]:
     """The LFW verification table: k-fold accuracy, VAL@FAR, AUC, EER, best threshold.
 
     ``accuracy``/``accuracy_std`` (population std over folds)/``accuracy_ci95_low``/``_high`` (Student-t
@@ -140,8 +141,11 @@ def fold_splits(n_pairs: int, n_folds: int = 10, folds=None, test_folds=None) ->
     if folds is None:
         if n_folds < 2 or n_pairs < n_folds:
             raise ValueError(f"need n_folds >= 2 and at least n_folds pairs, got {n_folds} folds, {n_pairs} pairs")
-        return [t for i, t in enumerate(np.array_split(np.arange(n_pairs), n_folds))
-                if test_folds is None or i in set(test_folds)]
+        return [
+            t
+            for i, t in enumerate(np.array_split(np.arange(n_pairs), n_folds))
+            if test_folds is None or i in set(test_folds)
+        ]
     folds = np.asarray(folds).reshape(-1)
     if folds.size != n_pairs:
         raise ValueError(f"{folds.size} fold ids for {n_pairs} pairs")

@@ -17,7 +17,6 @@ MINERS: dict[str, type[Miner]] = {
 }
 
 
-
 def build_miner(cfg) -> Miner:
     """Instantiate a ``miner`` config (``_target_`` + arguments), leaving out the settings that are about
     where the batch comes from rather than the miner (``offline``, ``cross_rank``)."""
