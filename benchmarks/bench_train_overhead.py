@@ -45,7 +45,7 @@ def build(backbone: dict) -> FaceNetModule:
         miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
         loss={"_target_": "facenet_pl.losses.TripletLoss", "margin": 0.2},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 5e-4},
-        scheduler={"name": "cosine", "warmup_steps": 5},
+        scheduler={"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps", "warmup_steps": 5},
     )
 
 

@@ -5,10 +5,11 @@ Each error names the config key, what is wrong and what is allowed.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.errors import ConfigError
 from facenet_pl.mining import MINERS
+from facenet_pl.schedulers import check_scheduler
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -65,6 +66,8 @@ def check_config(cfg: DictConfig) -> None:
     size = _number(cfg, "backbone.input_size")
     _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
     _number(cfg, "optimizer.lr", float, 1e-3)
+    if cfg.get("scheduler"):
+        check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
     _number(cfg, "model.max_abs_weight", float, 1e6)
     name = str(backbone.name)
     import timm

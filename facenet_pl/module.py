@@ -21,6 +21,7 @@ from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.models import FaceNetEmbedding
+from facenet_pl.schedulers import build_scheduler, scheduler_config
 
 log = logging.getLogger(__name__)
 
@@ -433,23 +434,7 @@ class FaceNetModule(pl.LightningModule):
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.optimizer)
         opt = instantiate(opt_cfg, params=self.parameters(), _partial_=False)
-        sched = self.hparams.scheduler
-        if not sched or sched.get("name", "none") == "none":
+        if scheduler_config(self.hparams.scheduler) is None:
             return opt
-        total = self._total_training_steps()
-        warmup = min(int(sched.get("warmup_steps", 0)), max(total - 1, 0))
-        name = sched["name"]
-        if name == "cosine":
-            main = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(total - warmup, 1), eta_min=opt_cfg.get("lr", 1e-3) * sched.get("min_lr_ratio", 0.0)
-            )
-        elif name == "step":
-            main = torch.optim.lr_scheduler.StepLR(opt, step_size=sched["step_size"], gamma=sched.get("gamma", 0.1))
-        else:
-            raise ValueError(f"scheduler.name must be one of none|cosine|step, got {name!r}")
-        if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(
-                opt, start_factor=sched.get("warmup_start_factor", 0.01), total_iters=warmup
-            )
-            main = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, main], milestones=[warmup])
+        main = build_scheduler(self.hparams.scheduler, opt, self._total_training_steps())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}

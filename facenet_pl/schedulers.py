@@ -1,0 +1,67 @@
+"""LR schedulers from the ``scheduler`` config group: any ``_target_`` class, plus linear warm-up."""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import get_class, instantiate
+
+from facenet_pl.errors import ConfigError
+
+#: ``scheduler.name`` of checkpoints written before the scheduler group used ``_target_``.
+_LEGACY_SCHEDULERS = {
+    "cosine": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps"},
+    "step": {"_target_": "torch.optim.lr_scheduler.StepLR"},
+}
+
+
+def scheduler_config(cfg: dict | None) -> dict | None:
+    """The ``scheduler`` group as a plain dict with ``_target_`` (None: constant LR). Also reads the
+    ``name: cosine|step|none`` form older checkpoints carry, so their runs resume with the same schedule."""
+    cfg = dict(cfg or {})
+    if "name" in cfg:
+        name = cfg.pop("name")
+        if name in (None, "none"):
+            return None
+        if name not in _LEGACY_SCHEDULERS:
+            raise ConfigError(f"scheduler.name={name!r}: expected cosine, step or none")
+        cfg = {**_LEGACY_SCHEDULERS[name], **cfg}
+    if not cfg.get("_target_"):
+        return None
+    cfg["_partial_"] = True
+    return cfg
+
+
+def build_scheduler(cfg: dict | None, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The configured scheduler on ``optimizer`` for a run of ``total_steps`` optimisation steps: ``warmup_steps``
+    of linear warm-up (from ``warmup_start_factor`` x lr), then the ``_target_`` class; ``min_lr_ratio`` becomes
+    ``eta_min`` (lr x ratio) and a ``total_steps`` value the steps after warm-up. None: constant LR."""
+    sched = scheduler_config(cfg)
+    if sched is None:
+        return None
+    warmup = min(int(sched.pop("warmup_steps", 0) or 0), max(total_steps - 1, 0))
+    start_factor = sched.pop("warmup_start_factor", 0.01)
+    min_lr_ratio = sched.pop("min_lr_ratio", None)
+    if min_lr_ratio is not None:
+        sched["eta_min"] = optimizer.defaults.get("lr", 1e-3) * min_lr_ratio
+    sched = {k: max(total_steps - warmup, 1) if v == "total_steps" else v for k, v in sched.items()}
+    main = instantiate(sched)(optimizer)
+    if warmup > 0:
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup)
+        main = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+    return main
+
+
+def check_scheduler(cfg: dict | None) -> None:
+    """Fail before any data is read if the scheduler class cannot be imported."""
+    sched = scheduler_config(cfg)
+    if sched is None:
+        return
+    try:
+        cls = get_class(sched["_target_"])
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(
+            f"scheduler._target_={sched['_target_']!r} cannot be imported ({str(e).splitlines()[0]}); "
+            "use scheduler=<cosine|step|none> or a torch.optim.lr_scheduler class"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
+        raise ConfigError(f"scheduler._target_={sched['_target_']!r} is not an LR scheduler class")
