@@ -26,7 +26,7 @@ from _common import machine, table  # noqa: E402
 from facenet_pl.data.datasets import InMemoryFaceDataset, collate_batch  # noqa: E402
 from facenet_pl.data.decode_cache import cached_decode  # noqa: E402
 from facenet_pl.data.images import decode_images, scan_identity_folders  # noqa: E402
-from facenet_pl.data.pk_sampler import PKSampler  # noqa: E402
+from facenet_pl.data.samplers import PKSampler  # noqa: E402
 
 
 def jpeg_files(args, tmp: Path) -> tuple[list[Path], np.ndarray, str]:

@@ -175,7 +175,8 @@ class FaceNetModule(pl.LightningModule):
             self.net = torch.compile(self.net)
         offline = dict(miner.get("offline") or {})
         #: ``miner.offline`` settings when triplets are mined offline (every_n_steps > 0), else None;
-        #: the datamodule reads it to build an :class:`~facenet_pl.mining.offline.OfflineTripletSampler`.
+        #: :meth:`setup` hands them and :meth:`mine_offline` to the data module, which then draws batches with an
+        #: :class:`~facenet_pl.data.samplers.OfflineTripletSampler`.
         self.offline_mining: dict | None = offline if offline.get("every_n_steps") else None
         if self.offline_mining and self.cross_rank:
             raise ConfigError(
@@ -202,6 +203,19 @@ class FaceNetModule(pl.LightningModule):
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
     # -- inference -----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Offline mining: give the data module this model's embed-and-mine function, once, before it builds
+        the training loader (Lightning sets up the data module first, then the model, then asks for loaders)."""
+        if stage != "fit" or not self.offline_mining:
+            return
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "use_offline_mining"):
+            raise ConfigError(
+                "miner.offline.every_n_steps > 0 needs a facenet_pl data module (trainer.fit(model, datamodule=...)) "
+                "to draw its mining subsets from"
+            )
+        dm.use_offline_mining(self.offline_mining, self.mine_offline)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised network input (N, 3, H, W) -> unit embeddings (N, D)."""
         if self.channels_last:

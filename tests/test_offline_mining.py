@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from facenet_pl.data.datasets import InMemoryFaceDataset
-from facenet_pl.data.pk_sampler import PKSampler
+from facenet_pl.data.samplers import OfflineTripletSampler, PKSampler
 from facenet_pl.errors import ConfigError
 from facenet_pl.mining import SemiHardMiner
-from facenet_pl.mining.offline import OfflineTripletSampler, offline_batch_triplets
+from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.module import FaceNetModule, normalize_images
 
 from .test_miners import brute_semihard

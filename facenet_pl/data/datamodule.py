@@ -18,12 +18,14 @@ from torch.utils.data.distributed import DistributedSampler
 
 from facenet_pl.data.datasets import collate_batch
 from facenet_pl.data.pairs import VerificationSet
-from facenet_pl.data.pk_sampler import PKSampler
+from facenet_pl.data.samplers import EpochBatchSampler, OfflineTripletSampler, PKSampler
 from facenet_pl.data.synthetic import SyntheticFaceConfig, SyntheticFaceDataset
 from facenet_pl.errors import ConfigError
-from facenet_pl.mining.offline import OfflineTripletSampler
 
 log = logging.getLogger(__name__)
+
+#: ``embed_and_mine(uint8 images, labels) -> (anchors, positives, negatives)`` index tensors into the images.
+EmbedAndMine = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 class PKDataLoader(DataLoader):
@@ -100,7 +102,9 @@ class FaceDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_split: VerificationSet | None = None
         self.test_split: VerificationSet | None = None
-        self._train_sampler: PKSampler | OfflineTripletSampler | None = None
+        self._train_sampler: EpochBatchSampler | None = None
+        #: ``(miner.offline settings, embed_and_mine)`` once :meth:`use_offline_mining` was called.
+        self._offline: tuple[dict, EmbedAndMine] | None = None
 
     def _world(self) -> tuple[int, int]:
         t = self.trainer
@@ -129,13 +133,18 @@ class FaceDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
 
+    def use_offline_mining(self, cfg: dict, embed_and_mine: EmbedAndMine) -> None:
+        """Train on triplets mined offline (``miner.offline`` settings ``cfg``): ``embed_and_mine(images, labels)``
+        embeds a uint8 subset with the current model and returns its triplets. The model hands this over
+        once, in its ``setup``; the data module never reaches into the model."""
+        self._offline = (dict(cfg), embed_and_mine)
+
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
-        sampler: PKSampler | OfflineTripletSampler = self._pk_sampler()
+        sampler: EpochBatchSampler = self._pk_sampler()
         t = self.trainer
-        offline = getattr(t.lightning_module, "offline_mining", None) if t is not None else None
-        if offline:
-            sampler = self._offline_sampler(offline, len(sampler), world, rank)
+        if self._offline is not None:
+            sampler = self._offline_sampler(*self._offline, len(sampler), world, rank)
         self._train_sampler = sampler
         return PKDataLoader(
             self.train_set,
@@ -159,7 +168,9 @@ class FaceDataModule(pl.LightningDataModule):
             )
         return batch
 
-    def _offline_sampler(self, cfg: dict, batches_per_epoch: int, world: int, rank: int) -> OfflineTripletSampler:
+    def _offline_sampler(
+        self, cfg: dict, embed_and_mine: EmbedAndMine, batches_per_epoch: int, world: int, rank: int
+    ) -> OfflineTripletSampler:
         """Batches of triplets mined offline by the module on PK subsets (``miner.offline``)."""
         try:
             subsets = PKSampler(
@@ -177,11 +188,10 @@ class FaceDataModule(pl.LightningDataModule):
                 f"offline mining subset (miner.offline.subset_identities x images_per_identity): {e} "
                 "Lower miner.offline.subset_identities."
             ) from None
-        module = self.trainer.lightning_module
 
         def mine(idx: np.ndarray):
             images, labels, _ = self.train_set.__getitems__(idx)
-            return tuple(t.cpu().numpy() for t in module.mine_offline(images, labels))
+            return tuple(t.cpu().numpy() for t in embed_and_mine(images, labels))
 
         per_batch = cfg.get("triplets_per_batch") or max((self.p * self.k + self.extra_negatives) // 3, 1)
         return OfflineTripletSampler(

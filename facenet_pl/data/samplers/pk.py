@@ -6,14 +6,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
+from facenet_pl.data.samplers.base import EpochBatchSampler
 from facenet_pl.errors import ConfigError
 
 FEW_IMAGES_POLICIES = ("replace", "skip")
 
 
-class PKSampler(Sampler[list[int]]):
+class PKSampler(EpochBatchSampler):
     """Batch sampler yielding index lists of ``p`` identities x ``k`` images (+ ``extra_negatives``).
 
     - Identities with fewer than ``k`` images are drawn with replacement (``few_images="replace"``)
@@ -89,19 +89,6 @@ class PKSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def resume(self, epoch: int, completed_batches: int) -> None:
-        """Continue ``epoch`` after ``completed_batches``: the next pass yields only the rest of it."""
-        self.epoch, self._skip = int(epoch), int(completed_batches)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", self.epoch))
-
     def _step_identities(self, rng: np.random.Generator) -> np.ndarray:
         """(steps, num_replicas, p) identity positions; each step's identities are distinct."""
         per_step = self.p * self.num_replicas
@@ -140,7 +127,6 @@ class PKSampler(Sampler[list[int]]):
             draws = np.argpartition(keys, n_extra - 1, axis=1)[:, :n_extra]
             draws = draws.reshape(self.batches_per_epoch, self.num_replicas, self.extra_negatives)
             extra = self._pick_images(rng, draws, 1)[:, self.rank, :, 0]
-        skip, self._skip = self._skip, 0
-        for b in range(skip, self.batches_per_epoch):
+        for b in range(self.take_skip(), self.batches_per_epoch):
             batch = mine[b] if extra is None else np.concatenate([mine[b], extra[b]])
             yield batch.tolist()
