@@ -4,8 +4,8 @@ Every ``every_n_steps`` training batches, a subset of the training data (``subse
 ``images_per_identity`` images, drawn like a PK batch) is embedded with the *current* model, without
 gradients and in eval mode, and the configured miner picks triplets on it. The following batches
 are made of those triplets: each batch holds ``triplets_per_batch`` triplets laid out as
-``[anchors..., positives..., negatives...]`` (see :func:`facenet_pl.mining.offline.offline_batch_triplets`), and the loss is
-computed on fresh embeddings of exactly those images.
+``[anchors..., positives..., negatives...]`` (see :func:`facenet_pl.mining.offline.offline_batch_triplets`),
+and the loss is computed on fresh embeddings of exactly those images.
 
 The paper prefers online mining (what ``miner=...`` does by default); this option exists to
 reproduce its comparison. Mining runs in the process that iterates the sampler (the trainer's main
