@@ -139,6 +139,21 @@ def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = Tr
     return train(cfg)
 
 
+def train_error_in_process(tmp_path, *overrides, tiny: bool = True) -> str:
+    """Run :func:`train_in_process`, which must fail with an error that is the user's to fix; return the one
+    line train.py would print after ``error:`` (``facenet_pl.errors.exit_on_user_error``)."""
+    from facenet_pl.errors import user_error_message
+
+    try:
+        train_in_process(tmp_path, *overrides, tiny=tiny)
+    except Exception as e:  # noqa: BLE001
+        message = user_error_message(e)
+        assert message is not None, f"train.py would print a traceback for {type(e).__name__}: {e}"
+        assert "\n" not in message, message
+        return message
+    raise AssertionError("training succeeded; an error was expected")
+
+
 def eval_in_process(model, out, *overrides):
     """Call ``evaluate`` on the composed eval.yaml: eval.py's code path without a new interpreter."""
     from facenet_pl.evaluate import evaluate

@@ -16,8 +16,8 @@ from facenet_pl.mining import SemiHardMiner
 from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.module import FaceNetModule, normalize_images
 
+from .helpers import train_error_in_process, train_in_process
 from .test_miners import brute_semihard
-from .test_train_e2e import run_train
 
 LABELS = np.repeat(np.arange(30), 5)  # 30 identities x 5 images
 TABLE = np.random.default_rng(0).normal(size=(len(LABELS), 8))  # a fixed "model": one embedding per image
@@ -169,15 +169,16 @@ def test_offline_mining_and_cross_rank_do_not_combine(where):
 
 
 def test_train_py_with_offline_mining(tmp_path):
-    out = run_train(
+    """Through Trainer.fit (in-process: train.py's code path without a new interpreter)."""
+    train_in_process(
         tmp_path,
         "miner.offline.every_n_steps=2",
         "miner.offline.subset_identities=8",
         "miner.offline.images_per_identity=3",
         "miner.offline.triplets_per_batch=5",
         "trainer.max_epochs=2",
+        logger=True,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * (24 // 4)  # an epoch as long as with online PK batches
     rows = [r for r in csv.DictReader(open(tmp_path / "csv" / "metrics.csv")) if r.get("train/num_triplets")]
@@ -185,8 +186,8 @@ def test_train_py_with_offline_mining(tmp_path):
 
 
 def test_offline_with_a_bad_subset_size_fails_before_training(tmp_path):
-    out = run_train(tmp_path, "miner.offline.every_n_steps=2", "miner.offline.subset_identities=1")
-    assert out.returncode != 0 and "miner.offline.subset_identities" in out.stderr
+    err = train_error_in_process(tmp_path, "miner.offline.every_n_steps=2", "miner.offline.subset_identities=1")
+    assert "miner.offline.subset_identities" in err
 
 
 def test_dataset_gather_used_by_offline_mining_returns_rows_in_order():
