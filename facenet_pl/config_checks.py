@@ -100,8 +100,4 @@ def check_config(cfg: DictConfig) -> None:
     if every:
         for key in ("subset_identities", "images_per_identity"):
             _require(int(offline.get(key, 2)) >= 2, f"miner.offline.{key} must be >= 2, got {offline.get(key)}")
-        _require(
-            not cfg.miner.get("cross_rank", False),
-            "miner.offline.every_n_steps > 0 and miner.cross_rank=true do not combine (offline triplets are "
-            "mined per rank); set one of them off",
-        )
+        # (offline x miner.cross_rank is refused by FaceNetModule itself, before any data is decoded)

@@ -196,3 +196,9 @@ def test_dataset_gather_used_by_offline_mining_returns_rows_in_order():
     )
     images, labels, idx = ds.__getitems__([7, 2, 7])
     assert images[:, 0, 0, 0].tolist() == [7, 2, 7] and labels.tolist() == [1, 2, 1] and idx.tolist() == [7, 2, 7]
+
+
+def test_offline_mining_with_cross_rank_is_one_line_from_train(tmp_path):
+    err = train_error_in_process(tmp_path, "miner.offline.every_n_steps=2", "miner.cross_rank=true")
+    assert "miner.cross_rank=true do not combine" in err
+    assert not (tmp_path / "checkpoints").exists()  # refused before training
