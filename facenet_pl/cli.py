@@ -7,6 +7,7 @@ facenet-pl cluster CKPT DIR -o OUT                       group images into ident
 facenet-pl export  CKPT -o model.onnx|.pt|.safetensors  ONNX, TorchScript or shareable safe weights, checked
 facenet-pl plot    CKPT DIR -o tsne.png                  2-D t-SNE of embeddings coloured by identity folder
 facenet-pl summary MULTIRUN_DIR                          one row per Hydra multirun job, best first
+facenet-pl report  MULTIRUN_DIR [--x model/macs_per_image]  ablation table + plot (accuracy vs the swept value)
 facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
 facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
 facenet-pl align   SRC DST [--size 160 --margin 0.2]     photos -> aligned face crops (largest face, eyes level)
@@ -266,6 +267,17 @@ def cmd_summary(a) -> None:
     print(summarize(a.folder, a.sort, csv_path=a.csv))
 
 
+def cmd_report(a) -> None:
+    from facenet_pl.report import make_report
+
+    try:
+        rep = make_report(a.folder, a.metric, a.x, a.out, a.force, a.wandb)
+    except FileExistsError as e:
+        raise CLIError(str(e)) from None
+    print(rep.markdown)
+    print("wrote " + ", ".join(str(f) for f in rep.files.values()))
+
+
 def cmd_cache(a) -> None:
     from facenet_pl.data.decode_cache import list_caches
 
@@ -374,6 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default="best/val/acc")
     p.add_argument("--csv", help="also write the table as CSV")
     p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("report", help="ablation table (Markdown, CSV) and plot from a finished multirun")
+    p.add_argument("folder", help="a train.py -m or eval.py -m multirun directory")
+    p.add_argument("--metric", help="plotted metric (default: test/acc for train.py jobs, accuracy for eval.py)")
+    p.add_argument("--x", help="a metric for the x axis instead of the swept setting, e.g. model/macs_per_image")
+    p.add_argument("--out", help="folder for report.md/.csv/.png (default: the multirun directory)")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log the table and plot to W&B (default: when the jobs used logger=wandb)",
+    )
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("cache", help="list or prune decoded-image caches (data.cache_dir)")
     p.add_argument("action", choices=["list", "prune"])
     p.add_argument(

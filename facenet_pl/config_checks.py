@@ -34,8 +34,40 @@ def _number(cfg: DictConfig, key: str, kind: type = int, default=None) -> float 
         raise ConfigError(f"{key} must be {what}, got {node!r}") from None
 
 
+def experiment_name() -> str:
+    """The ``experiment=`` choice of the running Hydra app ('' outside one or when none was chosen)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().runtime.choices.get("experiment") or "")
+    except ValueError:  # no Hydra app running (a config composed in a test or a notebook)
+        return ""
+
+
+def check_experiment_task(cfg: DictConfig, task: str) -> None:
+    """Experiments say which entry point they are for (``experiment_for``, default train.py)."""
+    name = experiment_name()
+    wanted = cfg.get("experiment_for")
+    if wanted is None:  # train.py experiments (and no experiment at all) say nothing
+        if task == "train" or not name:
+            return
+        wanted = "train"
+    wanted, name = str(wanted), name or "<this experiment>"
+    _require(
+        wanted == task,
+        f"experiment={name} is a{'n' if wanted == 'eval' else ''} {wanted}.py experiment "
+        f"(conf/experiment/{name}.yaml): "
+        + (
+            f"python eval.py -m experiment={name} ckpt_path=<checkpoint>"
+            if wanted == "eval"
+            else f"python train.py experiment={name}; eval.py takes experiment=image_quality or image_size"
+        ),
+    )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Validate the values every run depends on."""
+    check_experiment_task(cfg, "train")
     loss, backbone = cfg.loss, cfg.backbone
     margin = _number(cfg, "loss.margin", float, 0.2)
     _require(margin >= 0, f"loss.margin must be >= 0, got {loss.margin}")

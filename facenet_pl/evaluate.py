@@ -19,9 +19,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from facenet_pl.config_checks import check_experiment_task
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
+from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.inference import embed_dataset, load_model
 from facenet_pl.module import _plain
@@ -70,6 +72,9 @@ def format_table(res: dict[str, Any]) -> str:
             )
         )
     rows += [("pairs / identities", f"{res['pairs']} / {res['identities']}"), ("flip averaging", str(res["flip"]))]
+    degraded = {k.split("/", 1)[1]: v for k, v in res.items() if k.startswith("degrade/") and v is not None}
+    if degraded:
+        rows.append(("test images degraded", ", ".join(f"{k}={v}" for k, v in degraded.items())))
     rows += [(k, f"{v:.4f}") for k, v in res.items() if k.startswith(("knn/", "kmeans/", "agglomerative/"))]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
@@ -151,13 +156,15 @@ def select_split(dm, split: str, module, same_data: bool) -> VerificationSet:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
+    check_experiment_task(cfg, "eval")
+    degrade = Degradation.from_config(cfg.get("degrade"))  # a bad setting fails before the model loads
     module = load_model(cfg.ckpt_path)
     data_cfg, same_data = resolve_data_config(cfg, module)
     split_name = str(cfg.get("split", "test"))
     dm = instantiate(data_cfg, _convert_="all")
     split = select_split(dm, split_name, module, same_data)
     flip = module.eval_flip if cfg.get("flip") is None else bool(cfg.flip)
-    emb = embed_dataset(module, split.dataset, cfg.get("batch_size", 256), flip=flip)
+    emb = embed_dataset(module, split.dataset, cfg.get("batch_size", 256), flip=flip, transform=degrade)
     d = split.distances(emb)
     res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target)
     res.update(
@@ -167,6 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         flip=flip,
         model_flip=module.eval_flip,
         same_data_as_training=same_data,
+        **{f"degrade/{k}": v for k, v in degrade.describe().items()},
     )
     if flip != module.eval_flip:
         log.warning("flip=%s but the model was validated with model.eval_flip=%s", flip, module.eval_flip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +30,18 @@ def embed_images(module: FaceNetModule, images: torch.Tensor, flip: bool = False
 
 @torch.no_grad()
 def embed_dataset(
-    module: FaceNetModule, dataset: Dataset, batch_size: int = 256, flip: bool = False, num_workers: int = 0
+    module: FaceNetModule,
+    dataset: Dataset,
+    batch_size: int = 256,
+    flip: bool = False,
+    num_workers: int = 0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Embeddings of every item of a dataset yielding (uint8 images, labels, indices), in order."""
+    """Embeddings of every item of a dataset yielding (uint8 images, labels, indices), in order.
+
+    ``transform`` maps each uint8 batch before embedding (e.g. a test-time
+    :class:`~facenet_pl.evaluation.degrade.Degradation`).
+    """
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_batch)
-    out = [embed_images(module, images, flip).cpu() for images, _, _ in loader]
+    out = [embed_images(module, transform(images) if transform else images, flip).cpu() for images, _, _ in loader]
     return torch.cat(out) if out else torch.empty(0, module.net.embedding_dim)

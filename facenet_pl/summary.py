@@ -30,6 +30,8 @@ def collect(multirun_dir: str | Path) -> list[dict]:
         row: dict = {"job": job.name, "status": "ok"}
         row.update(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
         mfile = job / "metrics.json"
+        if not mfile.exists():  # an eval.py multirun job
+            mfile = job / "eval_metrics.json"
         if mfile.exists():
             row.update(json.loads(mfile.read_text()))
         else:

@@ -21,6 +21,7 @@ from facenet_pl.config_tree import print_config_tree
 from facenet_pl.errors import ConfigError
 from facenet_pl.fileio import remove_stale_temps
 from facenet_pl.loggers import ResumableCSVLogger
+from facenet_pl.models.complexity import model_complexity
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
 from facenet_pl.wandb_setup import prepare_wandb
 
@@ -203,6 +204,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         metrics["best/" + str(ckpt_cb.monitor)] = float(ckpt_cb.best_model_score)
         metrics["best_model_path"] = best_path = ckpt_cb.best_model_path
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step, fit_seconds=round(elapsed, 2))
+    if trainer.is_global_zero:  # parameters and multiply-adds per image, for accuracy-vs-cost tables
+        metrics.update(model_complexity(getattr(module.net, "_orig_mod", module.net), module.input_size))
     if cfg.get("test", True):
         metrics.update(_test(trainer, module, datamodule, best_path))
     if trainer.is_global_zero and module.last_eval:

@@ -7,9 +7,6 @@ import pytest
 import torch
 
 from facenet_pl.evaluation import (
-    ClusteringQuality,
-    KNNAccuracy,
-    PairVerification,
     clustering_scores,
     evaluate_pairs,
     knn_topk_accuracy,
@@ -138,31 +135,3 @@ def test_clustering_scores_match_sklearn_and_a_brute_purity():
     assert purity([0, 0, 1, 1], [5, 5, 5, 5]) == 0.5 and purity([0, 0, 1, 1], [1, 1, 0, 0]) == 1.0
     for m in ("kmeans", "agglomerative"):
         assert 0.5 < res[f"{m}/nmi"] <= 1.0 and -0.1 < res[f"{m}/ami"] <= 1.0
-
-
-def test_torchmetrics_wrappers_equal_the_functions_in_any_update_order():
-    rng = np.random.default_rng(2)
-    s = rng.random(200) < 0.5
-    d = np.where(s, rng.normal(1, 0.3, 200), rng.normal(1.5, 0.3, 200))
-    m = PairVerification()
-    order = rng.permutation(200)
-    for chunk in np.array_split(order, 7):  # out of order, as DDP ranks would deliver them
-        m.update(torch.tensor(d[chunk]), torch.tensor(s[chunk]), torch.tensor(chunk))
-    got, want = m.compute(), evaluate_pairs(d, s)
-    for k in ("accuracy", "val", "auc", "eer"):
-        assert got[k] == pytest.approx(want[k])
-    folds = rng.integers(0, 4, 200)  # fold ids travel with the pairs, whatever their order
-    mf = PairVerification()
-    for chunk in np.array_split(order, 5):
-        mf.update(torch.tensor(d[chunk]), torch.tensor(s[chunk]), torch.tensor(chunk), torch.tensor(folds[chunk]))
-    got, want = mf.compute(), evaluate_pairs(d, s, folds=folds)
-    assert got["folds"] == 4 and got["accuracy"] == pytest.approx(want["accuracy"])
-    labels = np.repeat(np.arange(8), 5)
-    emb = torch.nn.functional.normalize(torch.randn(40, 6), dim=1)
-    knn, cq = KNNAccuracy(), ClusteringQuality(methods=("kmeans",))
-    for chunk in np.array_split(np.arange(40), 3):
-        knn.update(emb[chunk], torch.tensor(labels[chunk]))
-        cq.update(emb[chunk], torch.tensor(labels[chunk]))
-    g, p = split_gallery_probe(labels, 1, 0)
-    assert knn.compute() == knn_topk_accuracy(emb[g], torch.tensor(labels[g]), emb[p], torch.tensor(labels[p]))
-    assert cq.compute() == clustering_scores(emb.numpy(), labels, methods=("kmeans",))
