@@ -74,8 +74,8 @@ def _fmt(v: Any, key: str = "") -> str:
 
 
 def _sort_key(v: Any) -> tuple:
-    # None (e.g. "no degradation") first, numbers in order, then text in job order
-    return (0, 0.0, "") if v is None else (1, float(v), "") if _is_number(v) else (2, 0.0, str(v))
+    # None (e.g. "no degradation") first, numbers in order, then text in job order (the sort is stable)
+    return (0, 0.0) if v is None else (1, float(v)) if _is_number(v) else (2, 0.0)
 
 
 def make_report(

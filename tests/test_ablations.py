@@ -26,8 +26,24 @@ from facenet_pl.report import make_report
 from .helpers import compose_in_process, train_error_in_process
 from .test_train_e2e import ROOT, TINY
 
-TRAIN_ABLATIONS = ["architectures", "embedding_dim", "train_size", "margin", "batch_size", "miners"]
-EVAL_ABLATIONS = ["image_quality", "image_size"]
+
+def _ablations(task: str) -> list[str]:
+    """Experiments with a sweep (``hydra.sweeper.params``) for train.py or eval.py (``experiment_for: eval``)."""
+    found = []
+    for f in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        text = f.read_text()
+        if "sweeper:" in text and ("experiment_for: eval" in text) == (task == "eval"):
+            found.append(f.stem)
+    return found
+
+
+TRAIN_ABLATIONS = _ablations("train")
+EVAL_ABLATIONS = _ablations("eval")
+
+
+def test_every_ablation_of_the_paper_has_an_experiment():
+    assert {"architectures", "embedding_dim", "train_size", "margin", "batch_size", "miners"} <= set(TRAIN_ABLATIONS)
+    assert {"image_quality", "image_size"} <= set(EVAL_ABLATIONS)
 
 
 def sweep_jobs() -> list[list[str]]:
