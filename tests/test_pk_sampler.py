@@ -35,6 +35,29 @@ def test_images_without_replacement_when_enough():
         assert len(set(b)) == len(b)
 
 
+def test_every_image_of_an_identity_is_equally_likely():
+    """Over many epochs, each image of an identity with c >= k images is drawn with probability k/c whenever its
+    identity is (the analytic rate of k draws without replacement), whatever the other identities' sizes."""
+    counts = [5, 9, 40, 3, 17, 12, 6, 25]
+    labels = np.repeat(np.arange(len(counts)), counts)
+    s = PKSampler(labels, p=4, k=3, few_images="skip", seed=1)
+    picked, chosen = np.zeros(len(labels)), np.zeros(len(counts))
+    for epoch in range(600):
+        s.set_epoch(epoch)
+        for b in s:
+            assert len(set(b)) == len(b)
+            picked[b] += 1
+            chosen[np.unique(labels[b])] += 1
+    for ident, c in enumerate(counts):
+        rate = picked[labels == ident] / chosen[ident]
+        if c < 3:
+            assert chosen[ident] == 0  # skipped: fewer than k images
+            continue
+        # binomial standard error of each image's rate over `chosen` draws, 5 sigma
+        tol = 5 * np.sqrt((3 / c) * (1 - 3 / c) / chosen[ident])
+        assert np.all(np.abs(rate - 3 / c) <= tol), (ident, rate, 3 / c)
+
+
 def test_skip_policy_leaves_out_small_identities_and_replace_uses_them():
     labels = np.repeat(np.arange(20), [1, 2, 3] + [8] * 17)
     skip = PKSampler(labels, p=4, k=5, few_images="skip", batches_per_epoch=30)
