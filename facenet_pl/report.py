@@ -59,9 +59,11 @@ def swept_settings(rows: list[dict], params: list[str]) -> list[str]:
     return varying or params
 
 
-def _fmt(v: Any, key: str = "") -> str:
+def _fmt(v: Any, key: str = "", setting: bool = False) -> str:
     if v is None or v == "":
         return "" if v == "" else "none"
+    if setting and _is_number(v):  # a swept value as the user typed it (0.05, not 0.0500)
+        return f"{v:g}"
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
@@ -121,7 +123,7 @@ def make_report(
 
     title = f"{metric} vs {x or ', '.join(swept) or 'job'} ({len(rows)} jobs, {root.name})"
     lines = [f"**{title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, ""), c) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(r.get(c, ""), c, c in swept) for c in cols) + " |" for r in rows]
     markdown = "\n".join(lines) + "\n"
     files["markdown"].write_text(markdown)
     with open(files["csv"], "w", newline="") as f:
@@ -155,7 +157,9 @@ def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: 
         xs, ys = [r[x] for r in pts], [r[metric] for r in pts]
         ax.scatter(xs, ys)
         for r, xv, yv in zip(pts, xs, ys, strict=True):
-            ax.annotate(_fmt(r.get(label_key)), (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(
+                _fmt(r.get(label_key), setting=True), (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
         if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(x)
@@ -172,7 +176,7 @@ def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: 
                 ax.axhline(r[metric], linestyle="--", color="gray", label=f"{key}=none: {r[metric]:.3f}")
             if min(xs) > 0 and max(xs) / min(xs) >= 8:
                 ax.set_xscale("log", base=2)
-                ax.set_xticks(xs, [_fmt(v) for v in xs])
+                ax.set_xticks(xs, [_fmt(v, setting=True) for v in xs])
             if reference:
                 ax.legend(fontsize=8)
         else:  # categories (backbone, miner): one bar per job, in table order
