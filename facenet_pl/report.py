@@ -91,9 +91,7 @@ def make_report(
     """Table (Markdown + CSV) and plot of ``metric`` against the swept setting (or against ``x``, a metric key)."""
     root = Path(multirun_dir)
     rows = collect(root)
-    for r in rows:
-        r["_eval"] = (root / r["job"] / "eval_metrics.json").is_file() and "accuracy" in r
-    is_eval = any(r["_eval"] for r in rows)
+    is_eval = any(r["_metrics_file"] == "eval_metrics.json" for r in rows)
     metrics = EVAL_METRICS if is_eval else TRAIN_METRICS
     metric = metric or metrics[0]
     if not any(metric in r for r in rows):
@@ -102,9 +100,7 @@ def make_report(
             f"no job in {root} reported {metric!r}"
             + (f"; metrics found: {', '.join(found[:30])}" if found else " (did every job fail? see each job's log)")
         )
-    params = sorted(
-        {k for r in rows for k in _overrides(root / r["job"])} - {"ckpt_path", "hydra.run.dir", "hydra.sweep.dir"}
-    )
+    params = sorted({k for r in rows for k in r["_overrides"]} - {"ckpt_path", "hydra.run.dir", "hydra.sweep.dir"})
     swept = swept_settings(rows, params)
     for r in rows:
         for p in params:
@@ -131,15 +127,10 @@ def make_report(
         w.writerow(cols)
         w.writerows([["" if r.get(c) is None else r.get(c, "") for c in cols] for r in rows])
     _plot(rows, swept, metric, x, files["plot"], title)
-    if use_wandb or (use_wandb is None and _jobs_used_wandb(root, rows)):
-        _log_wandb(root, cols, rows, files, _wandb_project(root, rows))
+    wandb_cfg = (_job_config(root, rows).get("logger") or {}).get("wandb")
+    if use_wandb or (use_wandb is None and wandb_cfg is not None):
+        _log_wandb(root, cols, rows, files, str((wandb_cfg or {}).get("project") or "facenet-pl"))
     return Report(markdown=markdown, files=files, swept=swept, metric=metric)
-
-
-def _overrides(job: Path) -> dict[str, str]:
-    path = job / ".hydra" / "overrides.yaml"
-    items = yaml.safe_load(path.read_text()) if path.is_file() else []
-    return dict(o.split("=", 1) for o in items or [] if "=" in o and not o.startswith("hydra"))
 
 
 def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: Path, title: str) -> None:
@@ -199,14 +190,6 @@ def _job_config(root: Path, rows: list[dict]) -> dict:
         if path.is_file():
             return yaml.safe_load(path.read_text()) or {}
     return {}
-
-
-def _jobs_used_wandb(root: Path, rows: list[dict]) -> bool:
-    return "wandb" in (_job_config(root, rows).get("logger") or {})
-
-
-def _wandb_project(root: Path, rows: list[dict]) -> str:
-    return str(((_job_config(root, rows).get("logger") or {}).get("wandb") or {}).get("project") or "facenet-pl")
 
 
 def _log_wandb(root: Path, cols: list[str], rows: list[dict], files: dict[str, Path], project: str) -> None:

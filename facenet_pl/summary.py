@@ -17,7 +17,9 @@ DEFAULT_METRICS = ["best/val/acc", "val/acc", "val/auc", "val/eer", "test/acc", 
 
 
 def collect(multirun_dir: str | Path) -> list[dict]:
-    """One dict per job folder (numbered sub-folders with .hydra/overrides.yaml)."""
+    """One dict per job folder (numbered sub-folders with .hydra/overrides.yaml): its overrides and metrics, and
+    ``_overrides`` (the override keys) and ``_metrics_file`` (``metrics.json`` of train.py, ``eval_metrics.json``
+    of eval.py, or None)."""
     root = Path(multirun_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
@@ -28,12 +30,13 @@ def collect(multirun_dir: str | Path) -> list[dict]:
     ):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict = {"job": job.name, "status": "ok"}
-        row.update(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
+        given = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra"))
+        row.update(given, _overrides=sorted(given), _metrics_file=None)
         mfile = job / "metrics.json"
         if not mfile.exists():  # an eval.py multirun job
             mfile = job / "eval_metrics.json"
         if mfile.exists():
-            row.update(json.loads(mfile.read_text()))
+            row.update(json.loads(mfile.read_text()), _metrics_file=mfile.name)
         else:
             row["status"] = "no metrics (failed or running)"
         rows.append(row)
@@ -56,7 +59,7 @@ def summarize(
 ) -> str:
     rows = collect(multirun_dir)
     params = sorted(
-        {k for r in rows for k in r}
+        {k for r in rows for k in r if not k.startswith("_")}
         - {"job", "status"}
         - {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
         - {"best_model_path", "test/checkpoint", "test/on"}

@@ -38,6 +38,7 @@ def test_multirun_writes_one_dir_per_job_and_summary_tabulates(tmp_path):
     accs = [float(r["best/val/acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)  # ranked by validation, the test accuracy shown beside it
     assert "test/acc" in rows[0] and "test/on" not in rows[0]
+    assert not [c for c in rows[0] if c.startswith("_")]  # bookkeeping of collect() is not a column
     assert "| job |" in table
 
 

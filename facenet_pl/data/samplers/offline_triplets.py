@@ -68,7 +68,6 @@ class OfflineTripletSampler(EpochBatchSampler):
         self.subsets, self.mine = subsets, mine
         self.every_n_steps, self.triplets_per_batch = int(every_n_steps), int(triplets_per_batch)
         self.batches_per_epoch, self.seed, self.max_empty = int(batches_per_epoch), int(seed), int(max_empty)
-        self.epoch, self._skip = 0, 0
         self._pool: np.ndarray | None = None  # (M, 3) dataset indices
         self._cursor = 0
         self._since_refresh = 0
@@ -85,7 +84,7 @@ class OfflineTripletSampler(EpochBatchSampler):
 
     def resume(self, epoch: int, completed_batches: int) -> None:
         """Continue ``epoch`` after ``completed_batches``; a jump re-mines the pool with the current model."""
-        self.epoch, self._skip = int(epoch), int(completed_batches)
+        super().resume(epoch, completed_batches)
         target = self.epoch * self.batches_per_epoch + self._skip
         if target == self._produced and (self._pool is not None or target == 0):
             return  # simply the next epoch of this run
@@ -94,10 +93,10 @@ class OfflineTripletSampler(EpochBatchSampler):
         self._resume_offset = target % self.every_n_steps
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "seed": self.seed, "refreshes": self._refreshes}
+        return {**super().state_dict(), "refreshes": self._refreshes}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", self.epoch))
+        super().load_state_dict(state)
         self._refreshes = int(state.get("refreshes", self._refreshes))
         self._pool = None
 

@@ -54,8 +54,7 @@ class PKSampler(EpochBatchSampler):
         if not 0 <= rank < num_replicas:
             raise ConfigError(f"rank {rank} outside [0, {num_replicas})")
         self.p, self.k, self.extra_negatives = int(p), int(k), int(extra_negatives)
-        self.few_images, self.seed, self.epoch = few_images, int(seed), 0
-        self._skip = 0  # batches of the next epoch to skip when resuming mid-epoch
+        self.few_images, self.seed = few_images, int(seed)  # epoch and resume position: EpochBatchSampler
         self.num_replicas, self.rank = int(num_replicas), int(rank)
 
         order = np.argsort(labels, kind="stable")
