@@ -229,7 +229,17 @@ class FaceNetModule(pl.LightningModule):
         ``flip``: average with the mirror image's embedding (None: ``model.eval_flip``, the setting the
         stored threshold was calibrated with).
         """
-        return self._embed_eval(normalize_images(images.to(self.device), self.normalization), flip)
+        images = self._at_input_size(images.to(self.device))
+        return self._embed_eval(normalize_images(images, self.normalization), flip)
+
+    def _at_input_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Images of another size (a decode cache kept larger than the network input, ``data.cache_size``) are
+        resized to ``backbone.input_size`` on their device (bilinear, antialiased)."""
+        if images.shape[-2:] == (self.input_size, self.input_size):
+            return images
+        return torch.nn.functional.interpolate(
+            images.float(), size=(self.input_size, self.input_size), mode="bilinear", antialias=True
+        )
 
     def _embed_eval(self, x: torch.Tensor, flip: bool | None = None) -> torch.Tensor:
         emb = self(x)
@@ -274,8 +284,8 @@ class FaceNetModule(pl.LightningModule):
     def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
         """Normalise a uint8 batch on its device, after the ``augment`` ops when ``augment`` (training)."""
         if augment and self.augment is not None:
-            images = self.augment(images)
-        return normalize_images(images, self.normalization)
+            images = self.augment(images)  # at the size the data comes in: a larger cache gives crops more pixels
+        return normalize_images(self._at_input_size(images), self.normalization)
 
     @torch.no_grad()
     def mine_offline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:

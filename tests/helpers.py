@@ -1,9 +1,144 @@
-"""Test helpers importable from Hydra configs (``+callbacks.x._target_=tests.helpers.X``)."""
+"""Shared test helpers: the tiny settings, ways to run the entry points (a new interpreter, or in this one), and
+callbacks importable from Hydra configs (``+callbacks.x._target_=tests.helpers.X``)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import torch
 from pytorch_lightning.callbacks import Callback
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Synthetic data small enough for a CPU step in well under a second (24 training identities x 4 images).
+TINY = [
+    "data.train_identities=24",
+    "data.train_images_per_identity=4",
+    "data.val_identities=20",
+    "data.val_images_per_identity=3",
+    "data.val_pairs_per_fold=4",
+    "data.test_identities=20",
+    "data.test_images_per_identity=3",
+    "data.p=4",
+    "data.k=3",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run_script(
+    script: str, run_dir: Path, *overrides: str, timeout: int = 300, new_process: bool = False
+) -> subprocess.CompletedProcess:
+    """``python <script> hydra.run.dir=<run_dir> <overrides>``: in this interpreter (:func:`run_entry`), or with
+    ``new_process`` in a new one, exactly what a user types (for what needs a process: kill -9, DDP, imports)."""
+    if not new_process:
+        return run_entry(script, f"hydra.run.dir={run_dir}", *overrides)
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train(tmp_path: Path, *overrides: str, timeout: int = 300, new_process: bool = False):
+    """train.py with the TINY settings (:func:`run_script`)."""
+    return run_script("train.py", tmp_path, *TINY, *overrides, timeout=timeout, new_process=new_process)
+
+
+def run_entry(
+    script: str, *argv: str, env: dict[str, str | None] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """``python <script> <argv>`` run in this interpreter: the script's own ``@hydra.main`` parses ``argv``
+    (``-m`` multiruns and sweepers included), sets up Hydra's run directory and logging and exits as the
+    script would, without ~10 s of imports for a new process. Returns what :func:`subprocess.run` would: the
+    exit code, stdout and stderr. ``cwd``: the working directory. ``env``: variables set (None removes one)
+    for the duration of the call. The environment, working directory and logging are restored afterwards."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
+    saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    GlobalHydra.instance().clear()
+    try:
+        sys.argv = [str(ROOT / script), *argv]
+        os.environ.update({"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        for handler in root_logger.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root_logger.handlers[:] = saved_handlers
+        root_logger.setLevel(saved_level)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``facenet-pl ARGS`` in this interpreter: the exit code, stdout and stderr, as :func:`subprocess.run` gives."""
+    import contextlib
+    import io
+
+    from facenet_pl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse errors
+            code = e.code
+    return subprocess.CompletedProcess(["facenet-pl", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def tiny_labels() -> np.ndarray:
+    """Labels of the TINY training set (24 identities x 4 images), rendered as train.py renders them."""
+    from facenet_pl.data.datamodule import SyntheticFaceDataModule
+
+    dm = SyntheticFaceDataModule(
+        train_identities=24,
+        train_images_per_identity=4,
+        val_identities=20,
+        val_images_per_identity=3,
+        val_pairs_per_fold=4,
+        p=4,
+        k=3,
+        seed=42,
+    )
+    dm.setup("fit")
+    return dm.train_set.labels.numpy()
+
+
+def tiny_module():
+    """A FaceNetModule small enough to build and step in milliseconds."""
+    from facenet_pl.module import FaceNetModule
+
+    return FaceNetModule(
+        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
+        model={"embedding_dim": 8},
+        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
+        loss={"_target_": "facenet_pl.losses.TripletLoss"},
+        optimizer={"_target_": "torch.optim.AdamW"},
+    )
 
 
 class InjectNaNWeights(Callback):
@@ -111,8 +246,6 @@ def compose_in_process(config: str, output_dir, overrides) -> DictConfig:  # noq
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from .test_train_e2e import ROOT
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config, overrides=list(overrides), return_hydra_config=True)
@@ -129,8 +262,6 @@ def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = Tr
     from omegaconf import open_dict
 
     from facenet_pl.training import train
-
-    from .test_train_e2e import TINY
 
     cfg = compose_in_process("train", tmp_path, [*(TINY if tiny else []), *overrides])
     if not logger:

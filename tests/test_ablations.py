@@ -6,9 +6,7 @@ import csv
 import io
 import itertools
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,7 @@ from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.models.complexity import model_complexity
 from facenet_pl.report import make_report
 
-from .helpers import compose_in_process, train_error_in_process
-from .test_train_e2e import ROOT, TINY
+from .helpers import ROOT, TINY, compose_in_process, run_cli, run_entry, train_error_in_process
 
 
 def _ablations(task: str) -> list[str]:
@@ -167,10 +164,8 @@ def test_an_eval_experiment_given_to_train_py_says_where_it_belongs(tmp_path):
 
 
 def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
-    )
+    """``python <script> <args>`` through the script's own main (in this interpreter: tests.helpers.run_entry)."""
+    out = run_entry(script, *args, cwd=cwd, env={"WANDB_MODE": "disabled"})
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -218,9 +213,7 @@ def test_tiny_miners_multirun_then_image_quality_eval_multirun_and_reports(tmp_p
     assert set(res) == {"None", "5"}
     assert res["None"]["pairs"] == res["5"]["pairs"]
     assert res["None"]["auc"] != res["5"]["auc"]  # the degraded images changed the distances
-    cli = subprocess.run(
-        [sys.executable, "-m", "facenet_pl.cli", "report", str(ev)], capture_output=True, text=True, cwd=ROOT
-    )
+    cli = run_cli("report", ev)
     assert cli.returncode == 0, cli.stderr
     assert "| none |" in cli.stdout and "| 5 |" in cli.stdout and "degrade.jpeg_quality" in cli.stdout
 

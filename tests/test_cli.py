@@ -5,22 +5,19 @@ runs the real console entry point in a subprocess."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from facenet_pl.cli import main
 from facenet_pl.inference import load_model
 
+from .helpers import run_cli as cli
 from .helpers import train_in_process, write_face_folders
 
 
@@ -34,17 +31,6 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     return write_face_folders(tmp_path_factory.mktemp("faces"), 4, 3)
-
-
-def cli(*args):
-    """``facenet-pl ARGS`` in this process: (returncode, stdout, stderr) like ``subprocess.run``."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse errors
-            code = e.code
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_checkpoint_carries_a_calibrated_threshold(trained):

@@ -161,7 +161,7 @@ def test_readme_config_table_lists_every_option():
     """README's config-group table names every option file under conf/<group>/ (and no missing one)."""
     import re
 
-    from .test_train_e2e import ROOT
+    from .helpers import ROOT
 
     table = {}
     for line in (ROOT / "README.md").read_text().splitlines():

@@ -12,17 +12,43 @@ from omegaconf import OmegaConf
 from facenet_pl.evaluation import evaluate_pairs
 from facenet_pl.inference import embed_dataset, load_model
 
-from .helpers import read_batches
-from .test_train_e2e import run_train
-from .test_training_integrity import _tiny_labels
+from .helpers import TINY, read_batches, run_script, tiny_labels, write_face_folders
 
 
-# cross_rank=true through train.py is slow-marked: tests/test_cross_rank.py covers its exactness in CI
-@pytest.mark.parametrize("cross_rank", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path, cross_rank):
+def _folder_overrides(tmp_path) -> list[str]:
+    """32 people x 4 PNG files; 4 held out for validation and 4 for the test: 24 to train on, as TINY has."""
+    faces = write_face_folders(tmp_path / "faces", 32, 4)
+    return [
+        "data=folder",
+        f"data.root={faces}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.decode_workers=0",
+        "data.val_identities=4",
+        "data.test_identities=4",
+        "data.val_pairs_per_fold=4",
+        "data.batches_per_epoch=null",
+        "data.p=4",
+        "data.k=3",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+
+
+# data=folder (with one decoded-image cache that both ranks use) runs in CI; the built-in data and
+# cross_rank=true through train.py are slow-marked (tests/test_cross_rank.py covers cross_rank's exactness in CI).
+@pytest.mark.parametrize(
+    "data,cross_rank",
+    [
+        ("folder", False),
+        pytest.param("synthetic", False, marks=pytest.mark.slow),
+        pytest.param("synthetic", True, marks=pytest.mark.slow),
+    ],
+)
+def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path, data, cross_rank):
     rec = tmp_path / "batches.jsonl"
-    out = run_train(
+    out = run_script(
+        "train.py",
         tmp_path,
+        *(_folder_overrides(tmp_path) if data == "folder" else TINY),
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -31,15 +57,29 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
         "+callbacks.record._target_=tests.helpers.RecordBatches",
         f"+callbacks.record.path={rec}",
         timeout=600,
+        new_process=True,  # Lightning's DDP launcher starts the other rank by re-running the script
     )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # 24 identities, P=4 per rank and 2 ranks: 3 global steps per epoch (each rank draws its own identities)
     assert metrics["global_step"] == 2 * 24 // (4 * 2)
+    cfg = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    labels = dm.train_set.labels.numpy()
+    if data == "folder":
+        # One cache, built once (prepare_data on one process; a lock makes any other builder wait) and
+        # opened by both ranks, and by the single process above: no second build, nothing half-written left.
+        log = out.stdout + out.stderr
+        assert log.count("building the decoded-image cache") == 1, log[-3000:]
+        cache = tmp_path / "cache"
+        assert len(list(cache.glob("images-*.npy"))) == 1 and len(list(cache.glob("meta-*.json"))) == 1
+        assert not list(cache.glob("*.partial")) and not list(cache.glob("progress-*"))
+    else:
+        assert np.array_equal(labels, tiny_labels())
 
     # What each rank trained: in every step the ranks' identities are disjoint and together cover 2 x P;
-    # every epoch covers all 24 identities and differs from the other epoch on each rank.
-    labels = _tiny_labels()
+    # every epoch covers all 24 training identities and differs from the other epoch on each rank.
     rows = read_batches(rec)
     batches = {(r["rank"], r["epoch"], r["batch_idx"]): labels[r["idx"]] for r in rows}
     assert len(batches) == 2 * 2 * 3
@@ -49,7 +89,7 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
             r0, r1 = set(batches[0, epoch, b]), set(batches[1, epoch, b])
             assert len(r0) == len(r1) == 4 and not r0 & r1
             ids += [*r0, *r1]
-        assert sorted(ids) == list(range(24))
+        assert sorted(ids) == sorted(np.unique(labels)) and len(ids) == 24
     for rank in (0, 1):
         e0 = [r["idx"] for r in rows if r["rank"] == rank and r["epoch"] == 0]
         e1 = [r["idx"] for r in rows if r["rank"] == rank and r["epoch"] == 1]
@@ -57,8 +97,6 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
 
     # The val/acc the 2 ranks logged (each embedded half of the validation images) must equal a
     # single-process evaluation of the saved weights on the whole validation set.
-    cfg = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
-    dm = instantiate(cfg.data)
     dm.setup("validate")
     module = load_model(tmp_path / "checkpoints" / "last.ckpt")
     emb = embed_dataset(module, dm.val_split.dataset).numpy().astype(np.float64)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,7 @@ from facenet_pl.data.decode_cache import CacheFiles, cache_key, cached_decode, l
 from facenet_pl.data.images import decode_images, load_image, scan_identity_folders
 from facenet_pl.run_dirs import unique_dir
 
-from .helpers import train_error_in_process, write_face_folders
-from .test_train_e2e import ROOT, TINY, run_train
+from .helpers import ROOT, TINY, run_entry, run_train, train_error_in_process, write_face_folders
 
 # -- run directories -------------------------------------------------------------------------------------------
 
@@ -54,26 +54,37 @@ def _train_cmd(*overrides: str, multirun: bool = False) -> list[str]:
 
 def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     """The issue's `python train.py loss.margin=0.1 & python train.py loss.margin=0.5 & wait`, with both runs
-    forced onto one directory name (as when they start in the same second)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    forced onto one directory name (as when they start in the same second). First the race itself: 8 processes
+    resolve ``${unique_dir:...}`` at one instant (a barrier file) and each gets its own directory. Then two
+    train.py runs given the same name each write their own config, checkpoint and metrics."""
+    race = tmp_path / "race"
+    race.mkdir()
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "from facenet_pl.run_dirs import unique_dir\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
+        f"print(unique_dir({str(race / 'same')!r}))\n"
+    )
     procs = [
-        subprocess.Popen(
-            _train_cmd(
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(8)
+    ]
+    time.sleep(0.5)
+    go.touch()
+    got = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert got == sorted(str(race / n) for n in ["same", *(f"same-{i}" for i in range(1, 8))])
+
+    for m in (0.1, 0.5):
+        out = run_entry(
+            *_train_cmd(
                 f"loss.margin={m}",
                 "hydra.run.dir=${unique_dir:outputs/same}",
                 "trainer.limit_train_batches=2",
                 "test=false",
-            ),
+            )[1:],
             cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
         )
-        for m in (0.1, 0.5)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errs[0][-2000:] + errs[1][-2000:]
+        assert out.returncode == 0, out.stderr[-2000:]
     dirs = sorted((tmp_path / "outputs").iterdir())
     assert [d.name for d in dirs] == ["same", "same-1"]
     margins = set()
@@ -88,22 +99,15 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path)
 
 def test_a_multirun_chooses_its_sweep_directory_once(tmp_path):
     """Every job of one sweep lands in the same sweep directory (the resolver's result is shared, like ${now:})."""
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run(
-        [
-            *_train_cmd(
-                "loss.margin=0.1,0.3",
-                "test=false",
-                "trainer.limit_train_batches=1",
-                "hydra.sweep.dir=${unique_dir:outputs/sweep}",
-                multirun=True,
-            )
-        ],
+    out = run_entry(
+        *_train_cmd(
+            "loss.margin=0.1,0.3",
+            "test=false",
+            "trainer.limit_train_batches=1",
+            "hydra.sweep.dir=${unique_dir:outputs/sweep}",
+            multirun=True,
+        )[1:],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["sweep"]
@@ -221,7 +225,7 @@ def _dead_pid() -> int:
 def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
     """Distances shrinking ~1000x (the issue's hardest-from-step-0 run: 1.6 -> 2.4e-3) warn, though far above the
     old absolute 1e-4; a healthy run whose distances shrink 3x does not."""
-    from .test_reliability import _module
+    from .helpers import tiny_module as _module
 
     stats = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(2e-3), "mean_d_ap": torch.tensor(1e-3)})
     g = torch.Generator().manual_seed(0)
@@ -351,7 +355,8 @@ def test_a_full_disk_while_caching_falls_back_to_memory_and_leaves_nothing(faces
         images, ok = _build(paths, tmp_path / "cache")
     assert str(tmp_path / "cache") in str(w[0].message) and "free" in str(w[0].message)
     assert np.array_equal(images, reference) and ok.all()
-    assert list((tmp_path / "cache").iterdir()) == [], "a partial cache or temp file was left behind"
+    left = [f.name for f in (tmp_path / "cache").iterdir() if not f.name.startswith("lock-")]  # (empty lock file)
+    assert left == [], "a partial cache or temp file was left behind"
 
 
 def test_cache_temp_files_of_dead_processes_are_removed(faces, tmp_path):

@@ -10,8 +10,7 @@ import pytest
 
 from facenet_pl.wandb_setup import wandb_key_configured
 
-from .helpers import eval_in_process, train_in_process
-from .test_train_e2e import ROOT
+from .helpers import ROOT, eval_in_process, train_in_process
 
 KEY = "a" * 40
 

@@ -17,7 +17,7 @@ from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.module import FaceNetModule, normalize_images
 
 from .helpers import train_error_in_process, train_in_process
-from .test_miners import brute_semihard
+from .references import brute_semihard
 
 LABELS = np.repeat(np.arange(30), 5)  # 30 identities x 5 images
 TABLE = np.random.default_rng(0).normal(size=(len(LABELS), 8))  # a fixed "model": one embedding per image

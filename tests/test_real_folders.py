@@ -15,9 +15,7 @@ from facenet_pl.data.folder_plan import plan_folder
 from facenet_pl.data.images import load_image
 from facenet_pl.errors import ConfigError
 
-from .helpers import train_in_process, write_face_folders
-from .test_train_e2e import TINY
-from .test_user_errors import _entry_point
+from .helpers import TINY, run_entry, train_in_process, write_face_folders
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +181,8 @@ def test_too_large_p_is_refused_before_decoding_with_the_auto_value(faces38, mon
 def test_folder_mistakes_are_one_line_from_train_py(faces38, tmp_path, capsys, argv, message):
     """The issue's report: data.val_identities=10 on a 38-person folder printed a full traceback."""
     base = TINY if argv == ["data.p=auto"] else [*FOLDER, f"data.root={faces38}"]  # data.p=auto: synthetic
-    code, out, err = _entry_point("train.py", [*base, *argv, f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    r = run_entry("train.py", *base, *argv, f"hydra.run.dir={tmp_path / 'run'}")
+    code, out, err = r.returncode, r.stdout, r.stderr
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 1 and len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in out + err

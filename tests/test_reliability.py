@@ -9,19 +9,9 @@ import pytest
 import torch
 
 from facenet_pl.checkpoint_io import atomic_torch_save
-from facenet_pl.module import FaceNetModule, NonFiniteLossError
+from facenet_pl.module import NonFiniteLossError
 
-from .helpers import train_error_in_process, train_in_process
-
-
-def _module():
-    return FaceNetModule(
-        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-        model={"embedding_dim": 8},
-        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"},
-        optimizer={"_target_": "torch.optim.AdamW"},
-    )
+from .helpers import tiny_module, train_error_in_process, train_in_process
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -42,19 +32,19 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 
 
 def test_collapse_is_detected_and_warned(caplog):
-    m = _module()
+    m = tiny_module()
     stats = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(1e-7), "mean_d_ap": torch.tensor(1e-7)})
     with caplog.at_level(logging.WARNING):
         m._check_collapse(torch.nn.functional.normalize(torch.ones(4, 8), dim=1), stats)
     assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
     healthy = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(0.9), "mean_d_ap": torch.tensor(0.3)})
-    m2 = _module()
+    m2 = tiny_module()
     m2._check_collapse(torch.nn.functional.normalize(torch.randn(4, 8), dim=1), healthy)
     assert m2.collapse_warnings == 0
 
 
 def test_non_finite_loss_raises_in_training_step(monkeypatch):
-    m = _module()
+    m = tiny_module()
     monkeypatch.setattr(m, "log", lambda *a, **k: None)
     images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])

@@ -17,8 +17,7 @@ from facenet_pl.data.download import _safe_extract
 from facenet_pl.errors import ConfigError
 from facenet_pl.inference import embed_images, load_model
 
-from .helpers import eval_in_process, train_in_process, write_face_folders
-from .test_train_e2e import TINY
+from .helpers import TINY, eval_in_process, train_in_process, write_face_folders
 
 
 class _RunsCode:

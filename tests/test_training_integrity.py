@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from .helpers import read_batches, train_in_process
-from .test_train_e2e import ROOT, TINY
+from .helpers import ROOT, TINY, read_batches, tiny_labels, train_in_process
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 RECORD = "+callbacks.record._target_=tests.helpers.RecordBatches"
@@ -31,31 +30,13 @@ def _epochs(rows: list[dict]) -> dict[int, list[tuple[int, ...]]]:
     return dict(out)
 
 
-def _tiny_labels() -> np.ndarray:
-    """Labels of the TINY training set (24 identities x 4 images), rendered as train.py renders them."""
-    from facenet_pl.data.datamodule import SyntheticFaceDataModule
-
-    dm = SyntheticFaceDataModule(
-        train_identities=24,
-        train_images_per_identity=4,
-        val_identities=20,
-        val_images_per_identity=3,
-        val_pairs_per_fold=4,
-        p=4,
-        k=3,
-        seed=42,
-    )
-    dm.setup("fit")
-    return dm.train_set.labels.numpy()
-
-
 def test_every_epoch_trains_new_batches_and_covers_the_training_set(tmp_path):
     rec = tmp_path / "batches.jsonl"
     train_in_process(tmp_path, "trainer.max_epochs=6", RECORD, f"+callbacks.record.path={rec}")
     epochs = _epochs(read_batches(rec))
     assert sorted(epochs) == list(range(6)) and all(len(b) == 24 // 4 for b in epochs.values())
     assert len({tuple(b) for b in epochs.values()}) == 6, "an epoch repeated another epoch's batches"
-    labels = _tiny_labels()
+    labels = tiny_labels()
     seen = np.unique([i for b in epochs.values() for batch in b for i in batch])
     # every identity is drawn every epoch (P x steps = 24); K=3 of 4 images each time, so over
     # 6 epochs an image is missed with probability (1/4)^6: all but at most a few of the 96 appear
@@ -95,7 +76,7 @@ def test_offline_mining_draws_new_batches_every_epoch(tmp_path):
     epochs = _epochs(read_batches(rec))
     assert sorted(epochs) == [0, 1, 2]
     assert len({tuple(b) for b in epochs.values()}) == 3
-    labels = _tiny_labels()
+    labels = tiny_labels()
     for batches in epochs.values():
         for b in batches:  # [anchors, positives, negatives]: same identity for a/p, another for n
             a, p, n = np.split(labels[list(b)], 3)

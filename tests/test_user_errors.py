@@ -3,33 +3,13 @@ non-zero exit. train.py and eval.py run in this process through their Hydra entr
 
 from __future__ import annotations
 
-import runpy
 import subprocess
 import sys
 import time
 
 import pytest
 
-from .test_train_e2e import ROOT, TINY
-
-
-def _entry_point(script: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    old = sys.argv
-    sys.argv = [str(ROOT / script), *argv]
-    try:
-        runpy.run_path(str(ROOT / script), run_name="__main__")
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-        GlobalHydra.instance().clear()
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
+from .helpers import ROOT, TINY, run_entry
 
 CASES = {
     "folder data without data.root": ("train.py", ["data=folder"], "data.root has no value"),
@@ -87,7 +67,8 @@ def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypat
     for name, f in files.items():
         argv = [a.replace(f"{{{name}}}", str(f)) for a in argv]
     argv = [*argv, f"hydra.run.dir={tmp_path / 'run'}"]
-    code, out, err = _entry_point(script, argv, capsys)
+    r = run_entry(script, *argv)
+    code, out, err = r.returncode, r.stdout, r.stderr
     assert code == 1, (out, err)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err

@@ -103,6 +103,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.val_split: VerificationSet | None = None
         self.test_split: VerificationSet | None = None
         self._train_sampler: EpochBatchSampler | None = None
+        #: DataLoader options of the training loader (data modules that decode in workers set them).
+        self.pin_memory, self.prefetch_factor = False, None
         #: ``(miner.offline settings, embed_and_mine)`` once :meth:`use_offline_mining` was called.
         self._offline: tuple[dict, EmbedAndMine] | None = None
 
@@ -152,6 +154,8 @@ class FaceDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             position=(lambda: trainer_position(t)) if t is not None else None,
             generator=self._loader_generator(),
         )

@@ -51,3 +51,76 @@ def collate_batch(samples):
     if isinstance(samples, tuple) and len(samples) == 3 and isinstance(samples[0], torch.Tensor):
         return samples
     return default_collate(samples)
+
+
+class FileFaceDataset(Dataset):
+    """Images decoded from their files each time they are drawn (``data.cache=false``): for data sets that do
+    not fit on disk once decoded. Run it with DataLoader workers: ``__getitems__`` decodes one whole batch in
+    the worker that fetches it, so ``data.num_workers`` batches decode in parallel while the model trains.
+
+    A file that cannot be decoded is replaced by the next readable image of the same identity (in file order,
+    so the batch still holds K images of that person and the draw stays deterministic) and counted; the
+    dataset index returned is the one actually decoded.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence,
+        labels,
+        size: int,
+        crop: int | None = None,
+        fit: str = "crop",
+        grayscale: bool = False,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} files but {len(labels)} labels")
+        self.paths = [str(p) for p in paths]
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.size, self.crop, self.fit, self.grayscale = size, crop, fit, grayscale
+        lab = self.labels.numpy()
+        order = np.argsort(lab, kind="stable")
+        self._order = order  # dataset indices grouped by identity, file order inside
+        self._pos = np.empty(len(lab), np.int64)
+        self._pos[order] = np.arange(len(lab))
+        counts = np.bincount(lab) if len(lab) else np.zeros(0, np.int64)
+        self._start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self._count = counts
+        #: Files found unreadable by this process (each DataLoader worker counts its own).
+        self.unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _load(self, i: int) -> tuple[torch.Tensor, int]:
+        from facenet_pl.data.images import load_image
+
+        lab = int(self.labels[i])
+        start, count, pos = self._start[lab], self._count[lab], self._pos[i] - self._start[lab]
+        for step in range(count):
+            j = int(self._order[start + (pos + step) % count])
+            img = load_image(self.paths[j], self.size, self.crop, self.fit, self.grayscale)
+            if img is not None:
+                return torch.from_numpy(img), j
+            if j not in self.unreadable:
+                self.unreadable.add(j)
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "cannot decode %s: using another image of the same identity instead (%d unreadable so far in "
+                    "this process); exclude it with data.exclude",
+                    self.paths[j],
+                    len(self.unreadable),
+                )
+        raise ValueError(
+            f"no image of identity {lab} can be decoded (e.g. {self.paths[i]}): remove its folder or exclude it "
+            "with data.exclude"
+        )
+
+    def __getitem__(self, i: int) -> Batch:
+        img, j = self._load(int(i))
+        return img, self.labels[j], torch.tensor(j)
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        loaded = [self._load(int(i)) for i in indices]
+        idx = torch.tensor([j for _, j in loaded], dtype=torch.long)
+        return torch.stack([img for img, _ in loaded]), self.labels[idx], idx

@@ -1,12 +1,18 @@
-"""The on-disk cache of decoded images: keyed by the file list, written atomically, checked before it is trusted.
+"""The on-disk cache of decoded images: keyed by the file list, built streaming and resumably, checked before use.
 
 A cache is three files in ``data.cache_dir``: ``images-<key>.npy`` (uint8 N x 3 x S x S, memory-mapped by
 later runs), ``ok-<key>.npy`` (which files decoded) and ``meta-<key>.json``, written last, holding what the
 cache was built from and a BLAKE2b hash of the ok-mask and of every chunk of images. A cache without its
 meta file is incomplete and never used. On open the header, the file lengths and the ok-mask are checked,
 and the image chunks are hashed (all of them up to :data:`FULL_CHECK_BYTES`, else the first, the last and a
-random sample): a cache that fails is rebuilt with a warning, never trusted. A full disk while writing
-leaves no temp file and falls back to the images already decoded in memory.
+random sample): a cache that fails is rebuilt with a warning, never trusted.
+
+A cache is built chunk by chunk (:data:`CHUNK` images) into ``images-<key>.npy.partial``: each chunk is decoded
+by the DataLoader workers, written at its place in the file, synced, and only then recorded (with its hash) in
+``progress-<key>.json``. Peak memory is a few chunks, whatever the size of the data. A build that was killed
+continues where it stopped (the recorded chunks are checked against their hashes first); the partial file is
+renamed into place only when every chunk is in. A full disk while writing removes the partial files and falls
+back to the images decoded in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,18 +42,31 @@ CHUNK = 1024  # images per hashed chunk
 SAMPLE_CHUNKS = 16
 
 
-def cache_key(paths: Sequence[Path], size: int, crop: int | None, fit: str = "crop", grayscale: bool = False) -> str:
+def cache_key(
+    paths: Sequence[Path],
+    size: int,
+    crop: int | None,
+    fit: str = "crop",
+    grayscale: bool = False,
+    stats: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> str:
     """Hash of the decode settings and every file's path, size and mtime (a changed tree misses the cache).
 
-    A file that cannot be stat-ed (broken symlink, symlink loop) is hashed as such; decoding then skips it.
+    ``stats``: (sizes, mtimes) of ``paths`` already known (the file index); else every file is stat-ed. A file
+    that cannot be stat-ed (broken symlink, symlink loop; size -1 in ``stats``) is hashed as such; decoding then
+    skips it.
     """
     h = hashlib.sha1(f"v{CACHE_VERSION}:{size}:{crop}:{fit}:{int(grayscale)}".encode())
+    if stats is not None:
+        for p, size_, mtime in zip(paths, stats[0], stats[1], strict=True):
+            h.update((f"{p}:{size_}:{mtime}\n" if size_ >= 0 else f"{p}:unreadable\n").encode())
+        return h.hexdigest()[:16]
     for p in paths:
         try:
             st = os.stat(p)
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        except OSError as e:
-            h.update(f"{p}:unreadable:{e.errno}\n".encode())
+        except OSError:
+            h.update(f"{p}:unreadable\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -78,11 +98,24 @@ class CacheFiles:
     def meta(self) -> Path:
         return self.directory / f"meta-{self.key}.json"
 
+    @property
+    def partial(self) -> Path:
+        return self.directory / f"images-{self.key}.npy.partial"
+
+    @property
+    def progress(self) -> Path:
+        return self.directory / f"progress-{self.key}.json"
+
     def all(self) -> list[Path]:
         return [self.images, self.ok, self.meta]
 
+    def remove_build(self) -> None:
+        for f in (self.partial, self.progress):
+            f.unlink(missing_ok=True)
+
     def remove(self) -> None:
-        for f in self.all():
+        """Remove the cache and any interrupted build of it (the lock file stays: another process may hold it)."""
+        for f in (*self.all(), self.partial, self.progress):
             f.unlink(missing_ok=True)
 
     def nbytes(self) -> int:
@@ -124,21 +157,11 @@ def open_cache(
     return images, ok
 
 
-def write_cache(
-    files: CacheFiles,
-    images: np.ndarray,
-    ok: np.ndarray,
-    source: str,
-    size: int,
-    crop: int | None,
-    fit: str = "crop",
-    grayscale: bool = False,
-) -> None:
-    """Write the three files atomically, the meta file last (a cache without it is never used)."""
-    meta = {
+def _meta(files: CacheFiles, n: int, size: int, crop, fit, grayscale, source, ok, chunk_hashes) -> dict:
+    return {
         "version": CACHE_VERSION,
         "key": files.key,
-        "n": int(len(images)),
+        "n": int(n),
         "size": int(size),
         "crop": crop,
         "fit": fit,
@@ -148,11 +171,161 @@ def write_cache(
         "readable": int(ok.sum()),
         "ok_hash": _hash(ok),
         "chunk": CHUNK,
-        "chunk_hashes": _chunk_hashes(images),
+        "chunk_hashes": chunk_hashes,
     }
-    atomic_write(files.images, lambda f: np.save(f, images))
+
+
+def _npy_header(n: int, size: int) -> bytes:
+    """The .npy header of a uint8 (n, 3, size, size) array (what np.save writes before the data)."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": (n, 3, size, size),
+        },
+    )
+    return buf.getvalue()
+
+
+def _resume_state(files: CacheFiles, n: int, size: int, header: bytes) -> dict[int, dict]:
+    """Chunks a killed build already wrote, checked against their recorded hashes (a sample of them when the
+    partial file is large, always including the last one written); {} when there is nothing to trust."""
+    if not files.partial.exists() or not files.progress.exists():
+        files.remove_build()
+        return {}
+    try:
+        prog = json.loads(files.progress.read_text())
+        if prog.get("version") != CACHE_VERSION or prog.get("n") != n or prog.get("size") != size:
+            raise ValueError("other images")
+        done = {int(c): v for c, v in prog["chunks"].items()}
+        with open(files.partial, "rb") as f:
+            if f.read(len(header)) != header:
+                raise ValueError("header")
+        image_bytes = 3 * size * size
+        recorded = sorted(done)
+        if len(recorded) * CHUNK * image_bytes <= FULL_CHECK_BYTES:
+            which = recorded
+        else:
+            rng = np.random.default_rng()
+            last = max(recorded, key=lambda c: done[c]["order"])
+            which = sorted({last, *rng.choice(recorded, min(SAMPLE_CHUNKS, len(recorded)), replace=False).tolist()})
+        images = np.memmap(files.partial, np.uint8, "r", offset=len(header), shape=(n, 3, size, size))
+        for c in which:
+            if _hash(images[c * CHUNK : (c + 1) * CHUNK]) != done[c]["hash"]:
+                raise ValueError(f"chunk {c} does not match its hash")
+        del images
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        _warn(f"the interrupted cache build {files.partial} cannot be continued ({str(e)[:100]}): starting it again")
+        files.remove_build()
+        return {}
+    return done
+
+
+@contextmanager
+def _build_lock(files: CacheFiles) -> Iterator[None]:
+    """An exclusive lock on ``lock-<key>`` in the cache folder (``fcntl.flock``; honoured across processes on one
+    machine and, where the filesystem supports it, across nodes): DDP ranks, or runs started together, that need
+    the same cache build it once; the others wait and then find it built."""
+    import fcntl
+
+    with open(files.directory / f"lock-{files.key}", "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is building or checking the cache %s: waiting for it", files.images)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without locks: go on unlocked, as before
+            log.warning("cannot lock %s (%s): building without a lock", f.name, e)
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
+
+def build_cache(
+    files: CacheFiles,
+    paths: Sequence[Path],
+    size: int,
+    crop: int | None,
+    num_workers: int = 0,
+    source: str = "",
+    fit: str = "crop",
+    grayscale: bool = False,
+) -> None:
+    """Decode ``paths`` into the cache ``files``, chunk by chunk (see the module docstring): resumable, memory
+    bounded by a few chunks. A kill leaves the partial files for the next run to continue; OSError (a full
+    disk included) is raised to the caller."""
+    from torch.utils.data import DataLoader
+
+    from facenet_pl.data.images import _Decode
+
+    n = len(paths)
+    header = _npy_header(n, size)
+    image_bytes = 3 * size * size
+    total = len(header) + n * image_bytes
+    chunks = -(-n // CHUNK)
+    done = _resume_state(files, n, size, header)
+    todo = [c for c in range(chunks) if c not in done]
+    log.info(
+        "building the decoded-image cache %s: %d images at %d px, %.2f GB (%s)%s",
+        files.images,
+        n,
+        size,
+        total / 1e9,
+        free_space(files.directory),
+        f"; continuing an interrupted build, {len(done)} of {chunks} chunks already in" if done else "",
+    )
+    fd = os.open(files.partial, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not done:
+            os.ftruncate(fd, total)  # sparse: the disk fills as chunks land
+            os.pwrite(fd, header, 0)
+        loader = DataLoader(
+            _Decode(paths, size, crop, fit, grayscale),
+            batch_sampler=[list(range(c * CHUNK, min(n, (c + 1) * CHUNK))) for c in todo],
+            num_workers=num_workers,
+            prefetch_factor=2 if num_workers else None,
+        )
+        t0, decoded, next_report = time.perf_counter(), 0, time.perf_counter() + 30
+        for c, (imgs, good) in zip(todo, loader):
+            arr = np.ascontiguousarray(imgs.numpy())
+            view = memoryview(arr).cast("B")
+            offset, written = len(header) + c * CHUNK * image_bytes, 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], offset + written)
+            os.fdatasync(fd)  # the chunk is on disk before the progress file says so
+            done[c] = {"hash": _hash(arr), "bad": np.flatnonzero(~good.numpy()).tolist(), "order": len(done)}
+            prog = {"version": CACHE_VERSION, "n": n, "size": size, "chunks": {str(k): v for k, v in done.items()}}
+            atomic_write(files.progress, lambda f, prog=prog: f.write(json.dumps(prog).encode()))
+            decoded += len(arr)
+            if time.perf_counter() >= next_report:
+                rate = decoded / (time.perf_counter() - t0)
+                log.info(
+                    "decoded-image cache: %d of %d chunks in (%.0f images/s, about %.0f s to go)",
+                    len(done),
+                    chunks,
+                    rate,
+                    (n - len(done) * CHUNK) / max(rate, 1e-9),
+                )
+                next_report = time.perf_counter() + 30
+    finally:
+        os.close(fd)
+    ok = np.ones(n, dtype=bool)
+    for c, v in done.items():
+        ok[np.asarray(v["bad"], dtype=np.int64) + c * CHUNK] = False
+    hashes = [done[c]["hash"] for c in range(chunks)]
+    os.replace(files.partial, files.images)
     atomic_write(files.ok, lambda f: np.save(f, ok))
+    meta = _meta(files, n, size, crop, fit, grayscale, source, ok, hashes)
     atomic_write(files.meta, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    files.progress.unlink(missing_ok=True)
 
 
 def cached_decode(
@@ -164,12 +337,14 @@ def cached_decode(
     source: str = "",
     fit: str = "crop",
     grayscale: bool = False,
+    stats: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images and the readable mask of ``paths``: from a checked cache, else :func:`decode_images` them (in
-    ``num_workers`` processes) and write the cache.
+    """Images and the readable mask of ``paths``: from a checked cache, else decoded (in ``num_workers``
+    processes) into a new cache (:func:`build_cache`), which is then memory-mapped.
 
     ``cache_dir=None``: decode in memory, write nothing. ``source`` (the data root) is recorded so that
-    ``facenet-pl cache list`` can say what a cache holds and which caches a newer one superseded.
+    ``facenet-pl cache list`` can say what a cache holds and which caches a newer one superseded. ``stats``:
+    (sizes, mtimes) of ``paths`` from the file index, so the cache key needs no second stat of every file.
     """
     from facenet_pl.data.images import decode_images
 
@@ -188,30 +363,32 @@ def cached_decode(
         )
         return decode()
     remove_stale_temps(directory)
-    files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale))
-    if files.meta.exists() or files.images.exists():
+    files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale, stats))
+    with _build_lock(files):  # one builder per cache: other ranks, nodes or runs wait, then open it
+        if files.meta.exists() or files.images.exists():
+            try:
+                images, ok = open_cache(files, len(paths), size)
+                log.info("decoded-image cache hit: %s (checked)", files.images)
+                return images, ok
+            except CacheCheckFailed as e:
+                _warn(f"decoded-image cache {files.images} failed its check ({e}): rebuilding it")
+                files.remove()
         try:
-            images, ok = open_cache(files, len(paths), size)
-            log.info("decoded-image cache hit: %s (checked)", files.images)
-            return images, ok
-        except CacheCheckFailed as e:
-            _warn(f"decoded-image cache {files.images} failed its check ({e}): rebuilding it")
+            build_cache(files, paths, size, crop, num_workers, source, fit, grayscale)
+        except OSError as e:
             files.remove()
-    images, ok = decode()
-    try:
-        write_cache(files, images, ok, source, size, crop, fit, grayscale)
-    except OSError as e:
-        files.remove()
-        if not is_disk_full(e):
-            raise
-        _warn(
-            f"disk full writing the decoded-image cache in {directory} ({free_space(directory)}; it needs "
-            f"{images.nbytes / 1e9:.2f} GB): training from memory this time. Free space, point data.cache_dir "
-            "elsewhere, or set data.cache_dir=null to stop caching."
-        )
-        return images, ok
-    log.info("decoded-image cache written: %s (%.2f GB)", files.images, files.nbytes() / 1e9)
-    return np.load(files.images, mmap_mode="r"), ok
+            files.remove_build()
+            if not is_disk_full(e):
+                raise
+            need = len(paths) * 3 * size * size
+            _warn(
+                f"disk full writing the decoded-image cache in {directory} ({free_space(directory)}; it needs "
+                f"{need / 1e9:.2f} GB): training from memory this time. Free space, point data.cache_dir "
+                "elsewhere, or set data.cache_dir=null to stop caching."
+            )
+            return decode()
+        log.info("decoded-image cache written: %s (%.2f GB)", files.images, files.nbytes() / 1e9)
+        return open_cache(files, len(paths), size, full_check_bytes=0)  # just written: only a sample re-hashed
 
 
 def _warn(msg: str) -> None:
@@ -236,7 +413,9 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         {
             f.name.split("-", 1)[1].rsplit(".", 1)[0]
             for f in directory.glob("*-*.*")
-            if f.name.split("-", 1)[0] in ("images", "ok", "meta") and ".tmp-" not in f.name
+            if f.name.split("-", 1)[0] in ("images", "ok", "meta")
+            and ".tmp-" not in f.name
+            and not f.name.endswith(".partial")
         }
     )
     entries = []

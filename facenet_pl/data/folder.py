@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from facenet_pl.data.datamodule import FaceDataModule
-from facenet_pl.data.datasets import InMemoryFaceDataset
+from facenet_pl.data.datasets import FileFaceDataset, InMemoryFaceDataset
 from facenet_pl.data.decode_cache import cached_decode
+from facenet_pl.data.file_index import load_index, select_files
 from facenet_pl.data.folder_plan import FolderPlan, plan_folder
 from facenet_pl.data.images import FIT_MODES, gray_fraction, report_unreadable, scan_identity_folders
 from facenet_pl.data.pairs import VerificationSet
@@ -25,6 +27,8 @@ class FolderDataModule(FaceDataModule):
     ``auto`` (sized from the data), a count, a fraction (0.1), a list of names or a file of names;
     ``val_identities=0`` means no validation (the last epoch is kept). ``p``/``batches_per_epoch`` may be
     ``auto`` too. All of it is decided from the file list before any image is decoded (:meth:`make_plan`).
+    The file list comes from an index kept in ``cache_dir`` (:mod:`facenet_pl.data.file_index`), rescanned only when
+    the tree changed (``index_check``: ``files`` stats every file, ``dirs`` only the folders).
     ``include``/``exclude``: glob patterns of files to use / skip; ``fit``: how non-square images become square;
     ``grayscale``: train on gray images.
     :meth:`whole_folder_split` makes every identity a test identity (evaluate a folder the model never saw).
@@ -47,6 +51,11 @@ class FolderDataModule(FaceDataModule):
         min_images: int = 2,
         cache_dir: str | None = ".cache/facenet_pl",
         decode_workers: int = 2,
+        index_check: str = "files",
+        cache: bool = True,
+        cache_size: int | None = None,
+        pin_memory: bool | str = "auto",
+        prefetch_factor: int = 2,
         align: bool = False,
         align_margin: float = 0.2,
         **kwargs,
@@ -63,8 +72,19 @@ class FolderDataModule(FaceDataModule):
         self.val_identities, self.test_identities = val_identities, test_identities
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
         self.min_images, self.cache_dir, self.decode_workers = min_images, cache_dir, decode_workers
+        self.index_check, self.cache = index_check, bool(cache)
+        if cache_size is not None and int(cache_size) < int(image_size):
+            raise ConfigError(
+                f"data.cache_size={cache_size} is smaller than the network input (data.image_size={image_size}): "
+                "set it >= the input size (larger keeps pixels for random crops), or null for the input size"
+            )
+        #: The size images are decoded (and cached) at; the model resizes batches to its input size.
+        self.decode_size = int(cache_size) if cache_size is not None else int(image_size)
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.prefetch_factor = int(prefetch_factor)
         self._scanned: tuple | None = None
-        self._decoded: tuple | None = None
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # sizes, mtimes of the scanned files (the index)
+        self._decoded: dict[bool, tuple] = {}
         self.plan: FolderPlan | None = None
         #: What the data turned out to be (stored in checkpoints): images, identities, share of gray images.
         self.data_summary: dict = {}
@@ -74,7 +94,10 @@ class FolderDataModule(FaceDataModule):
             if self.align:
                 self._scanned = self._aligned_files()
             else:
-                self._scanned = scan_identity_folders(self.root, self.min_images, self.include, self.exclude)
+                index = load_index(self.root, self.cache_dir, self.index_check)
+                paths, labels, names, rows = select_files(index, self.min_images, self.include, self.exclude)
+                self._stats = (index.sizes[rows], index.mtimes[rows])
+                self._scanned = paths, labels, names
         return self._scanned
 
     def _aligned_files(self) -> tuple[list, np.ndarray, list[str]]:
@@ -122,25 +145,34 @@ class FolderDataModule(FaceDataModule):
             [names[i] for i in keep_ids],
         )
 
-    def _decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """(images, labels of readable rows, readable rows, identity names), decoded once."""
-        if self._decoded is None:
+    def _decode(self, held_out_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """(images, labels of readable rows, readable rows, identity names), decoded once. ``held_out_only``: only
+        the files of the validation and test identities, in memory (``data.cache=false``: training files are
+        decoded as they are drawn)."""
+        if self._decoded.get(held_out_only) is None:
             paths, labels, names = self._scan()
+            sel = np.arange(len(paths))
+            if held_out_only:
+                plan = self.make_plan()
+                sel = np.flatnonzero(np.isin(labels, np.concatenate([plan.val_ids, plan.test_ids])))
+                paths = [paths[i] for i in sel.tolist()]
+            stats = None if self._stats is None else (self._stats[0][sel], self._stats[1][sel])
             images, ok = cached_decode(
                 paths,
-                self.image_size,
+                self.decode_size,
                 self.crop_size,
-                self.cache_dir,
+                self.cache_dir if self.cache and not held_out_only else None,
                 self.decode_workers,
                 source=str(self.root),
                 fit=self.fit,
                 grayscale=self.grayscale,
+                stats=stats,
             )
             report_unreadable(paths, ok, f"data.root={self.root}")
             rows = np.flatnonzero(ok)
-            self._decoded = images, labels[rows], rows, names
+            self._decoded[held_out_only] = images, labels[sel][rows], rows, names
             self._summarise(images, rows, names)
-        return self._decoded
+        return self._decoded[held_out_only]
 
     def _summarise(self, images: np.ndarray, rows: np.ndarray, names: list[str]) -> None:
         gray = gray_fraction(images, rows, seed=self.seed)
@@ -206,13 +238,34 @@ class FolderDataModule(FaceDataModule):
             log.info(self.plan.message)
         return self.plan
 
+    def prepare_data(self) -> None:
+        """Scan the folder and build the decoded-image cache once, before the ranks set up: Lightning calls this on
+        one process per node, then waits at a barrier, so the DDP ranks only open the cache (a lock in the cache
+        folder makes concurrent builders, e.g. nodes sharing one filesystem, wait for one another too)."""
+        if self.cache_dir is not None:
+            self._decode(held_out_only=not self.cache)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         plan = self.make_plan()
-        images, labels, rows, names = self._decode()
+        images, labels, rows, names = self._decode(held_out_only=not self.cache)
         keep_train = np.isin(labels, plan.train_ids)
-        self.train_set = InMemoryFaceDataset(images, labels[keep_train], rows=rows[keep_train])
+        if self.cache:
+            self.train_set = InMemoryFaceDataset(images, labels[keep_train], rows=rows[keep_train])
+        else:  # decoded from the files as batches are drawn, in the DataLoader workers (data.num_workers)
+            paths, all_labels, _ = self._scan()
+            tr = np.flatnonzero(np.isin(all_labels, plan.train_ids))
+            train_paths = [paths[i] for i in tr.tolist()]
+            self.train_set = FileFaceDataset(
+                train_paths, all_labels[tr], self.decode_size, self.crop_size, self.fit, self.grayscale
+            )
+            keep_train = np.isin(all_labels, plan.train_ids)
+            if self.num_workers == 0:
+                log.warning(
+                    "data.cache=false with data.num_workers=0: every training image is decoded in the training "
+                    "process, between steps. Set data.num_workers to the CPU cores you can spare"
+                )
         self.val_split = (
             self._pairs(images, labels, rows, names, plan.val_ids, "validation identities", "data.val_identities")
             if len(plan.val_ids)

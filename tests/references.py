@@ -1,0 +1,50 @@
+"""Independent references for tests: triplets enumerated in plain Python (no vectorised code shared with the
+package), for the miners and the offline miner to be checked against."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+MARGIN = 0.2
+
+
+def _dist(emb: np.ndarray) -> list[list[float]]:
+    """Squared Euclidean distances by explicit differences (not the matmul identity)."""
+    n = len(emb)
+    return [[float(((emb[i] - emb[j]) ** 2).sum()) for j in range(n)] for i in range(n)]
+
+
+def _pairs(labels):
+    n = len(labels)
+    for a, p in itertools.permutations(range(n), 2):
+        if labels[a] == labels[p] and any(labels[x] != labels[a] for x in range(n)):
+            yield a, p
+
+
+def brute_semihard(emb, labels):
+    d, out = _dist(emb), []
+    for a, p in _pairs(labels):
+        negs = [n for n in range(len(labels)) if labels[n] != labels[a]]
+        semi = [n for n in negs if d[a][n] > d[a][p]]
+        n = min(semi, key=lambda n: d[a][n]) if semi else max(negs, key=lambda n: d[a][n])
+        out.append((a, p, n))
+    return sorted(out)
+
+
+def brute_hardest(emb, labels):
+    d = _dist(emb)
+    return sorted(
+        (a, p, min((n for n in range(len(labels)) if labels[n] != labels[a]), key=lambda n: d[a][n]))
+        for a, p in _pairs(labels)
+    )
+
+
+def brute_batch_all(emb, labels, margin=MARGIN):
+    d, out = _dist(emb), []
+    for a, p in _pairs(labels):
+        for n in range(len(labels)):
+            if labels[n] != labels[a] and d[a][p] - d[a][n] + margin > 0:
+                out.append((a, p, n))
+    return sorted(out)
