@@ -133,6 +133,10 @@ def test_wandb_sweep_file_parses_and_its_command_runs_offline(sweep, tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         # train.py went offline by itself (no key), never prompted
         assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run was written"
+        # (the one test that starts train.py in a new interpreter, as a user or an agent does)
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["global_step"] == 2 and 0 <= metrics["test/acc"] <= 1
+        assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / ".hydra" / "config.yaml").is_file()
         return
     # The other sweep files: the same arguments through train.py's main in this interpreter. W&B keeps
     # process-wide state that a second run in one process does not reset, so these log to CSV.

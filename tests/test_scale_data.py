@@ -42,7 +42,7 @@ def test_index_selects_the_files_a_plain_walk_finds(tree, tmp_path, include, exc
     index = load_index(tree, tmp_path / "cache")
     paths, labels, names, rows = select_files(index, min_images, include, exclude)
     ref_paths, ref_labels, ref_names = scan_identity_folders(tree, min_images, include, exclude)
-    assert paths == ref_paths and names == ref_names
+    assert paths == [str(p) for p in ref_paths] and names == ref_names
     assert np.array_equal(labels, ref_labels)
     assert [os.stat(p).st_size for p in paths] == index.sizes[rows].tolist()
 
@@ -323,3 +323,80 @@ def test_a_cache_smaller_than_the_input_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="data.cache_size=16 is smaller than the network input"):
         FolderDataModule(root=str(tmp_path), image_size=32, cache_size=16)
+
+
+# -- JPEG decoding on the training device (data.decode_on=device; on CPU here) ------------------------------------
+
+
+def _jpeg_faces(root, identities: int, per_identity: int):
+    """Rendered faces as JPEG files of varying, non-square sizes (as scraped crops are)."""
+    from PIL import Image
+
+    from facenet_pl.data.synthetic import SyntheticFaceConfig, generate_split
+
+    x, y = generate_split(identities, per_identity, seed=5, split="test", cfg=SyntheticFaceConfig(image_size=64))
+    rng = np.random.default_rng(0)
+    for i, (img, lab) in enumerate(zip(x.numpy(), y.numpy())):
+        (root / f"p{lab:03d}").mkdir(parents=True, exist_ok=True)
+        w, h = (int(v) for v in rng.integers(48, 96, 2))
+        Image.fromarray(img.transpose(1, 2, 0)).resize((w, h)).save(root / f"p{lab:03d}" / f"{i}.jpg", quality=92)
+    return root
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
+def test_device_decoding_matches_the_worker_decoding(tmp_path, fit):
+    """Reference: PIL in the worker (load_image). torchvision's JPEG decoder and antialiased resize differ from
+    PIL's by a few grey levels, never by content."""
+    from facenet_pl.data.datasets import FileFaceDataset
+    from facenet_pl.data.device_decode import EncodedFaceDataset, decode_on_device
+
+    faces = _jpeg_faces(tmp_path / "faces", 4, 4)
+    paths, labels, _ = scan_identity_folders(faces, include="*.jpg")
+    from PIL import Image
+
+    png = tmp_path / "p.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(png)  # a PNG among the JPEGs: decoded by the worker
+    paths = [*paths, png]
+    labels = np.append(labels, labels[-1])
+    idx = list(range(len(paths)))
+    ref, _, _ = FileFaceDataset(paths, labels, 32, fit=fit).__getitems__(idx)
+    encoded, labs, got_idx = EncodedFaceDataset(paths, labels, 32, fit=fit).__getitems__(idx)
+    assert sum(t.dim() == 1 for t in encoded) == 16 and encoded[-1].shape == (3, 32, 32)
+    out = decode_on_device(encoded, "cpu", 32, fit=fit)
+    assert out.shape == ref.shape and out.dtype == torch.uint8 and got_idx.tolist() == idx
+    diff = (out.float() - ref.float()).abs()
+    assert diff.mean() < 3.0 and torch.equal(out[-1], ref[-1]), diff.mean()
+
+
+def test_training_with_device_decoding_draws_the_same_batches(tmp_path):
+    from .helpers import read_batches, train_in_process
+
+    faces = _jpeg_faces(tmp_path / "faces", 20, 5)
+    losses = {}
+    for where in ("worker", "device"):
+        rec = tmp_path / f"{where}.jsonl"
+        train_in_process(
+            tmp_path / where,
+            *FOLDER,
+            f"data.root={faces}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.cache=false",
+            f"data.decode_on={where}",
+            "data.num_workers=2",
+            f"+callbacks.record.path={rec}",
+            tiny=False,
+        )
+        losses[where] = read_batches(rec)
+    assert [r["idx"] for r in losses["device"]] == [r["idx"] for r in losses["worker"]]
+    np.testing.assert_allclose([r["loss"] for r in losses["device"]][:1], [r["loss"] for r in losses["worker"]][:1],
+                               rtol=0.05)  # fmt: skip
+
+
+def test_device_decoding_needs_no_cache(tmp_path):
+    from facenet_pl.data.folder import FolderDataModule
+    from facenet_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.decode_on=device .* needs data.cache=false"):
+        FolderDataModule(root=str(tmp_path), decode_on="device")
+    with pytest.raises(ConfigError, match="data.decode_on='gpu'"):
+        FolderDataModule(root=str(tmp_path), cache=False, decode_on="gpu")

@@ -1,5 +1,6 @@
-"""End to end: the real train.py / eval.py through their own ``@hydra.main`` with tiny settings: the first test in a
-new interpreter as a user runs it, the others in this one (:func:`tests.helpers.run_entry`, ~10 s less each)."""
+"""End to end: the real train.py / eval.py through their own ``@hydra.main`` with tiny settings, in this interpreter
+(:func:`tests.helpers.run_entry`: ~10 s of imports less per run). train.py in a new interpreter, as a user starts it:
+the W&B sweep test (tests/test_experiments.py); eval.py: tests/test_loggers.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .helpers import ROOT, TINY, run_script, run_train  # noqa: F401
 
 
 def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
-    out = run_train(tmp_path, "trainer.max_epochs=2", new_process=True)
+    out = run_train(tmp_path, "trainer.max_epochs=2")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["global_step"] == 2 * (24 // 4)

@@ -48,8 +48,8 @@ class InMemoryFaceDataset(Dataset):
 
 def collate_batch(samples):
     """Pass through batches built by ``__getitems__``; fall back to ``default_collate``."""
-    if isinstance(samples, tuple) and len(samples) == 3 and isinstance(samples[0], torch.Tensor):
-        return samples
+    if isinstance(samples, tuple) and len(samples) == 3 and isinstance(samples[0], torch.Tensor | list):
+        return samples  # a list: encoded files, decoded on the device (facenet_pl.data.device_decode)
     return default_collate(samples)
 
 

@@ -10,6 +10,7 @@ import torch
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import FileFaceDataset, InMemoryFaceDataset
 from facenet_pl.data.decode_cache import cached_decode
+from facenet_pl.data.device_decode import EncodedFaceDataset, check_decode_on, decode_on_device
 from facenet_pl.data.file_index import load_index, select_files
 from facenet_pl.data.folder_plan import FolderPlan, plan_folder
 from facenet_pl.data.images import FIT_MODES, gray_fraction, report_unreadable, scan_identity_folders
@@ -53,6 +54,7 @@ class FolderDataModule(FaceDataModule):
         decode_workers: int = 2,
         index_check: str = "files",
         cache: bool = True,
+        decode_on: str = "worker",
         cache_size: int | None = None,
         pin_memory: bool | str = "auto",
         prefetch_factor: int = 2,
@@ -72,7 +74,8 @@ class FolderDataModule(FaceDataModule):
         self.val_identities, self.test_identities = val_identities, test_identities
         self.val_folds, self.val_pairs_per_fold = val_folds, val_pairs_per_fold
         self.min_images, self.cache_dir, self.decode_workers = min_images, cache_dir, decode_workers
-        self.index_check, self.cache = index_check, bool(cache)
+        self.index_check, self.cache, self.decode_on = index_check, bool(cache), decode_on
+        check_decode_on(decode_on, self.cache)
         if cache_size is not None and int(cache_size) < int(image_size):
             raise ConfigError(
                 f"data.cache_size={cache_size} is smaller than the network input (data.image_size={image_size}): "
@@ -238,6 +241,15 @@ class FolderDataModule(FaceDataModule):
             log.info(self.plan.message)
         return self.plan
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """``data.decode_on=device``: the training batch arrives as encoded JPEGs; decode it on the device the
+        model trains on (nvjpeg on CUDA), before Lightning moves the batch there."""
+        images, labels, idx = batch
+        if isinstance(images, list):
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            images = decode_on_device(images, device, self.decode_size, self.crop_size, self.fit, self.grayscale)
+        return images, labels, idx
+
     def prepare_data(self) -> None:
         """Scan the folder and build the decoded-image cache once, before the ranks set up: Lightning calls this on
         one process per node, then waits at a barrier, so the DDP ranks only open the cache (a lock in the cache
@@ -257,7 +269,8 @@ class FolderDataModule(FaceDataModule):
             paths, all_labels, _ = self._scan()
             tr = np.flatnonzero(np.isin(all_labels, plan.train_ids))
             train_paths = [paths[i] for i in tr.tolist()]
-            self.train_set = FileFaceDataset(
+            dataset = EncodedFaceDataset if self.decode_on == "device" else FileFaceDataset
+            self.train_set = dataset(
                 train_paths, all_labels[tr], self.decode_size, self.crop_size, self.fit, self.grayscale
             )
             keep_train = np.isin(all_labels, plan.train_ids)
