@@ -364,6 +364,13 @@ def cached_decode(
         return decode()
     remove_stale_temps(directory)
     files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale, stats))
+    if files.meta.exists():  # a complete cache: checked and opened without the lock, so ranks open it in parallel
+        try:
+            images, ok = open_cache(files, len(paths), size)
+            log.info("decoded-image cache hit: %s (checked)", files.images)
+            return images, ok
+        except CacheCheckFailed:
+            pass  # checked again under the lock, which says why and rebuilds it once
     with _build_lock(files):  # one builder per cache: other ranks, nodes or runs wait, then open it
         if files.meta.exists() or files.images.exists():
             try:
