@@ -289,17 +289,17 @@ def cmd_cache(a) -> None:
         )
     entries = list_caches(directory)
     if a.action == "list":
-        print(f"{'key':16}  {'state':10}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")
+        print(f"{'key':16}  {'state':11}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")
         for e in entries:
-            m = e.meta or {}
+            m = e.meta or e.progress or {}
             print(
-                f"{e.files.key:16}  {e.state:10}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
+                f"{e.files.key:16}  {e.state:11}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
                 f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}"
             )
         if not entries:
             print(f"(no caches in {directory})")
         return
-    doomed = [e for e in entries if a.all or e.state != "current"]
+    doomed = [e for e in entries if e.state != "building" and (a.all or e.state != "current")]
     if not doomed:
         print(f"nothing to prune in {directory}: every cache is the newest of its data ({len(entries)} kept)")
         return

@@ -400,3 +400,39 @@ def test_device_decoding_needs_no_cache(tmp_path):
         FolderDataModule(root=str(tmp_path), decode_on="device")
     with pytest.raises(ConfigError, match="data.decode_on='gpu'"):
         FolderDataModule(root=str(tmp_path), cache=False, decode_on="gpu")
+
+
+def test_cache_list_shows_an_interrupted_build_and_prune_removes_it_unless_it_is_being_built(
+    many, tmp_path, monkeypatch, capsys
+):
+    import fcntl
+
+    from facenet_pl.cli import main
+    from facenet_pl.data.decode_cache import list_caches
+
+    cache = tmp_path / "cache"
+    calls = []
+
+    def die(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise _Killed
+
+    monkeypatch.setattr(decode_cache.os, "fdatasync", die)
+    with pytest.raises(_Killed):
+        cached_decode(many, 32, None, cache)
+    files = CacheFiles(cache, cache_key(many, 32, None))
+    [entry] = list_caches(cache)
+    assert entry.files.key == files.key and entry.state == "interrupted"
+    assert entry.progress["source"] == "2 of 7 chunks decoded" and entry.files.nbytes() > 2 * 6 * 3 * 32 * 32
+    assert main(["cache", "list", "--cache-dir", str(cache)]) == 0
+    assert "interrupted" in capsys.readouterr().out
+
+    with open(cache / f"lock-{files.key}", "a+b") as held:  # another process building it now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert list_caches(cache)[0].state == "building"
+        assert main(["cache", "prune", "--cache-dir", str(cache), "--yes"]) == 0
+        assert files.partial.exists(), "prune removed a build in progress"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--yes"]) == 0
+    assert not files.partial.exists() and not files.progress.exists()

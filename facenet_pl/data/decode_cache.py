@@ -119,7 +119,29 @@ class CacheFiles:
             f.unlink(missing_ok=True)
 
     def nbytes(self) -> int:
-        return sum(f.stat().st_size for f in self.all() if f.exists())
+        """Bytes on disk, an interrupted build's partial file included (allocated blocks: it is sparse)."""
+        total = sum(f.stat().st_size for f in self.all() if f.exists())
+        for f in (self.partial, self.progress):
+            if f.exists():
+                total += f.stat().st_blocks * 512
+        return total
+
+    def being_built(self) -> bool:
+        """Whether another process holds this cache's build lock now."""
+        import fcntl
+
+        lock = self.directory / f"lock-{self.key}"
+        if not lock.exists():
+            return False
+        with open(lock, "a+b") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 class CacheCheckFailed(Exception):
@@ -409,7 +431,12 @@ class CacheEntry:
 
     files: CacheFiles
     meta: dict | None
-    state: str  # "current", "superseded" (a newer cache of the same source and size), "incomplete"
+    #: "current"; "superseded" (a newer cache of the same source and size); "interrupted" (a build that was
+    #: stopped: the next run with the same data continues it); "building" (another process is building it
+    #: now); "incomplete" (files without their meta file)
+    state: str
+    #: An interrupted build's progress (images, size, chunks done) for the listing; None otherwise.
+    progress: dict | None = None
 
 
 def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
@@ -420,10 +447,11 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         {
             f.name.split("-", 1)[1].rsplit(".", 1)[0]
             for f in directory.glob("*-*.*")
-            if f.name.split("-", 1)[0] in ("images", "ok", "meta")
+            if f.name.split("-", 1)[0] in ("images", "ok", "meta", "progress")
             and ".tmp-" not in f.name
             and not f.name.endswith(".partial")
         }
+        | {f.name[len("images-") : -len(".npy.partial")] for f in directory.glob("images-*.npy.partial")}
     )
     entries = []
     for key in keys:
@@ -432,7 +460,24 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
             meta = json.loads(files.meta.read_text())
         except (OSError, ValueError):
             meta = None
-        entries.append(CacheEntry(files, meta, "incomplete" if meta is None else "current"))
+        state = "current"
+        if meta is None:
+            state = "incomplete"
+            if files.partial.exists() or files.progress.exists():
+                state = "building" if files.being_built() else "interrupted"
+                try:  # what the build has done so far, for the listing
+                    prog = json.loads(files.progress.read_text())
+                    chunks = -(-int(prog["n"]) // CHUNK)
+                    meta_view = {
+                        "n": prog["n"],
+                        "size": prog["size"],
+                        "source": f"{len(prog['chunks'])} of {chunks} chunks decoded",
+                    }
+                except (OSError, ValueError, KeyError, TypeError):
+                    meta_view = None
+                entries.append(CacheEntry(files, None, state, meta_view))
+                continue
+        entries.append(CacheEntry(files, meta, state))
     seen: set[tuple] = set()
     for e in sorted((e for e in entries if e.meta), key=lambda e: e.files.meta.stat().st_mtime_ns, reverse=True):
         what = (
