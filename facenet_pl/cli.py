@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 log = logging.getLogger("facenet_pl.cli")
 
@@ -51,6 +50,8 @@ def _collect_images(inputs: list[str]) -> list[Path]:
 
 
 def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256):
+    import torch
+
     from facenet_pl.data.images import decode_images
     from facenet_pl.inference import embed_images, load_model
 
@@ -115,6 +116,8 @@ def cmd_verify(a) -> None:
 
 def cmd_calibrate(a) -> None:
     """Fit the verification threshold on pairs of a labelled folder (root/<identity>/<images>) and store it."""
+    import torch
+
     from facenet_pl.data.images import scan_identity_folders
     from facenet_pl.data.pairs import VerificationSet
     from facenet_pl.evaluation.verification import best_threshold, threshold_at_far

@@ -107,13 +107,17 @@ def test_plot_writes_a_png(trained, faces, tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, trained):
-    # The installed console entry point, in its own interpreter: exit status 2 and one line, no traceback.
+    # The console entry point in its own interpreter (a command that needs no model: no torch import, 0.2 s):
+    # exit status 2 and one line, no traceback.
     out = subprocess.run(
-        [sys.executable, "-m", "facenet_pl.cli", "verify", str(tmp_path / "missing.ckpt"), "a.png", "b.png"],
+        [sys.executable, "-m", "facenet_pl.cli", "cache", "list", "--cache-dir", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
         timeout=300,
     )
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = cli("verify", tmp_path / "missing.ckpt", "a.png", "b.png")
     assert out.returncode == 2 and "model file not found" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     bad = tmp_path / "bad.ckpt"
