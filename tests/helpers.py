@@ -128,17 +128,19 @@ def tiny_labels() -> np.ndarray:
     return dm.train_set.labels.numpy()
 
 
-def tiny_module():
-    """A FaceNetModule small enough to build and step in milliseconds."""
+def tiny_module(**overrides):
+    """A FaceNetModule small enough to build and step in milliseconds (``overrides``: other constructor arguments,
+    e.g. ``scheduler={...}``)."""
     from facenet_pl.module import FaceNetModule
 
-    return FaceNetModule(
-        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-        model={"embedding_dim": 8},
-        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"},
-        optimizer={"_target_": "torch.optim.AdamW"},
-    )
+    args = {
+        "backbone": {"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
+        "model": {"embedding_dim": 8},
+        "miner": {"_target_": "facenet_pl.mining.SemiHardMiner"},
+        "loss": {"_target_": "facenet_pl.losses.TripletLoss"},
+        "optimizer": {"_target_": "torch.optim.AdamW"},
+    }
+    return FaceNetModule(**{**args, **overrides})
 
 
 class InjectNaNWeights(Callback):

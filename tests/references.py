@@ -48,3 +48,33 @@ def brute_batch_all(emb, labels, margin=MARGIN):
             if labels[n] != labels[a] and d[a][p] - d[a][n] + margin > 0:
                 out.append((a, p, n))
     return sorted(out)
+
+
+def walk_identity_folders(root, min_images=1, include=None, exclude=None):
+    """What an identity-folder scan must return, by a plain sorted ``os.walk`` (no symlinked folders, no hidden
+    entries): (paths, labels, names)."""
+    import fnmatch
+    import os
+    from pathlib import Path
+
+    root = Path(root)
+    inc = [] if include is None else [include] if isinstance(include, str) else list(include)
+    exc = [] if exclude is None else [exclude] if isinstance(exclude, str) else list(exclude)
+    names, paths, labels = [], [], []
+    for ident in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = []
+        for dirpath, dirnames, filenames in os.walk(ident, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        rel = [f.relative_to(root).as_posix() for f in files]
+        files = [
+            f
+            for f, r in zip(files, rel)
+            if (not inc or any(fnmatch.fnmatchcase(r, g) for g in inc))
+            and not any(fnmatch.fnmatchcase(r, g) for g in exc)
+        ]
+        if len(files) >= min_images:
+            labels += [len(names)] * len(files)
+            names.append(ident.name)
+            paths += files
+    return paths, np.asarray(labels, dtype=np.int64), names

@@ -17,6 +17,7 @@ from facenet_pl.data.file_index import load_index, select_files
 from facenet_pl.data.images import decode_images, scan_identity_folders
 
 from .helpers import write_face_folders
+from .references import walk_identity_folders
 
 
 @pytest.fixture
@@ -38,10 +39,10 @@ def tree(tmp_path):
     [(None, None, 1), ("*.png", None, 1), (None, ["*notes*", "*/extra/*"], 5)],
 )
 def test_index_selects_the_files_a_plain_walk_finds(tree, tmp_path, include, exclude, min_images):
-    """Reference: scan_identity_folders (os.walk): same files, same order, same labels and names."""
+    """Reference: a plain sorted os.walk (tests/references.py): same files, same order, same labels and names."""
     index = load_index(tree, tmp_path / "cache")
     paths, labels, names, rows = select_files(index, min_images, include, exclude)
-    ref_paths, ref_labels, ref_names = scan_identity_folders(tree, min_images, include, exclude)
+    ref_paths, ref_labels, ref_names = walk_identity_folders(tree, min_images, include, exclude)
     assert paths == [str(p) for p in ref_paths] and names == ref_names
     assert np.array_equal(labels, ref_labels)
     assert [os.stat(p).st_size for p in paths] == index.sizes[rows].tolist()
@@ -130,17 +131,22 @@ class _Killed(BaseException):
     """Stands for SIGKILL: nothing of the builder runs after it (BaseException: no handler catches it)."""
 
 
+def _kill_at_sync(monkeypatch, n: int) -> None:
+    """The cache build "dies" at its n-th chunk sync (that chunk written, not recorded)."""
+    synced = []
+
+    def sync(fd):
+        synced.append(fd)
+        if len(synced) == n:
+            raise _Killed
+
+    monkeypatch.setattr(decode_cache.os, "fdatasync", sync)
+
+
 def test_a_killed_build_continues_where_it_stopped(many, tmp_path, monkeypatch):
     ref, ref_ok = decode_images(many, 32)
     cache = tmp_path / "cache"
-    synced = []
-
-    def die_after_three(fd):
-        synced.append(fd)
-        if len(synced) == 4:  # the 4th chunk is written but never synced nor recorded
-            raise _Killed
-
-    monkeypatch.setattr(decode_cache.os, "fdatasync", die_after_three)
+    _kill_at_sync(monkeypatch, 4)  # 3 chunks recorded; the 4th is written but never synced nor recorded
     with pytest.raises(_Killed):
         cached_decode(many, 32, None, cache)
     files = CacheFiles(cache, cache_key(many, 32, None))
@@ -158,14 +164,7 @@ def test_a_killed_build_continues_where_it_stopped(many, tmp_path, monkeypatch):
 def test_a_partial_build_that_fails_its_hash_starts_again(many, tmp_path, monkeypatch):
     ref, _ = decode_images(many, 32)
     cache = tmp_path / "cache"
-    calls = []
-
-    def die(fd):
-        calls.append(fd)
-        if len(calls) == 3:
-            raise _Killed
-
-    monkeypatch.setattr(decode_cache.os, "fdatasync", die)
+    _kill_at_sync(monkeypatch, 3)  # 2 chunks recorded
     with pytest.raises(_Killed):
         cached_decode(many, 32, None, cache)
     files = CacheFiles(cache, cache_key(many, 32, None))
@@ -411,14 +410,7 @@ def test_cache_list_shows_an_interrupted_build_and_prune_removes_it_unless_it_is
     from facenet_pl.data.decode_cache import list_caches
 
     cache = tmp_path / "cache"
-    calls = []
-
-    def die(fd):
-        calls.append(fd)
-        if len(calls) == 3:
-            raise _Killed
-
-    monkeypatch.setattr(decode_cache.os, "fdatasync", die)
+    _kill_at_sync(monkeypatch, 3)  # 2 chunks recorded
     with pytest.raises(_Killed):
         cached_decode(many, 32, None, cache)
     files = CacheFiles(cache, cache_key(many, 32, None))

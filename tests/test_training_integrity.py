@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from .helpers import ROOT, TINY, read_batches, tiny_labels, train_in_process
+from .helpers import ROOT, TINY, read_batches, tiny_labels, tiny_module, train_in_process
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 RECORD = "+callbacks.record._target_=tests.helpers.RecordBatches"
@@ -196,7 +196,6 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
     import pytorch_lightning as pl
 
     from facenet_pl.data.datamodule import SyntheticFaceDataModule
-    from facenet_pl.module import FaceNetModule
 
     seen = {}
 
@@ -215,14 +214,7 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
         p=4,
         k=3,
     )
-    module = FaceNetModule(
-        backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
-        model={"embedding_dim": 8},
-        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss"},
-        optimizer={"_target_": "torch.optim.AdamW"},
-        scheduler={"name": "cosine"},
-    )
+    module = tiny_module(scheduler={"name": "cosine"})
     trainer = pl.Trainer(
         accelerator="cpu",
         logger=False,

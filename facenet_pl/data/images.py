@@ -8,9 +8,7 @@ runs memory-map.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from facenet_pl.errors import ConfigError
-
 log = logging.getLogger(__name__)
-
-
-def _as_patterns(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def scan_identity_folders(
@@ -43,38 +33,13 @@ def scan_identity_folders(
     patterns (``*Ambient*``, ``*.bad``) matched against each file's path relative to ``root`` (``*`` crosses
     folders); a file is kept if it matches some ``include`` pattern (when any are given) and no ``exclude``
     pattern; how many were left out is logged. Identities with fewer than ``min_images`` files are left out.
-    Returns (paths, labels, identity names).
+    Returns (paths, labels, identity names). The listing is :func:`facenet_pl.data.file_index.scan_tree`'s
+    (``data=folder`` keeps it as an index between runs).
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root={str(root)!r} is not a directory (expected one sub-folder per identity)")
-    inc, exc = _as_patterns(include), _as_patterns(exclude)
-    names, paths, labels = [], [], []
-    filtered = 0
-    for ident in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = []
-        for dirpath, dirnames, filenames in os.walk(ident, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
-        if inc or exc:
-            rel = [f.relative_to(root).as_posix() for f in files]
-            keep = [
-                (not inc or any(fnmatch.fnmatchcase(r, g) for g in inc))
-                and not any(fnmatch.fnmatchcase(r, g) for g in exc)
-                for r in rel
-            ]
-            filtered += len(files) - sum(keep)
-            files = [f for f, k in zip(files, keep) if k]
-        if len(files) >= min_images:
-            labels += [len(names)] * len(files)
-            names.append(ident.name)
-            paths += files
-    if filtered:
-        log.info("data.root=%s: %d file(s) left out by data.include=%s / data.exclude=%s", root, filtered, inc, exc)
-    if not names:
-        hint = f" after data.include={inc} / data.exclude={exc} left out {filtered} file(s)" if filtered else ""
-        raise ConfigError(f"data.root={str(root)!r} has no identity sub-folder with >= {min_images} files{hint}")
-    return paths, np.asarray(labels, dtype=np.int64), names
+    from facenet_pl.data.file_index import scan_tree, select_files
+
+    paths, labels, names, _ = select_files(scan_tree(root), min_images, include, exclude)
+    return [Path(p) for p in paths], labels, names
 
 
 _UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
