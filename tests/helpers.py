@@ -110,11 +110,11 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["facenet-pl", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
-def tiny_labels() -> np.ndarray:
-    """Labels of the TINY training set (24 identities x 4 images), rendered as train.py renders them."""
+def tiny_datamodule(**overrides):
+    """The TINY synthetic data module (24 training identities x 4 images, P=4, K=3), as train.py builds it."""
     from facenet_pl.data.datamodule import SyntheticFaceDataModule
 
-    dm = SyntheticFaceDataModule(
+    args = dict(
         train_identities=24,
         train_images_per_identity=4,
         val_identities=20,
@@ -124,6 +124,12 @@ def tiny_labels() -> np.ndarray:
         k=3,
         seed=42,
     )
+    return SyntheticFaceDataModule(**{**args, **overrides})
+
+
+def tiny_labels() -> np.ndarray:
+    """Labels of the TINY training set, rendered as train.py renders them."""
+    dm = tiny_datamodule()
     dm.setup("fit")
     return dm.train_set.labels.numpy()
 

@@ -428,3 +428,17 @@ def test_cache_list_shows_an_interrupted_build_and_prune_removes_it_unless_it_is
         fcntl.flock(held, fcntl.LOCK_UN)
     assert main(["cache", "prune", "--cache-dir", str(cache), "--yes"]) == 0
     assert not files.partial.exists() and not files.progress.exists()
+
+
+def test_a_truncated_jpeg_is_left_to_the_worker_which_replaces_it(tmp_path):
+    """A JPEG cut short (no end marker) is not sent to the device decoder: the worker tries it, fails, and gives
+    the next image of the same person, as without device decoding."""
+    from facenet_pl.data.device_decode import EncodedFaceDataset
+
+    faces = _jpeg_faces(tmp_path / "faces", 2, 3)
+    paths, labels, _ = scan_identity_folders(faces)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    images, labs, idx = EncodedFaceDataset(paths, labels, 32).__getitems__([0, 1, 2])
+    assert [t.dim() for t in images] == [1, 3, 1] and idx.tolist() == [0, 2, 2]
+    assert labs.tolist() == [labels[0], labels[1], labels[2]]

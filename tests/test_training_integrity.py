@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from .helpers import ROOT, TINY, read_batches, tiny_labels, tiny_module, train_in_process
+from .helpers import ROOT, TINY, read_batches, tiny_datamodule, tiny_labels, tiny_module, train_in_process
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 RECORD = "+callbacks.record._target_=tests.helpers.RecordBatches"
@@ -195,8 +195,6 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
     before a checkpoint is restored); once training runs, Lightning's own estimate must agree."""
     import pytorch_lightning as pl
 
-    from facenet_pl.data.datamodule import SyntheticFaceDataModule
-
     seen = {}
 
     class Compare(pl.Callback):
@@ -204,16 +202,7 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
             seen["ours"], seen["lightning"] = module._total_training_steps(), trainer.estimated_stepping_batches
             raise KeyboardInterrupt  # nothing more to train
 
-    dm = SyntheticFaceDataModule(
-        image_size=32,
-        train_identities=24,
-        train_images_per_identity=4,
-        val_identities=20,
-        val_images_per_identity=3,
-        val_pairs_per_fold=4,
-        p=4,
-        k=3,
-    )
+    dm = tiny_datamodule(image_size=32)
     module = tiny_module(scheduler={"name": "cosine"})
     trainer = pl.Trainer(
         accelerator="cpu",

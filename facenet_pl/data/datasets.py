@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
+
+log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, labels, dataset indices
 
@@ -103,9 +106,7 @@ class FileFaceDataset(Dataset):
                 return torch.from_numpy(img), j
             if j not in self.unreadable:
                 self.unreadable.add(j)
-                import logging
-
-                logging.getLogger(__name__).warning(
+                log.warning(
                     "cannot decode %s: using another image of the same identity instead (%d unreadable so far in "
                     "this process); exclude it with data.exclude",
                     self.paths[j],
@@ -120,7 +121,11 @@ class FileFaceDataset(Dataset):
         img, j = self._load(int(i))
         return img, self.labels[j], torch.tensor(j)
 
+    def _batch(self, images: list[torch.Tensor]):
+        """The images of one batch as the DataLoader passes them on: one uint8 (N, 3, S, S) tensor."""
+        return torch.stack(images)
+
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         loaded = [self._load(int(i)) for i in indices]
         idx = torch.tensor([j for _, j in loaded], dtype=torch.long)
-        return torch.stack([img for img, _ in loaded]), self.labels[idx], idx
+        return self._batch([img for img, _ in loaded]), self.labels[idx], idx

@@ -386,27 +386,28 @@ def cached_decode(
         return decode()
     remove_stale_temps(directory)
     files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale, stats))
+
+    def hit() -> tuple[np.ndarray, np.ndarray]:
+        images, ok = open_cache(files, len(paths), size)
+        log.info("decoded-image cache hit: %s (checked)", files.images)
+        return images, ok
+
     if files.meta.exists():  # a complete cache: checked and opened without the lock, so ranks open it in parallel
         try:
-            images, ok = open_cache(files, len(paths), size)
-            log.info("decoded-image cache hit: %s (checked)", files.images)
-            return images, ok
+            return hit()
         except CacheCheckFailed:
             pass  # checked again under the lock, which says why and rebuilds it once
     with _build_lock(files):  # one builder per cache: other ranks, nodes or runs wait, then open it
         if files.meta.exists() or files.images.exists():
             try:
-                images, ok = open_cache(files, len(paths), size)
-                log.info("decoded-image cache hit: %s (checked)", files.images)
-                return images, ok
+                return hit()
             except CacheCheckFailed as e:
                 _warn(f"decoded-image cache {files.images} failed its check ({e}): rebuilding it")
                 files.remove()
         try:
             build_cache(files, paths, size, crop, num_workers, source, fit, grayscale)
         except OSError as e:
-            files.remove()
-            files.remove_build()
+            files.remove()  # the partial build too
             if not is_disk_full(e):
                 raise
             need = len(paths) * 3 * size * size

@@ -11,7 +11,6 @@ the same path decodes the batch on the CPU in the training process (what the tes
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import torch
 
@@ -21,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DECODE_ON = ("worker", "device")
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"  # a truncated download lacks it
 
 
 class EncodedFaceDataset(FileFaceDataset):
@@ -33,14 +33,14 @@ class EncodedFaceDataset(FileFaceDataset):
                 data = f.read()
         except OSError:
             data = b""
-        if data[:3] == _JPEG_MAGIC:
+        if data[:3] == _JPEG_MAGIC and data.rstrip(b"\0")[-2:] == _JPEG_END:
             return torch.frombuffer(bytearray(data), dtype=torch.uint8), i
-        return super()._load(i)  # not a JPEG (or unreadable): decoded (or replaced) in the worker
+        # not a JPEG, a truncated one, or unreadable: decoded in the worker (an unreadable file is replaced by
+        # another image of the same person there)
+        return super()._load(i)
 
-    def __getitems__(self, indices: Sequence[int]):
-        loaded = [self._load(int(i)) for i in indices]
-        idx = torch.tensor([j for _, j in loaded], dtype=torch.long)
-        return [img for img, _ in loaded], self.labels[idx], idx
+    def _batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return images  # encoded and decoded images of different shapes: decode_on_device makes the tensor
 
 
 def _square(img: torch.Tensor, size: int, crop: int | None, fit: str) -> torch.Tensor:
