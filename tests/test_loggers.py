@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from facenet_pl.wandb_setup import wandb_key_configured
 
-from .helpers import ROOT, eval_in_process, train_in_process
+from .helpers import eval_in_process, run_entry_in_fork, train_in_process
 
 KEY = "a" * 40
 
@@ -53,22 +51,11 @@ def test_eval_logs_with_each_logger(model, tmp_path, logger):
 
 
 def test_eval_py_with_wandb_and_no_key_runs_offline(model, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
-    env.update(HOME=str(tmp_path), PYTHONWARNINGS="ignore")
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "eval.py"),
-            f"ckpt_path={model}",
-            "logger=wandb",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
+    # a new process (forked: W&B state is per process) with no W&B variable and a HOME without a key
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("WANDB_", "NETRC"))}
+    env.update(WANDB_MODE=None, WANDB_API_KEY=None, HOME=str(tmp_path))  # run_entry would set WANDB_MODE
+    out = run_entry_in_fork(
+        "eval.py", f"ckpt_path={model}", "logger=wandb", f"hydra.run.dir={tmp_path / 'eval'}", env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "no W&B API key found: logging offline" in out.stdout + out.stderr

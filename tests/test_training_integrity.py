@@ -7,19 +7,23 @@ Every test here records the dataset indices of every trained batch with ``tests.
 from __future__ import annotations
 
 import csv
-import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
 
-from .helpers import ROOT, TINY, read_batches, tiny_datamodule, tiny_labels, tiny_module, train_in_process
+from .helpers import (
+    one_torch_thread,
+    read_batches,
+    tiny_datamodule,
+    tiny_labels,
+    tiny_module,
+    train_in_forked_process,
+    train_in_process,
+)
 
-ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 RECORD = "+callbacks.record._target_=tests.helpers.RecordBatches"
 
 
@@ -109,19 +113,23 @@ def test_last_ckpt_is_the_final_model_when_the_best_epoch_is_earlier(tmp_path):
     assert len(names) == 2 and names[0].startswith("epoch000-") and names[1] == "last.ckpt", names
 
 
-def _start(run_dir, *overrides) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-
-
 RESUME = ["data.train_identities=48", "trainer.max_epochs=3"]  # 12 steps per epoch, 36 in all
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run = tmp_path_factory.mktemp("uninterrupted")
-    train_in_process(run, *RESUME, RECORD, f"+callbacks.record.path={run / 'batches.jsonl'}")
+    with one_torch_thread():
+        train_in_process(run, *RESUME, RECORD, f"+callbacks.record.path={run / 'batches.jsonl'}")
     return read_batches(run / "batches.jsonl")
+
+
+@pytest.fixture
+def one_thread():
+    """The resume tests compare losses across runs: every run of them (the killed one is a one-thread fork)
+    sums in the same order."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.parametrize(
@@ -133,15 +141,16 @@ def uninterrupted(tmp_path_factory):
     ],
 )
 def test_resumed_run_trains_exactly_the_uninterrupted_sequence(
-    tmp_path, uninterrupted, how, every_n, stop_at, ckpt_step
+    tmp_path, uninterrupted, one_thread, how, every_n, stop_at, ckpt_step
 ):
     rec = tmp_path / "batches.jsonl"
     common = [*RESUME, RECORD, f"+callbacks.record.path={rec}"]
     if every_n:
         common.append(f"callbacks.last_checkpoint.every_n_train_steps={every_n}")
     if how.startswith("sigkill"):
-        out = _start(tmp_path, *common, f"+callbacks.record.kill_at_step={stop_at}")
-        assert out.returncode == -9, out.stderr[-3000:]
+        # the run is a fork of this process, killed with SIGKILL by the callback at that step
+        killed = train_in_forked_process(tmp_path, *common, f"+callbacks.record.kill_at_step={stop_at}", logger=True)
+        assert killed == -9, killed
     else:
         sigint = signal.getsignal(signal.SIGINT)
         try:

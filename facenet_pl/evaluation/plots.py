@@ -16,6 +16,11 @@ def _plt():
     return plt
 
 
+# Fixed margins for a 5 x 4 inch figure with axis labels and a title (tight_layout would draw the figure twice:
+# half the cost of a plot)
+_MARGINS = dict(left=0.13, right=0.97, bottom=0.12, top=0.92)
+
+
 def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
     """ROC (TAR against FAR, log FAR axis) of "same iff distance < t"."""
     from sklearn.metrics import auc, roc_curve
@@ -24,12 +29,13 @@ def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
     s = np.asarray(issame, bool)
     fpr, tpr, _ = roc_curve(s, -np.asarray(distances, float))
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig.subplots_adjust(**_MARGINS)
     ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"AUC {auc(fpr, tpr):.4f}")
     ax.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", title=title, ylim=(0, 1.01))
+    ax.minorticks_off()  # 50 minor ticks of a log axis: half the cost of drawing this plot
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     path = Path(path)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -42,15 +48,15 @@ def save_distance_histogram(
     plt = _plt()
     d, s = np.asarray(distances, float), np.asarray(issame, bool)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig.subplots_adjust(**_MARGINS)
     bins = np.linspace(d.min(), d.max(), 50) if d.size else 10
-    ax.hist(d[s], bins=bins, alpha=0.6, label="same")
-    ax.hist(d[~s], bins=bins, alpha=0.6, label="different")
+    ax.hist(d[s], bins=bins, alpha=0.6, label="same", histtype="stepfilled")
+    ax.hist(d[~s], bins=bins, alpha=0.6, label="different", histtype="stepfilled")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
     ax.set(xlabel="squared distance", ylabel="pairs", title=title)
     ax.legend()
     path = Path(path)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
