@@ -56,6 +56,7 @@ def test_batches_are_deterministic_per_seed_through_the_trainer(tmp_path):
         train_in_process(
             tmp_path / name,
             "trainer.max_epochs=2",
+            "test=false",
             f"seed={seed}",
             f"data.seed={seed}",
             RECORD,
