@@ -4,6 +4,7 @@ callbacks importable from Hydra configs (``+callbacks.x._target_=tests.helpers.X
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -39,45 +40,6 @@ def run_script(
         return run_entry(script, f"hydra.run.dir={run_dir}", *overrides)
     cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def run_entry_in_fork(
-    script: str, *argv: str, env: dict[str, str | None] | None = None, cwd: Path = ROOT, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    """:func:`run_entry` in a fork of this process: a new process (its own pid, so W&B, which keeps per-process
-    state, starts afresh) without ~8 s of imports for a new interpreter. The child keeps one torch thread
-    (:func:`one_torch_thread`), so no OpenMP thread pool crosses the fork."""
-    import multiprocessing
-    import pickle
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "result.pkl"
-        proc = multiprocessing.get_context("fork").Process(target=_forked_entry, args=(result, script, argv, env, cwd))
-        proc.start()
-        proc.join(timeout)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-            raise AssertionError(f"{script} {' '.join(argv)} did not end within {timeout} s")
-        if not result.is_file():
-            return subprocess.CompletedProcess([script, *argv], proc.exitcode, "", "the forked run wrote no result")
-        code, out, err = pickle.loads(result.read_bytes())
-        return subprocess.CompletedProcess([script, *argv], code, out, err)
-
-
-def _forked_entry(result: Path, script: str, argv, env, cwd) -> None:
-    import pickle
-    import traceback
-
-    torch.set_num_threads(1)
-    try:
-        out = run_entry(script, *argv, env=env, cwd=cwd)
-        result.write_bytes(pickle.dumps((out.returncode, out.stdout, out.stderr)))
-    except BaseException:  # noqa: BLE001 - reported through the result; the parent test asserts on it
-        result.write_bytes(pickle.dumps((1, "", traceback.format_exc())))
-    finally:
-        os._exit(0)  # never return into the forked copy of pytest
 
 
 def run_train(tmp_path: Path, *overrides: str, timeout: int = 300, new_process: bool = False):
@@ -318,47 +280,71 @@ def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = Tr
     return train(cfg)
 
 
-def train_in_forked_process(tmp_path, *overrides, logger: bool = False, timeout: float = 240) -> int:
-    """:func:`train_in_process` in a fork of this process, for a run that must die by a signal (kill -9) without
-    ~8 s of imports for a new interpreter. Returns the child's exit code as :mod:`subprocess` reports it (-9:
-    SIGKILL). The child keeps one thread (:func:`one_torch_thread`), so no OpenMP thread pool crosses the fork.
-    A child that has not ended after ``timeout`` seconds is killed and the test fails."""
+def in_fork(fn, *args, what: str = "the forked run", timeout: float = 240) -> tuple[int | None, object]:
+    """``fn(*args)`` in a fork of this process: a process of its own (its own pid, so W&B, which keeps
+    per-process state, starts afresh; a kill -9 kills it alone) without ~8 s of imports for a new interpreter.
+    The child keeps one torch thread (:func:`one_torch_thread`), so no OpenMP thread pool crosses the fork.
+    Returns the child's exit code as :mod:`subprocess` reports it (0, or -9 when SIGKILLed) and what ``fn``
+    returned (picklable; None if it did not return). An exception in the child is printed and exits 1; a
+    child still running after ``timeout`` seconds is killed and the test fails."""
     import multiprocessing
+    import pickle
+    import tempfile
 
-    proc = multiprocessing.get_context("fork").Process(target=_forked_train, args=(tmp_path, overrides, logger))
-    proc.start()
-    proc.join(timeout)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        raise AssertionError(f"the forked training run did not end within {timeout} s")
-    return proc.exitcode
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.pkl"
+        proc = multiprocessing.get_context("fork").Process(target=_forked, args=(result, fn, args))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise AssertionError(f"{what} did not end within {timeout} s")
+        return proc.exitcode, pickle.loads(result.read_bytes()) if result.is_file() else None
+
+
+def _forked(result: Path, fn, args) -> None:
+    import pickle
+    import traceback
+
+    torch.set_num_threads(1)
+    code = 0
+    try:
+        result.write_bytes(pickle.dumps(fn(*args)))
+    except BaseException:  # noqa: BLE001 - reported through the exit code; the parent test asserts on it
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)  # never return into the forked copy of pytest
+
+
+def run_entry_in_fork(
+    script: str, *argv: str, env: dict[str, str | None] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """:func:`run_entry` in a new process without a new interpreter (:func:`in_fork`)."""
+    code, out = in_fork(
+        functools.partial(run_entry, env=env, cwd=cwd), script, *argv, what=f"{script} {' '.join(argv)}"
+    )
+    return out if out is not None else subprocess.CompletedProcess([script, *argv], code, "", "the run failed")
+
+
+def train_in_forked_process(tmp_path, *overrides, logger: bool = False) -> int:
+    """:func:`train_in_process` in a new process without a new interpreter (:func:`in_fork`), for a run that
+    must die by a signal: returns its exit code (-9: SIGKILL)."""
+    code, _ = in_fork(functools.partial(train_in_process, logger=logger), tmp_path, *overrides, what="training")
+    return code
 
 
 @contextlib.contextmanager
 def one_torch_thread():
-    """torch on one intra-op thread inside the block (as in :func:`train_in_forked_process`'s child), so that
-    runs compared step by step with a forked one sum floats in the same order."""
+    """torch on one intra-op thread inside the block (as in an :func:`in_fork` child), so that runs compared
+    step by step with a forked one sum floats in the same order."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _forked_train(tmp_path, overrides, logger) -> None:
-    import traceback
-
-    torch.set_num_threads(1)
-    code = 0
-    try:
-        train_in_process(tmp_path, *overrides, logger=logger)
-    except BaseException:  # noqa: BLE001 - reported through the exit code; the parent test asserts on it
-        traceback.print_exc()
-        code = 1
-    finally:
-        os._exit(code)  # never return into the forked copy of pytest
 
 
 def train_error_in_process(tmp_path, *overrides, tiny: bool = True) -> str:
