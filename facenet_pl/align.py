@@ -10,6 +10,10 @@ It finds frontal and near-frontal faces; profile faces are reported as "no face"
 Per image: the largest face is taken; if both eyes are found in the upper half of the face box, the image is
 rotated about the face centre so the eye line is level; then a square of the face box's side x (1 + margin),
 centred on the face, is cut (black where it leaves the image) and resized to ``size``.
+
+A photo without a detectable face is skipped (``no_face="skip"``, the default) or, with ``no_face="center"``,
+cropped around its centre with a face box of the median relative size found in the same run (for data sets
+whose faces are centred, such as LFW, so that every file named by a protocol file still exists).
 """
 
 from __future__ import annotations
@@ -131,21 +135,36 @@ def _init(size: int, margin: float) -> None:
     _ALIGNER = FaceAligner(size, margin)
 
 
-def _align_one(job: tuple[str, str]) -> str:
+def _save_png(out: np.ndarray, dst: Path) -> None:
     from PIL import Image
 
-    src, dst = Path(job[0]), Path(job[1])
-    rgb = _read_rgb(src)
-    if rgb is None:
-        return "unreadable"
-    out = _ALIGNER(rgb)
-    if out is None:
-        return "no_face"
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     Image.fromarray(out).save(tmp, format="PNG")
     tmp.replace(dst)  # a killed run leaves no half-written crop behind
-    return "aligned"
+
+
+def _align_one(job: tuple[str, str]) -> tuple[str, float | None]:
+    """(status, face box side / shorter image side) for one photo; the crop is written for "aligned"."""
+    src, dst = Path(job[0]), Path(job[1])
+    rgb = _read_rgb(src)
+    if rgb is None:
+        return "unreadable", None
+    det = _ALIGNER.detect(rgb)
+    if det is None:
+        return "no_face", None
+    _save_png(_ALIGNER.crop(rgb, det), dst)
+    return "aligned", max(det.box[2], det.box[3]) / min(rgb.shape[:2])
+
+
+def centre_detection(shape: tuple[int, ...], relative_side: float) -> Detection:
+    """A square face box of ``relative_side`` x the shorter image side, centred in an image of ``shape``."""
+    h, w = shape[:2]
+    side = max(1, round(relative_side * min(h, w)))
+    return Detection(((w - side) // 2, (h - side) // 2, side, side), None)
+
+
+NO_FACE_MODES = ("skip", "center")
 
 
 def align_folder(
@@ -156,12 +175,17 @@ def align_folder(
     workers: int = 1,
     force: bool = False,
     files: Sequence[Path] | None = None,
+    no_face: str = "skip",
 ) -> dict:
     """Align every image under ``src`` into ``dst`` (same relative paths, ``.png``); returns the counts.
 
-    Crops already in ``dst`` are kept (an interrupted run continues where it stopped) unless ``force``. Images
-    without a detectable face and unreadable files are skipped and listed in ``dst/align_report.json``.
+    Crops already in ``dst`` are kept (an interrupted run continues where it stopped) unless ``force``.
+    Unreadable files are skipped; images without a detectable face are skipped (``no_face="skip"``) or cropped
+    around the image centre (``"center"``: a box of the median relative face size of this run's detections,
+    0.5 of the shorter side if there were none). Both are listed in ``dst/align_report.json``.
     """
+    if no_face not in NO_FACE_MODES:
+        raise ConfigError(f"no_face={no_face!r}: expected one of {NO_FACE_MODES}")
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if not src.is_dir():
         raise ConfigError(f"{src} is not a folder of images")
@@ -186,6 +210,8 @@ def align_folder(
         jobs.append((str(p), str(out)))
     counts: Counter = Counter()
     skipped: dict[str, list[str]] = {"no_face": [], "unreadable": []}
+    centred: list[str] = []
+    relative_side = None
     if jobs:
         if workers > 1:
             with ProcessPoolExecutor(workers, initializer=_init, initargs=(size, margin)) as pool:
@@ -193,10 +219,19 @@ def align_folder(
         else:
             _init(size, margin)
             results = [_align_one(j) for j in jobs]
-        for (s, _), r in zip(jobs, results):
+        sides = [side for r, side in results if side is not None]
+        relative_side = float(np.median(sides)) if sides else 0.5
+        aligner = FaceAligner(size, margin) if no_face == "center" else None
+        for (s, d), (r, _) in zip(jobs, results):
+            rel = str(Path(s).relative_to(src))
+            if r == "no_face" and aligner is not None:
+                rgb = _read_rgb(Path(s))
+                _save_png(aligner.crop(rgb, centre_detection(rgb.shape, relative_side)), Path(d))
+                centred.append(rel)
+                r = "centered"
             counts[r] += 1
             if r in skipped:
-                skipped[r].append(str(Path(s).relative_to(src)))
+                skipped[r].append(rel)
     dst.mkdir(parents=True, exist_ok=True)
     report = {
         "source": str(src),
@@ -206,7 +241,10 @@ def align_folder(
         "already_there": kept,
         "no_face": counts["no_face"],
         "unreadable": counts["unreadable"],
+        "centered": counts["centered"],
+        "median_face_side": relative_side,
         "skipped_files": skipped,
+        "centered_files": centred,
     }
     (dst / "align_report.json").write_text(json.dumps(report, indent=1))
     return report

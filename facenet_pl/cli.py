@@ -10,7 +10,7 @@ facenet-pl summary MULTIRUN_DIR                          one row per Hydra multi
 facenet-pl report  MULTIRUN_DIR [--x model/macs_per_image]  ablation table + plot (accuracy vs the swept value)
 facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
 facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
-facenet-pl align   SRC DST [--size 160 --margin 0.2]     photos -> aligned face crops (largest face, eyes level)
+facenet-pl align   SRC DST [--size 160 --margin 0.2 --no-face skip|center]  photos -> aligned face crops
 """
 
 from __future__ import annotations
@@ -327,11 +327,16 @@ def cmd_align(a) -> None:
     from facenet_pl.align import align_folder
 
     t0 = time.perf_counter()
-    r = align_folder(a.src, a.dst, size=a.size, margin=a.margin, workers=a.workers, force=a.force)
+    r = align_folder(a.src, a.dst, size=a.size, margin=a.margin, workers=a.workers, force=a.force, no_face=a.no_face)
+    no_face = (
+        f"cropped {r['centered']} without a detectable face around the image centre"
+        if a.no_face == "center"
+        else f"skipped {r['no_face']} with no face found"
+    )
     print(
         f"aligned {r['aligned']} face(s) into {a.dst} ({a.size} x {a.size} px, margin {a.margin}) in "
-        f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; skipped {r['no_face']} with "
-        f"no face found and {r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})"
+        f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; {no_face} and "
+        f"{r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})"
     )
 
 
@@ -420,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.2, help="border around the face box, a fraction of its side")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="redo crops that already exist in dst")
+    p.add_argument(
+        "--no-face",
+        choices=("skip", "center"),
+        default="skip",
+        help="a photo without a detectable face: skip it (default), or crop it around the image centre at the "
+        "median face size found (keeps every file, e.g. the LFW images pairs.txt names)",
+    )
     p.set_defaults(fn=cmd_align)
     p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -85,6 +85,40 @@ def test_align_writes_crops_counts_no_face_and_never_overwrites(photos, tmp_path
     assert "must not be the input folder" in capsys.readouterr().err
 
 
+def test_no_face_center_keeps_the_file_as_a_centre_crop_at_the_median_face_size(photos, tmp_path, capsys):
+    """``--no-face center``: a 240 x 200 gradient (no face) becomes the centre square of side median relative face
+    side x 200 x (1 + margin), checked against a PIL crop + resize of that square."""
+    src = tmp_path / "src"
+    (src / "person3").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (src / "person3" / name).write_bytes((photos / "person3" / name).read_bytes())
+    (src / "nobody").mkdir()
+    yy, xx = np.mgrid[:200, :240]
+    grad = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)
+    Image.fromarray(grad).save(src / "nobody" / "gradient.png")
+    dst = tmp_path / "aligned"
+    assert main(["align", str(src), str(dst), "--size", "64", "--margin", "0.2", "--no-face", "center"]) == 0
+    out = capsys.readouterr().out
+    assert "aligned 2 face(s)" in out and "cropped 1 without a detectable face around the image centre" in out, out
+    report = json.loads((dst / "align_report.json").read_text())
+    assert report["centered"] == 1 and report["centered_files"] == ["nobody/gradient.png"]
+    assert report["skipped_files"]["no_face"] == []
+    rel = report["median_face_side"]
+    sides = []
+    for name in ("a.jpg", "b.jpg"):
+        img = np.asarray(Image.open(src / "person3" / name).convert("RGB"))
+        _, _, w, h = FaceAligner().detect(img).box
+        sides.append(max(w, h) / 260)  # the photos are 300 x 260
+    assert rel == pytest.approx(np.median(sides)) and 0.2 < rel < 0.6
+    side = rel * 200 * 1.2
+    box = (120 - side / 2, 100 - side / 2, 120 + side / 2, 100 + side / 2)
+    expected = np.asarray(Image.fromarray(grad).resize((64, 64), Image.BILINEAR, box=box)).astype(float)
+    got = np.asarray(Image.open(dst / "nobody" / "gradient.png")).astype(float)
+    assert np.abs(got - expected).mean() < 2.0
+    with pytest.raises(ConfigError, match="no_face='drop'"):
+        align_folder(src, tmp_path / "x", no_face="drop")
+
+
 def test_the_eye_line_is_levelled():
     """Two dark dots (eyes) on a line tilted by 20 degrees: after the crop they sit on one row, mirrored
     about the middle, the distance between them scaled by size / (box side x (1 + margin))."""

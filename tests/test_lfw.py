@@ -137,3 +137,35 @@ def test_missing_images_and_bad_fold_are_clear(lfw):
         LFWDataModule(root=str(lfw), fold=0, cache_dir=None, decode_workers=0).setup("fit")
     with pytest.raises(ValueError, match="train_root"):
         LFWDataModule(root=str(lfw), fold=None)
+
+
+def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_path):
+    """``facenet-pl align --no-face center`` on the LFW tree keeps every file (as .png; these noise images have
+    no face, so all are centre crops), and data=lfw reads that tree with LFW's own pairs.txt / people.txt."""
+    pytest.importorskip("cv2")
+    from facenet_pl.cli import main
+
+    out = tmp_path / "aligned"
+    assert main(["align", str(lfw / "lfw-deepfunneled"), str(out), "--size", "24", "--no-face", "center"]) == 0
+    n_files = sum(c for fold in PEOPLE for _, c in fold)
+    assert len(list(out.rglob("*.png"))) == n_files
+    dm = LFWDataModule(
+        root=str(out),
+        pairs_file=str(lfw / "pairs.txt"),
+        people_file=str(lfw / "people.txt"),
+        fold=0,
+        image_size=24,
+        crop_size=None,
+        cache_dir=None,
+        decode_workers=0,
+        p=2,
+        k=2,
+        val_identities=0,
+    )
+    dm.setup("fit")
+    assert len(dm.train_set) == 8
+    pairs = read_pairs(lfw / "pairs.txt")
+    test = dm.test_split
+    for (i, _), n1, k1 in zip(test.pairs, pairs.name1, pairs.num1):
+        img = test.dataset.__getitems__([int(i)])[0][0].numpy()
+        assert np.array_equal(img, load_image(image_path(out, n1, int(k1), ".png"), 24))

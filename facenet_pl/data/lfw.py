@@ -119,6 +119,19 @@ def image_path(root: str | Path, name: str, number: int, ext: str = ".jpg") -> P
     return Path(root) / name / f"{name}_{number:04d}{ext}"
 
 
+#: File types looked for when the ``.jpg`` files are not there (``facenet-pl align`` writes ``.png``).
+IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".bmp", ".webp")
+
+
+def find_image_ext(root: str | Path, name: str, number: int) -> str:
+    """The file type of the LFW tree under ``root``, from one image it must hold: ``.jpg`` for LFW itself,
+    ``.png`` for crops written by ``facenet-pl align``; ``.jpg`` if none is there (the caller reports it)."""
+    for ext in IMAGE_EXTS:
+        if image_path(root, name, number, ext).is_file():
+            return ext
+    return ".jpg"
+
+
 def find_image_root(root: str | Path) -> Path:
     """The folder holding the per-person folders: ``root`` itself or a known LFW sub-folder."""
     root = Path(root).expanduser()

@@ -15,7 +15,7 @@ from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.decode_cache import cached_decode
 from facenet_pl.data.images import report_unreadable, scan_identity_folders
-from facenet_pl.data.lfw import find_image_root, image_path, read_pairs, read_people
+from facenet_pl.data.lfw import find_image_ext, find_image_root, image_path, read_pairs, read_people
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 
@@ -86,7 +86,10 @@ class LFWDataModule(FaceDataModule):
         # Test: every image named by a pair, once.
         keys = sorted(set(zip(pairs.name1, pairs.num1.tolist())) | set(zip(pairs.name2, pairs.num2.tolist())))
         pos = {k: i for i, k in enumerate(keys)}
-        vpaths = [image_path(img_root, n, i) for n, i in keys]
+        ext = find_image_ext(img_root, *keys[0]) if keys else ".jpg"
+        if ext != ".jpg":
+            log.info("LFW images under %s are %s files", img_root, ext)
+        vpaths = [image_path(img_root, n, i, ext) for n, i in keys]
         missing = [p for p in vpaths if not p.exists()]
         if missing:
             raise FileNotFoundError(
@@ -124,7 +127,7 @@ class LFWDataModule(FaceDataModule):
             if len(people) != pairs.n_folds:
                 raise ConfigError(f"{self.people_file} has {len(people)} folds, {self.pairs_file} has {pairs.n_folds}")
             train_people = [(n, c) for f, fold in enumerate(people) if f != self.fold for n, c in fold]
-            tpaths = [image_path(img_root, n, i) for n, c in train_people for i in range(1, c + 1)]
+            tpaths = [image_path(img_root, n, i, ext) for n, c in train_people for i in range(1, c + 1)]
             tlabels = np.repeat(np.arange(len(train_people)), [c for _, c in train_people])
             present = np.array([p.exists() for p in tpaths])
             if not present.all():
