@@ -144,17 +144,18 @@ def _save_png(out: np.ndarray, dst: Path) -> None:
     tmp.replace(dst)  # a killed run leaves no half-written crop behind
 
 
-def _align_one(job: tuple[str, str]) -> tuple[str, float | None]:
-    """(status, face box side / shorter image side) for one photo; the crop is written for "aligned"."""
+def _align_one(job: tuple[str, str]) -> tuple[str, float | None, bool]:
+    """(status, face box side / shorter image side, eyes found and levelled) for one photo; the crop is written
+    for "aligned"."""
     src, dst = Path(job[0]), Path(job[1])
     rgb = _read_rgb(src)
     if rgb is None:
-        return "unreadable", None
+        return "unreadable", None, False
     det = _ALIGNER.detect(rgb)
     if det is None:
-        return "no_face", None
+        return "no_face", None, False
     _save_png(_ALIGNER.crop(rgb, det), dst)
-    return "aligned", max(det.box[2], det.box[3]) / min(rgb.shape[:2])
+    return "aligned", max(det.box[2], det.box[3]) / min(rgb.shape[:2]), det.eyes is not None
 
 
 def centre_detection(shape: tuple[int, ...], relative_side: float) -> Detection:
@@ -219,10 +220,11 @@ def align_folder(
         else:
             _init(size, margin)
             results = [_align_one(j) for j in jobs]
-        sides = [side for r, side in results if side is not None]
+        sides = [side for _, side, _ in results if side is not None]
+        counts["levelled"] = sum(levelled for _, _, levelled in results)
         relative_side = float(np.median(sides)) if sides else 0.5
         aligner = FaceAligner(size, margin) if no_face == "center" else None
-        for (s, d), (r, _) in zip(jobs, results):
+        for (s, d), (r, _, _) in zip(jobs, results):
             rel = str(Path(s).relative_to(src))
             if r == "no_face" and aligner is not None:
                 rgb = _read_rgb(Path(s))
@@ -238,6 +240,7 @@ def align_folder(
         "size": size,
         "margin": margin,
         "aligned": counts["aligned"],
+        "levelled": counts["levelled"],
         "already_there": kept,
         "no_face": counts["no_face"],
         "unreadable": counts["unreadable"],

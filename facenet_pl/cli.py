@@ -334,7 +334,8 @@ def cmd_align(a) -> None:
         else f"skipped {r['no_face']} with no face found"
     )
     print(
-        f"aligned {r['aligned']} face(s) into {a.dst} ({a.size} x {a.size} px, margin {a.margin}) in "
+        f"aligned {r['aligned']} face(s) ({r['levelled']} with both eyes found and levelled) into {a.dst} "
+        f"({a.size} x {a.size} px, margin {a.margin}) in "
         f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; {no_face} and "
         f"{r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})"
     )

@@ -85,6 +85,25 @@ def test_align_writes_crops_counts_no_face_and_never_overwrites(photos, tmp_path
     assert "must not be the input folder" in capsys.readouterr().err
 
 
+def test_faces_with_both_eyes_are_counted_as_levelled(photos, tmp_path, capsys, monkeypatch):
+    """The cascade finds no eyes in the rendered faces, so eyes are added to the detections of the faces placed
+    on the left (the four a.jpg photos): the run must count exactly those as levelled."""
+    detect = FaceAligner.detect
+
+    def with_eyes_on_the_left(self, rgb):
+        det = detect(self, rgb)
+        if det is not None and det.box[0] < 100:
+            x, y, w, h = det.box
+            det = Detection(det.box, ((x + 0.3 * w, y + 0.4 * h), (x + 0.7 * w, y + 0.42 * h)))
+        return det
+
+    monkeypatch.setattr(FaceAligner, "detect", with_eyes_on_the_left)
+    assert main(["align", str(photos), str(tmp_path / "out"), "--size", "48", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "aligned 8 face(s) (4 with both eyes found and levelled)" in out, out
+    assert json.loads((tmp_path / "out" / "align_report.json").read_text())["levelled"] == 4
+
+
 def test_no_face_center_keeps_the_file_as_a_centre_crop_at_the_median_face_size(photos, tmp_path, capsys):
     """``--no-face center``: a 240 x 200 gradient (no face) becomes the centre square of side median relative face
     side x 200 x (1 + margin), checked against a PIL crop + resize of that square."""

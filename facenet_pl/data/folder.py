@@ -123,9 +123,10 @@ class FolderDataModule(FaceDataModule):
             root, out, size=self.image_size, margin=self.align_margin, workers=max(1, self.decode_workers), files=paths
         )
         log.info(
-            "aligned %d new face(s), %d already there; %d file(s) without a detectable face and %d "
-            "unreadable skipped (listed in %s)",
+            "aligned %d new face(s) (%d levelled by the eyes), %d already there; %d file(s) without a detectable "
+            "face and %d unreadable skipped (listed in %s)",
             r["aligned"],
+            r["levelled"],
             r["already_there"],
             r["no_face"],
             r["unreadable"],
