@@ -61,8 +61,13 @@ def format_table(res: dict[str, Any]) -> str:
         ),
         ("AUC", f"{res['auc']:.4f}"),
         ("EER", f"{res['eer']:.4f}"),
-        ("threshold (mean of folds)", f"{res['threshold']:.4f}"),
+        (
+            "threshold (mean of folds)" if "threshold_from" not in res else "threshold",
+            f"{res['threshold']:.4f}" + (f" (from {res['threshold_from']})" if "threshold_from" in res else ""),
+        ),
     ]
+    if "accuracy_other_folds_threshold" in res:
+        rows.append(("accuracy, threshold of the other folds", f"{res['accuracy_other_folds_threshold']:.4f} (biased)"))
     if "acc_at_model_threshold" in res:
         rows.append(
             (
@@ -166,7 +171,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     flip = module.eval_flip if cfg.get("flip") is None else bool(cfg.flip)
     emb = embed_dataset(module, split.dataset, cfg.get("batch_size", 256), flip=flip, transform=degrade)
     d = split.distances(emb)
-    res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target)
+    if not same_data:  # what the model trained on is not this data's other folds: plain k-fold thresholds
+        split.trained_on_other_folds = False
+    res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target, val_threshold=float(module.threshold))
     res.update(
         far_target=cfg.far_target,
         split=split_name,

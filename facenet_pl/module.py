@@ -425,10 +425,14 @@ class FaceNetModule(pl.LightningModule):
                 f"{self.global_step}: the network's outputs diverged. Lower optimizer.lr or set "
                 "trainer.gradient_clip_val."
             )
-        res = split.evaluate(d, far_target=self.far_target)
+        # test: pairs whose other folds' people were trained on (LFW fold=i) are scored at the validation threshold
+        val_threshold = float(self.threshold) if stage == "test" else None
+        res = split.evaluate(d, far_target=self.far_target, val_threshold=val_threshold)
         self.last_eval[stage] = (d, split, res)
         for key, name in LOGGED_PAIR_METRICS.items():
             self.log(f"{stage}/{name}", float(res[key]), prog_bar=name == "acc")
+        if "accuracy_other_folds_threshold" in res:
+            self.log(f"{stage}/acc_other_folds_threshold", float(res["accuracy_other_folds_threshold"]))
         return res
 
     # -- optimisation ----------------------------------------------------------------------

@@ -169,3 +169,25 @@ def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_p
     for (i, _), n1, k1 in zip(test.pairs, pairs.name1, pairs.num1):
         img = test.dataset.__getitems__([int(i)])[0][0].numpy()
         assert np.array_equal(img, load_image(image_path(out, n1, int(k1), ".png"), 24))
+
+
+def test_fold_mode_scores_the_test_fold_at_the_validation_threshold(caplog):
+    """Analytic case of an overfit model: the trained-on fold's pairs are pulled together (same 0.1, different
+    0.5), the unseen test fold's are not (same 0.8, different 1.6). The other fold's best threshold (between 0.1
+    and 0.5) calls every test pair "different": 50%. The validation threshold 1.2 separates them: 100%."""
+    from facenet_pl.data.pairs import VerificationSet
+
+    issame = np.tile([True, False], 10)
+    d = np.r_[np.where(issame, 0.1, 0.5), np.where(issame, 0.8, 1.6)]
+    pairs = np.zeros((40, 2), int)
+    folds = np.repeat([0, 1], 20)
+    kw = dict(pairs=pairs, issame=np.r_[issame, issame], folds=folds, name="t", test_folds=[1], labels=np.zeros(1))
+    plain = VerificationSet(None, **kw).evaluate(d)
+    assert plain["accuracy"] == 0.5 and "threshold_from" not in plain
+    split = VerificationSet(None, **kw, trained_on_other_folds=True)
+    res = split.evaluate(d, val_threshold=1.2)
+    assert res["accuracy"] == 1.0 and res["threshold"] == 1.2 and res["accuracy_other_folds_threshold"] == 0.5
+    assert res["threshold_from"].startswith("validation people")
+    with caplog.at_level("WARNING"):
+        res = split.evaluate(d, val_threshold=float("nan"))
+    assert res["accuracy"] == 0.5 and "biased" in caplog.text and "data.val_identities" in caplog.text

@@ -139,6 +139,59 @@ def test_train_on_lfw_fold_layout(tmp_path):
     folds = np.repeat([0, 1], 4)  # pairs.txt: 2 folds of 2 matched + 2 mismatched pairs
     ref = evaluate_pairs(d, split.issame, folds=folds, test_folds=[1])
     assert metrics["test/acc"] == pytest.approx(ref["accuracy"], abs=1e-6)
+    assert "biased" in out.stderr + out.stdout and "data.val_identities > 0" in out.stderr + out.stdout
+
+
+def test_lfw_fold_is_scored_at_the_validation_threshold_through_train_and_eval(tmp_path):
+    """LFW fold=0 with validation people: train.py's test/acc is fold 0's accuracy at the threshold the tested
+    checkpoint was calibrated to on validation people (recomputed here from its embeddings), the other folds'
+    threshold is reported beside it, and eval.py on that checkpoint gives the same."""
+    import numpy as np
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from facenet_pl.evaluation import evaluate_pairs
+    from facenet_pl.inference import embed_dataset, load_model
+
+    from .lfw_fixture import MORE_PEOPLE, make_mini_lfw
+
+    lfw = make_mini_lfw(tmp_path / "lfw", people=MORE_PEOPLE)
+    data = [f"data.root={lfw}", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0"]
+    out = run_script(
+        "train.py",
+        tmp_path / "run",
+        "data=lfw",
+        *data,
+        "data.fold=0",
+        "data.p=2",
+        "data.k=2",
+        "data.val_identities=4",
+        "data.val_folds=2",
+        "data.val_pairs_per_fold=4",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    model = load_model(metrics["test/checkpoint"])
+    thr = float(model.threshold)
+    assert np.isfinite(thr)
+    cfg = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    split = dm.test_split
+    emb = embed_dataset(model, split.dataset).numpy()
+    d = ((emb[split.pairs[:, 0]] - emb[split.pairs[:, 1]]) ** 2).sum(1)
+    fold0 = np.arange(8) < 4  # pairs.txt: 2 folds of 2 matched + 2 mismatched pairs
+    assert metrics["test/acc"] == pytest.approx(np.mean((d[fold0] < thr) == split.issame[fold0]), abs=1e-6)
+    assert metrics["test/threshold"] == pytest.approx(thr)
+    ref = evaluate_pairs(d, split.issame, folds=np.repeat([0, 1], 4), test_folds=[0])
+    assert metrics["test/acc_other_folds_threshold"] == pytest.approx(ref["accuracy"], abs=1e-6)
+    ev = run_script("eval.py", tmp_path / "eval", f"ckpt_path={metrics['test/checkpoint']}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    res = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert res["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert res["threshold_from"].startswith("validation people") and "biased" in ev.stdout
 
 
 def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):

@@ -120,6 +120,7 @@ class LFWDataModule(FaceDataModule):
             name=f"{what} ({self.pairs_file})",
             identities=test_people,
             test_folds=test_folds,
+            trained_on_other_folds=self.fold is not None,
         )
 
         if self.fold is not None:

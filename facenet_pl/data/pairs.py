@@ -98,7 +98,9 @@ class VerificationSet:
     each with the threshold fit on all other pairs (None: every fold in turn, k-fold; LFW ``fold=i``:
     ``[i]``). ``name`` says what the pairs are (recorded with every result and with a threshold calibrated on
     them); ``identities`` are the people's names, stored in checkpoints so ``eval.py`` can check it tests the
-    same people.
+    same people. ``trained_on_other_folds``: the pairs outside ``test_folds`` are of people the model trained on
+    (LFW ``fold=i``, no outside data), so a threshold fit on them is biased (the model pulls its training
+    people's pairs together); :meth:`evaluate` then uses the validation threshold when it is given.
     """
 
     dataset: Dataset | None
@@ -109,6 +111,7 @@ class VerificationSet:
     identities: list[str] = field(default_factory=list)
     test_folds: list[int] | None = None
     labels: np.ndarray | None = None
+    trained_on_other_folds: bool = False
 
     def __post_init__(self) -> None:
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
@@ -165,14 +168,39 @@ class VerificationSet:
         t = self.tested()
         return float(np.mean((np.asarray(distances)[t] < threshold) == self.issame[t]))
 
-    def evaluate(self, distances: np.ndarray, far_target: float = 1e-3) -> dict[str, Any]:
-        """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on."""
+    def evaluate(
+        self, distances: np.ndarray, far_target: float = 1e-3, val_threshold: float | None = None
+    ) -> dict[str, Any]:
+        """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on.
+
+        With ``trained_on_other_folds``, ``accuracy`` is measured at ``val_threshold`` (calibrated on validation
+        people, held out of training) and ``threshold_from`` says so; the accuracy at the threshold fit on the
+        other folds is kept as ``accuracy_other_folds_threshold``. Without a finite ``val_threshold`` the
+        other folds' threshold is used, with a warning that it is biased.
+        """
         from facenet_pl.evaluation import evaluate_pairs
 
         res: dict[str, Any] = evaluate_pairs(
             distances, self.issame, far_target=far_target, folds=self.folds, test_folds=self.test_folds
         )
         res.update(pairs=int(self.tested().sum()), identities=self.people(), on=self.name)
+        if self.trained_on_other_folds:
+            res["accuracy_other_folds_threshold"] = res["accuracy"]
+            if val_threshold is not None and np.isfinite(val_threshold):
+                res.update(
+                    accuracy=self.accuracy_at(distances, float(val_threshold)),
+                    threshold=float(val_threshold),
+                    threshold_from="validation people (held out of training)",
+                )
+            else:
+                res["threshold_from"] = "the other folds' pairs (people the model trained on)"
+                log.warning(
+                    "%s: the accuracy threshold is fit on the other folds' pairs, whose people the model trained "
+                    "on; it is biased once the model fits them closely (longer training lowers this accuracy while "
+                    "AUC rises). Hold out validation people (data.val_identities > 0) to calibrate it on people the "
+                    "model never saw.",
+                    self.name,
+                )
         return res
 
     def describe(self) -> dict[str, Any]:
