@@ -12,6 +12,9 @@ from facenet_pl.data.lfw import LFWFormatError, find_image_root, image_path, rea
 
 from .lfw_fixture import PEOPLE, make_mini_lfw
 
+#: LFWDataModule settings of the tiny fold-0 runs: no crop, no cache, in-process decoding, P=2 x K=2.
+FOLD0 = dict(fold=0, crop_size=None, cache_dir=None, decode_workers=0, p=2, k=2)
+
 
 @pytest.fixture()
 def lfw(tmp_path):
@@ -68,17 +71,7 @@ def test_paths_and_root(lfw):
 
 
 def test_fold_mode_trains_on_other_folds_and_indexes_the_right_images(lfw):
-    dm = LFWDataModule(
-        root=str(lfw),
-        fold=0,
-        image_size=32,
-        crop_size=None,
-        cache_dir=None,
-        decode_workers=0,
-        p=2,
-        k=2,
-        val_identities=0,
-    )
+    dm = LFWDataModule(root=str(lfw), image_size=32, val_identities=0, **FOLD0)
     dm.setup("fit")
     # Training: fold 1's people only (3 + 2 + 1 + 2 images).
     assert len(dm.train_set) == 8 and len(torch.unique(dm.train_set.labels)) == 4
@@ -153,14 +146,9 @@ def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_p
         root=str(out),
         pairs_file=str(lfw / "pairs.txt"),
         people_file=str(lfw / "people.txt"),
-        fold=0,
         image_size=24,
-        crop_size=None,
-        cache_dir=None,
-        decode_workers=0,
-        p=2,
-        k=2,
         val_identities=0,
+        **FOLD0,
     )
     dm.setup("fit")
     assert len(dm.train_set) == 8
