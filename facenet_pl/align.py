@@ -33,8 +33,6 @@ from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
-
 
 def _cv2():
     try:

@@ -62,6 +62,9 @@ def test_the_largest_face_is_found_where_it_was_placed():
     # the rendered face (128 px) occupies [150, 278] x [20, 148]: the box centre must be inside its middle half
     assert 150 + 32 < x + w / 2 < 150 + 96 and 20 + 32 < y + h / 2 < 20 + 96, det.box
     assert 40 < w < 140
+    crop = FaceAligner(size=64)(_photo(face, 150, 20))  # detect + crop in one call
+    assert crop is not None and crop.shape == (64, 64, 3)
+    assert FaceAligner()(np.full((200, 200, 3), 90, np.uint8)) is None
 
 
 def test_align_writes_crops_counts_no_face_and_never_overwrites(photos, tmp_path, capsys):

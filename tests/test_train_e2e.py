@@ -11,6 +11,9 @@ import pytest
 
 from .helpers import ROOT, TINY, run_script, run_train  # noqa: F401
 
+#: data=lfw on the generated mini LFW: no crop, no cache, in-process decoding, P=2 x K=2 (add data.root=).
+MINI_LFW = ("data=lfw", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0", "data.p=2", "data.k=2")
+
 
 def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
     out = run_train(tmp_path, "trainer.max_epochs=2")
@@ -106,15 +109,10 @@ def test_train_on_lfw_fold_layout(tmp_path):
     out = run_script(
         "train.py",
         tmp_path / "run",
-        "data=lfw",
+        *MINI_LFW,
         f"data.root={lfw}",
         "data.fold=1",
-        "data.p=2",
         "data.val_identities=0",
-        "data.k=2",
-        "data.crop_size=null",
-        "data.cache_dir=null",
-        "data.decode_workers=0",
         "trainer.max_epochs=1",
         "callbacks.progress_bar.refresh_rate=0",
     )
@@ -156,15 +154,12 @@ def test_lfw_fold_is_scored_at_the_validation_threshold_through_train_and_eval(t
     from .lfw_fixture import MORE_PEOPLE, make_mini_lfw
 
     lfw = make_mini_lfw(tmp_path / "lfw", people=MORE_PEOPLE)
-    data = [f"data.root={lfw}", "data.crop_size=null", "data.cache_dir=null", "data.decode_workers=0"]
     out = run_script(
         "train.py",
         tmp_path / "run",
-        "data=lfw",
-        *data,
+        *MINI_LFW,
+        f"data.root={lfw}",
         "data.fold=0",
-        "data.p=2",
-        "data.k=2",
         "data.val_identities=4",
         "data.val_folds=2",
         "data.val_pairs_per_fold=4",
@@ -201,15 +196,10 @@ def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
     out = run_script(
         "train.py",
         tmp_path / "run",
-        "data=lfw",
+        *MINI_LFW,
         f"data.root={lfw}",
         "cv=2",
-        "data.p=2",
         "data.val_identities=0",
-        "data.k=2",
-        "data.crop_size=null",
-        "data.cache_dir=null",
-        "data.decode_workers=0",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
     )  # (wins over the callbacks' bar)

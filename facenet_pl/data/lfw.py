@@ -119,8 +119,8 @@ def image_path(root: str | Path, name: str, number: int, ext: str = ".jpg") -> P
     return Path(root) / name / f"{name}_{number:04d}{ext}"
 
 
-#: File types looked for when the ``.jpg`` files are not there (``facenet-pl align`` writes ``.png``).
-IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".bmp", ".webp")
+#: LFW's own ``.jpg``, or the ``.png`` crops ``facenet-pl align`` writes from it.
+IMAGE_EXTS = (".jpg", ".png")
 
 
 def find_image_ext(root: str | Path, name: str, number: int) -> str:
