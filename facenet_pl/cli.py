@@ -10,7 +10,7 @@ facenet-pl summary MULTIRUN_DIR                          one row per Hydra multi
 facenet-pl report  MULTIRUN_DIR [--x model/macs_per_image]  ablation table + plot (accuracy vs the swept value)
 facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
 facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
-facenet-pl align   SRC DST [--size 160 --margin 0.2 --no-face skip|center]  photos -> aligned face crops
+facenet-pl align   SRC DST [--template arcface|box --size N --no-face skip|center]  photos -> aligned face crops
 """
 
 from __future__ import annotations
@@ -326,18 +326,30 @@ def cmd_cache(a) -> None:
 def cmd_align(a) -> None:
     from facenet_pl.align import align_folder
 
-    t0 = time.perf_counter()
-    r = align_folder(a.src, a.dst, size=a.size, margin=a.margin, workers=a.workers, force=a.force, no_face=a.no_face)
+    logging.getLogger("facenet_pl.align").setLevel(logging.INFO)  # progress every 30 s on a long run
+    r = align_folder(
+        a.src,
+        a.dst,
+        template=a.template,
+        size=a.size,
+        margin=a.margin,
+        workers=a.workers,
+        batch_size=a.batch_size,
+        device=a.device,
+        force=a.force,
+        no_face=a.no_face,
+    )
     no_face = (
-        f"cropped {r['centered']} without a detectable face around the image centre"
+        f"cropped {r['centered']} without a detectable face at the median face placement"
         if a.no_face == "center"
         else f"skipped {r['no_face']} with no face found"
     )
+    geometry = f"{r['size']} x {r['size']} px" + (f", margin {r['margin']} px" if r["template"] == "box" else "")
     print(
-        f"aligned {r['aligned']} face(s) ({r['levelled']} with both eyes found and levelled) into {a.dst} "
-        f"({a.size} x {a.size} px, margin {a.margin}) in "
-        f"{time.perf_counter() - t0:.1f} s; kept {r['already_there']} already there; {no_face} and "
-        f"{r['unreadable']} unreadable file(s) (listed in {Path(a.dst) / 'align_report.json'})"
+        f"aligned {r['aligned']} face(s) into {a.dst} ({r['template']} template, {geometry}; MTCNN on "
+        f"{r['device']}) in {r['seconds']:.1f} s; {r['several_faces']} photo(s) had several faces (the large central "
+        f"one kept); kept {r['already_there']} crop(s) already there; {no_face}; {r['unreadable']} unreadable or "
+        f"non-image file(s) (listed in {Path(a.dst) / 'align_report.json'})"
     )
 
 
@@ -419,19 +431,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="prune: show what would be removed")
     p.add_argument("--yes", action="store_true", help="prune: do not ask")
     p.set_defaults(fn=cmd_cache)
-    p = sub.add_parser("align", help="detect, align and crop the largest face of every photo in a folder")
+    p = sub.add_parser("align", help="detect (MTCNN), align and crop the face of every photo in a folder")
     p.add_argument("src", help="photos: root/<identity>/<images> (any layout is mirrored)")
     p.add_argument("dst", help="output folder for the crops (same relative paths, .png)")
-    p.add_argument("--size", type=int, default=160, help="crop side in px (default 160)")
-    p.add_argument("--margin", type=float, default=0.2, help="border around the face box, a fraction of its side")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    p.add_argument(
+        "--template",
+        choices=("arcface", "box"),
+        default="arcface",
+        help="arcface: five landmarks onto insightface's 112 px points (default); box: the detector's box + "
+        "--margin, no rotation (davidsandberg/facenet)",
+    )
+    p.add_argument("--size", type=int, help="crop side in px (default 112 for arcface, 160 for box)")
+    p.add_argument("--margin", type=int, default=32, help="box template: border in px of the photo (default 32)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes on a CPU (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=32, help="photos read and detected together (default 32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: a GPU if there is one)")
     p.add_argument("--force", action="store_true", help="redo crops that already exist in dst")
     p.add_argument(
         "--no-face",
         choices=("skip", "center"),
         default="skip",
-        help="a photo without a detectable face: skip it (default), or crop it around the image centre at the "
-        "median face size found (keeps every file, e.g. the LFW images pairs.txt names)",
+        help="a photo without a detectable face: skip it (default), or crop it at the median face placement of "
+        "the run (keeps every file, e.g. the LFW images pairs.txt names)",
     )
     p.set_defaults(fn=cmd_align)
     p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)

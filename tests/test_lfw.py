@@ -136,10 +136,11 @@ def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_p
     """``facenet-pl align --no-face center`` on the LFW tree keeps every file (as .png; these noise images have
     no face, so all are centre crops), and data=lfw reads that tree with LFW's own pairs.txt / people.txt."""
     pytest.importorskip("cv2")
+    pytest.importorskip("facenet_pytorch")
     from facenet_pl.cli import main
 
     out = tmp_path / "aligned"
-    assert main(["align", str(lfw / "lfw-deepfunneled"), str(out), "--size", "24", "--no-face", "center"]) == 0
+    assert main(["align", str(lfw / "lfw-deepfunneled"), str(out), "--size", "24", "--no-face", "center", "--device", "cpu"]) == 0
     n_files = sum(c for fold in PEOPLE for _, c in fold)
     assert len(list(out.rglob("*.png"))) == n_files
     dm = LFWDataModule(

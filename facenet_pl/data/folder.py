@@ -59,11 +59,16 @@ class FolderDataModule(FaceDataModule):
         pin_memory: bool | str = "auto",
         prefetch_factor: int = 2,
         align: bool = False,
-        align_margin: float = 0.2,
+        align_template: str = "arcface",
+        align_margin: int = 32,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.align, self.align_margin = bool(align), float(align_margin)
+        self.align, self.align_template, self.align_margin = bool(align), align_template, int(align_margin)
+        if self.align:
+            from facenet_pl.align.templates import check_template
+
+            check_template(align_template, image_size, self.align_margin)
         if fit not in FIT_MODES:
             raise ConfigError(
                 f"data.fit={fit!r}: expected one of {', '.join(FIT_MODES)} (how a non-square image "
@@ -104,35 +109,44 @@ class FolderDataModule(FaceDataModule):
         return self._scanned
 
     def _aligned_files(self) -> tuple[list, np.ndarray, list[str]]:
-        """``data.align=true``: the largest face of every source file, aligned and cropped once into
-        ``<cache_dir>/aligned-<key>`` (kept for later runs; an interrupted run continues); returns the crops
-        of the files ``include``/``exclude`` select, as a scan would."""
+        """``data.align=true``: the face of every source file, detected (MTCNN), aligned by ``align_template`` and
+        cropped once into ``<cache_dir>/aligned-<key>`` at the decode size (kept for later runs; an interrupted run
+        continues); returns the crops of the files ``include``/``exclude`` select, as a scan would."""
         import hashlib
         from pathlib import Path
 
-        from facenet_pl.align import align_folder
+        from facenet_pl.align import align_folder, crop_names
 
         if self.cache_dir is None:
             raise ConfigError("data.align=true writes the aligned crops to data.cache_dir: set it to a folder")
         root = Path(self.root).expanduser()
         paths, labels, names = scan_identity_folders(root, 1, self.include, self.exclude)
-        key = hashlib.sha1(f"{root.resolve()}:{self.image_size}:{self.align_margin}".encode()).hexdigest()[:12]
-        out = Path(self.cache_dir).expanduser() / f"aligned-{key}"
+        margin = self.align_margin if self.align_template == "box" else 0
+        settings = f"{root.resolve()}:mtcnn:{self.align_template}:{self.decode_size}:{margin}"
+        out = Path(self.cache_dir).expanduser() / f"aligned-{hashlib.sha1(settings.encode()).hexdigest()[:12]}"
         log.info("data.align=true: aligning the faces of data.root=%s into %s (%d files)", self.root, out, len(paths))
         r = align_folder(
-            root, out, size=self.image_size, margin=self.align_margin, workers=max(1, self.decode_workers), files=paths
+            root,
+            out,
+            template=self.align_template,
+            size=self.decode_size,
+            margin=self.align_margin,
+            workers=max(1, self.decode_workers),
+            device="auto",
+            files=paths,
         )
         log.info(
-            "aligned %d new face(s) (%d levelled by the eyes), %d already there; %d file(s) without a detectable "
-            "face and %d unreadable skipped (listed in %s)",
+            "aligned %d new face(s) (%s template; %d photo(s) with several faces, the large central one kept), %d "
+            "already there; %d file(s) without a detectable face and %d unreadable skipped (listed in %s)",
             r["aligned"],
-            r["levelled"],
+            self.align_template,
+            r["several_faces"],
             r["already_there"],
             r["no_face"],
             r["unreadable"],
             out / "align_report.json",
         )
-        crops = [(out / p.relative_to(root)).with_suffix(".png") for p in paths]
+        crops = [out / name for name in crop_names([p.relative_to(root) for p in paths])]
         have = np.array([c.exists() for c in crops], bool)
         ids, counts = np.unique(labels[have], return_counts=True)
         keep_ids = ids[counts >= self.min_images]
