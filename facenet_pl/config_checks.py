@@ -113,8 +113,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"backbone.name={name!r} is not a timm model"
             + (f" (close: {', '.join(close)})" if close else "")
-            + "; use backbone=<inception|inception_resnet_v2|resnet18|resnet50|mobilenetv3|small> or any "
-            "name from timm.list_models()"
+            + "; use backbone=<inception|inception_resnet_v1|inception_resnet_v2|resnet18|resnet50|mobilenetv3|small> "
+            "or any name from timm.list_models()"
         )
     target = str(cfg.miner.get("_target_", ""))
     known = {f"facenet_pl.mining.{c.__name__}" for c in MINERS.values()}

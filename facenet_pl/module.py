@@ -166,6 +166,7 @@ class FaceNetModule(pl.LightningModule):
             pretrained=backbone.get("pretrained", False),
             dropout=model.get("dropout", 0.0),
             backbone_kwargs=backbone.get("kwargs") or {},
+            head=model.get("head", "linear"),
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

@@ -109,6 +109,24 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
     return module
 
 
+def start_from_weights(module: FaceNetModule, cfg: DictConfig) -> None:
+    """``backbone.weights`` (a backbone state dict) and/or ``model.init_from`` (a facenet-pl model file): the
+    weights a new run starts from, read without running code from the files."""
+    from facenet_pl.models.weights import init_from_model, load_backbone_weights
+
+    weights, init_from = cfg.backbone.get("weights"), cfg.model.get("init_from")
+    if weights and init_from:
+        raise ConfigError(
+            "backbone.weights and model.init_from both set: init_from replaces the whole network, so the backbone "
+            "weights would be overwritten. Set one of them"
+        )
+    net = getattr(module.net, "_orig_mod", module.net)
+    if weights:
+        load_backbone_weights(net.backbone, weights, cfg.backbone.name)
+    if init_from:
+        init_from_model(module, init_from)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model the config describes; return the final metrics (also in ``metrics.json``).
 
@@ -170,6 +188,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    if ckpt_path is None:  # a resumed run's weights come from its checkpoint
+        start_from_weights(module, cfg)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # nothing to send learning rates to (Lightning would refuse to start)

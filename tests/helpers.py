@@ -394,3 +394,24 @@ class RecordRendered(Callback):
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, "fit_end")
+
+
+class EmbedAtTrainStart(Callback):
+    """Saves to ``path`` (``.npy``) the embeddings, in eval mode, of a fixed batch of random uint8 images at the
+    network's input size, when training starts (before the first step): the weights a run starts from."""
+
+    def __init__(self, path: str, n: int = 6, seed: int = 0) -> None:
+        self.path, self.n, self.seed = path, n, seed
+
+    def on_train_start(self, trainer, pl_module):
+        size = pl_module.input_size
+        images = torch.from_numpy(fixed_images(self.n, size, self.seed))
+        was_training = pl_module.training
+        pl_module.eval()
+        np.save(self.path, pl_module.embed(images).cpu().numpy())
+        pl_module.train(was_training)
+
+
+def fixed_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` random uint8 images (n, 3, size, size), the same for the same arguments."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import facenet_pl.models.inception_resnet_v1  # noqa: F401  (registers inception_resnet_v1 with timm)
 import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
 from facenet_pl.errors import ConfigError
 
@@ -21,8 +22,8 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise ConfigError(
             f"backbone.name={name!r} is not a timm model.{hint} "
-            "Use a config from conf/backbone/ (backbone=inception|inception_resnet_v2|resnet18|resnet50|"
-            "mobilenetv3|small) or any name from timm.list_models()."
+            "Use a config from conf/backbone/ (backbone=inception|inception_resnet_v1|inception_resnet_v2|resnet18|"
+            "resnet50|mobilenetv3|small) or any name from timm.list_models()."
         )
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
@@ -46,6 +47,11 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         raise
 
 
+#: ``model.head``: ``linear`` projects the backbone's output to ``embedding_dim``; ``none`` takes the backbone's
+#: output as the embedding (a network trained with its own bottleneck, e.g. inception_resnet_v1's 512-d).
+HEADS = ("linear", "none")
+
+
 class FaceNetEmbedding(nn.Module):
     """Maps images (N, 3, H, W) to unit vectors (N, embedding_dim): f(x) on the hypersphere."""
 
@@ -56,16 +62,24 @@ class FaceNetEmbedding(nn.Module):
         pretrained: bool = False,
         dropout: float = 0.0,
         backbone_kwargs: dict[str, Any] | None = None,
+        head: str = "linear",
     ) -> None:
         super().__init__()
         if int(embedding_dim) < 1:
             raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
+        if head not in HEADS:
+            raise ConfigError(f"model.head={head!r}: expected one of {', '.join(HEADS)}")
         self.backbone = create_backbone(backbone, pretrained=pretrained, **dict(backbone_kwargs or {}))
         self.dropout = nn.Dropout(dropout)
         # With num_classes=0 some timm models (MobileNetV3, EfficientNet-Lite, ...) keep a pre-logits layer that
         # widens the pooled features: head_hidden_size is then the real output width, num_features is not.
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.head = nn.Linear(int(width), int(embedding_dim))
+        width = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
+        if head == "none" and width != int(embedding_dim):
+            raise ConfigError(
+                f"model.head=none takes {backbone}'s {width}-d output as the embedding: set "
+                f"model.embedding_dim={width}, or model.head=linear to project it to {embedding_dim}"
+            )
+        self.head = nn.Linear(width, int(embedding_dim)) if head == "linear" else nn.Identity()
         self.embedding_dim = int(embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,148 @@
+"""Starting a network from weights on disk: ``backbone.weights`` (a state dict of the backbone alone, e.g.
+timesler's VGGFace2 Inception-ResNet-v1) and ``model.init_from`` (another facenet-pl model).
+
+Both are read without running code from the file (``torch.load(weights_only=True)`` or ``.safetensors``), only
+when a run starts (a resumed run takes its weights from its checkpoint, and a model rebuilt for inference from
+its own file), and every mismatch is one line naming the keys, before any image is decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facenet_pl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Prefixes of a source network's classifier: dropped, since an embedding network has none.
+CLASSIFIER_PREFIXES = ("logits.", "fc.", "classifier.", "head.fc.", "head.")
+#: Containers a training script may have wrapped a state dict in.
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
+
+
+def _names(keys, n: int = 5) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pt``/``.pth``/``.bin`` state dict or a ``.safetensors`` file; ``what`` names the config key
+    in errors."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}={str(path)!r} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ConfigError(f"{what}={path}: not a readable .safetensors file ({e})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(
+            f"{what}={path} holds Python objects that would run code when opened, not only tensors: refusing it "
+            f"({str(e).splitlines()[0]}). Re-save its state_dict with torch.save(model.state_dict(), ...)"
+        ) from None
+    except Exception as e:  # truncated, not a torch file
+        raise ConfigError(f"{what}={path}: not a readable weights file ({type(e).__name__}: {e})") from None
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"{what}={path} is not a state dict (a mapping of names to tensors)")
+    prefix = "module."  # saved from a DataParallel/DDP-wrapped model
+    if all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix) :]: v for k, v in obj.items()}
+    return obj
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path, name: str) -> None:
+    """Load the state dict at ``path`` into ``backbone`` (the timm network of ``backbone.name``=``name``).
+
+    The source's classifier (``logits.*``, ``fc.*``, ...) is dropped; any other key the network lacks, any of its
+    keys the file lacks (BatchNorm's ``num_batches_tracked`` aside) and any shape that differs is a
+    :class:`ConfigError` naming them.
+    """
+    what = "backbone.weights"
+    state = read_state_dict(path, what)
+    own = backbone.state_dict()
+    dropped = [k for k in state if k not in own and k.startswith(CLASSIFIER_PREFIXES)]
+    unexpected = [k for k in state if k not in own and k not in dropped]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if unexpected or missing:
+        raise ConfigError(
+            f"{what}={path} does not fit backbone.name={name}: "
+            + "; ".join(
+                s
+                for s in (
+                    f"{len(missing)} of its tensors are not in the file ({_names(missing)})" if missing else "",
+                    f"{len(unexpected)} tensors of the file are not in it ({_names(unexpected)})" if unexpected else "",
+                )
+                if s
+            )
+            + ". Choose the backbone the file was saved from (inception_resnet_v1 for facenet-pytorch's files)"
+        )
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
+    if shapes:
+        raise ConfigError(f"{what}={path}: tensors of another shape than backbone.name={name}'s: {'; '.join(shapes[:3])}")
+    backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    log.info(
+        "backbone.weights: loaded %d tensors from %s%s",
+        len(state) - len(dropped),
+        path,
+        f" (dropped the classifier: {_names(dropped)})" if dropped else "",
+    )
+
+
+def init_from_model(module: Any, path: str | Path) -> None:
+    """Copy the embedding network of the facenet-pl model file at ``path`` (``.ckpt`` or ``.safetensors``) into
+    ``module.net``: fine-tuning starts from it with a new optimiser, schedule and threshold."""
+    from facenet_pl.model_files import load_model_file
+
+    what = "model.init_from"
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}={str(path)!r} is not a file")
+    try:
+        source = load_model_file(path)
+    except (ConfigError, FileNotFoundError) as e:
+        raise ConfigError(f"{what}: {e}") from None
+    net = getattr(module.net, "_orig_mod", module.net)
+    src_hp, own_hp = source.hparams, module.hparams
+    theirs = {
+        "backbone.name": src_hp["backbone"].get("name"),
+        "backbone.kwargs": dict(src_hp["backbone"].get("kwargs") or {}),
+        "model.embedding_dim": source.net.embedding_dim,
+        "model.head": (src_hp["model"] or {}).get("head", "linear"),
+    }
+    ours = {
+        "backbone.name": own_hp["backbone"].get("name"),
+        "backbone.kwargs": dict(own_hp["backbone"].get("kwargs") or {}),
+        "model.embedding_dim": net.embedding_dim,
+        "model.head": (own_hp["model"] or {}).get("head", "linear"),
+    }
+    differ = [f"{k}={theirs[k]!r} (this run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(
+            f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them"
+        )
+    net.load_state_dict(source.net.state_dict())
+    for key, theirs_v, ours_v in (
+        ("backbone.input_size", source.input_size, module.input_size),
+        ("model.normalization", source.normalization, module.normalization),
+    ):
+        if theirs_v != ours_v:
+            log.warning("%s: %s=%s in %s, %s in this run: the weights saw other inputs", what, key, theirs_v, path, ours_v)
+    log.info("model.init_from: started from the network of %s (%s)", path, theirs["backbone.name"])
