@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -263,7 +263,7 @@ def test_colour_modes_and_exif_rotation_go_through(rendered, tmp_path):
     src.mkdir(parents=True)
     Image.fromarray(photo).convert("CMYK").save(src / "cmyk.jpg", quality=95)
     Image.fromarray(photo).convert("L").save(src / "gray.png")
-    Image.fromarray((np.asarray(Image.fromarray(photo).convert("L")).astype(np.uint16) * 257)).save(src / "g16.png")
+    Image.fromarray(np.asarray(Image.fromarray(photo).convert("L")).astype(np.uint16) * 257).save(src / "g16.png")
     sideways = Image.fromarray(photo).transpose(Image.Transpose.ROTATE_90)  # stored turned; EXIF 6 turns it back
     exif = Image.Exif()
     exif[0x0112] = 6

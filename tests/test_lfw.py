@@ -140,7 +140,12 @@ def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_p
     from facenet_pl.cli import main
 
     out = tmp_path / "aligned"
-    assert main(["align", str(lfw / "lfw-deepfunneled"), str(out), "--size", "24", "--no-face", "center", "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["align", str(lfw / "lfw-deepfunneled"), str(out), "--size", "24", "--no-face", "center", "--device", "cpu"]
+        )
+        == 0
+    )
     n_files = sum(c for fold in PEOPLE for _, c in fold)
     assert len(list(out.rglob("*.png"))) == n_files
     dm = LFWDataModule(

@@ -109,7 +109,9 @@ def test_two_finetuning_steps_start_from_the_file(timesler_file, tmp_path):
     state = torch.load(path, weights_only=True)
     net = {k[len("net.backbone.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.backbone.")}
     assert not any(k.startswith("logits") for k in net)
-    params = [k for k in net if not k.startswith("last_bn.running") and "bn.running" not in k and "num_batches" not in k]
+    params = [
+        k for k in net if not k.startswith("last_bn.running") and "bn.running" not in k and "num_batches" not in k
+    ]
     moved = max(float((net[k] - state[k]).abs().max()) for k in params)
     assert 0 < moved < 2.5e-3, moved
     torch.manual_seed(1)
@@ -134,7 +136,7 @@ def test_init_from_starts_with_the_source_networks_embeddings(tmp_path):
         train_in_process(
             out,
             f"model.init_from={model_file}",
-            f"+callbacks.embed._target_=tests.helpers.EmbedAtTrainStart",
+            "+callbacks.embed._target_=tests.helpers.EmbedAtTrainStart",
             f"+callbacks.embed.path={tmp_path / f'start{i}.npy'}",
             "trainer.max_steps=1",
             "test=false",
@@ -160,7 +162,9 @@ def test_resume_takes_the_weights_from_the_checkpoint_not_the_file(tmp_path):
     from facenet_pl.models.embedding import FaceNetEmbedding
 
     weights = tmp_path / "small.pt"
-    torch.save(FaceNetEmbedding("facenet_small", backbone_kwargs={"widths": [16, 32, 64, 128]}).backbone.state_dict(), weights)
+    torch.save(
+        FaceNetEmbedding("facenet_small", backbone_kwargs={"widths": [16, 32, 64, 128]}).backbone.state_dict(), weights
+    )
     run = tmp_path / "run"
     train_in_process(run, f"backbone.weights={weights}", "trainer.max_epochs=1", "test=false")
     weights.unlink()

@@ -175,7 +175,9 @@ def align_folder(
             )
     if files is None:  # any layout is mirrored; hidden files and folders are left out
         files = [
-            p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
+            p
+            for p in src.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
         ]
     files = sorted(Path(p) for p in files)
     names = crop_names([p.relative_to(src) for p in files])
@@ -224,7 +226,9 @@ def align_folder(
         "centered": len(centred),
         "seconds": round(time.perf_counter() - t0, 1),
         "median_geometry": median.tolist(),
-        "skipped_files": {k: v for k, v in listed.items()} if no_face == "skip" else {"unreadable": listed["unreadable"]},
+        "skipped_files": {k: v for k, v in listed.items()}
+        if no_face == "skip"
+        else {"unreadable": listed["unreadable"]},
         "centered_files": centred,
         "several_faces_files": several,
     }

@@ -96,7 +96,11 @@ class _Reduction(nn.Module):
 def mixed_6a() -> _Reduction:
     c = BasicConv2d
     return _Reduction(
-        [c(256, 384, 3, stride=2), _branch(c(256, 192, 1), c(192, 192, 3, padding=1), c(192, 256, 3, stride=2)), nn.MaxPool2d(3, 2)]
+        [
+            c(256, 384, 3, stride=2),
+            _branch(c(256, 192, 1), c(192, 192, 3, padding=1), c(192, 256, 3, stride=2)),
+            nn.MaxPool2d(3, 2),
+        ]
     )
 
 

@@ -94,9 +94,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, name: str) -> N
             )
             + ". Choose the backbone the file was saved from (inception_resnet_v1 for facenet-pytorch's files)"
         )
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if shapes:
-        raise ConfigError(f"{what}={path}: tensors of another shape than backbone.name={name}'s: {'; '.join(shapes[:3])}")
+        raise ConfigError(
+            f"{what}={path}: tensors of another shape than backbone.name={name}'s: {'; '.join(shapes[:3])}"
+        )
     backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     log.info(
         "backbone.weights: loaded %d tensors from %s%s",
@@ -135,14 +141,14 @@ def init_from_model(module: Any, path: str | Path) -> None:
     }
     differ = [f"{k}={theirs[k]!r} (this run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k]]
     if differ:
-        raise ConfigError(
-            f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them"
-        )
+        raise ConfigError(f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them")
     net.load_state_dict(source.net.state_dict())
     for key, theirs_v, ours_v in (
         ("backbone.input_size", source.input_size, module.input_size),
         ("model.normalization", source.normalization, module.normalization),
     ):
         if theirs_v != ours_v:
-            log.warning("%s: %s=%s in %s, %s in this run: the weights saw other inputs", what, key, theirs_v, path, ours_v)
+            log.warning(
+                "%s: %s=%s in %s, %s in this run: the weights saw other inputs", what, key, theirs_v, path, ours_v
+            )
     log.info("model.init_from: started from the network of %s (%s)", path, theirs["backbone.name"])
