@@ -25,6 +25,7 @@ from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.evaluation.plots import log_images, save_pair_plots
+from facenet_pl.evaluation.verification import interval_note
 from facenet_pl.inference import embed_dataset, load_model
 from facenet_pl.module import _plain
 from facenet_pl.wandb_setup import prepare_wandb
@@ -53,7 +54,9 @@ def format_table(res: dict[str, Any]) -> str:
         (
             "accuracy",
             f"{res['accuracy']:.4f} +- {res['accuracy_std']:.4f} over {res['folds']} folds "
-            f"(95% interval {res['accuracy_ci95_low']:.4f}-{res['accuracy_ci95_high']:.4f})",
+            f"(95% interval {res['accuracy_ci95_low']:.4f}-{res['accuracy_ci95_high']:.4f}"
+            + interval_note(res["accuracy_ci95_low"], res["accuracy_ci95_high"], res["folds"], res["identities"])
+            + ")",
         ),
         (
             f"VAL @ FAR={res['far_target']:g}",

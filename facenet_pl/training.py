@@ -140,29 +140,78 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return fit_once(cfg)
 
 
+def _cv_folds(cfg: DictConfig) -> list[tuple[str, Any]]:
+    """(data key, value) that makes each cross-validation run: ``data.fold=i`` for data with folds (LFW), or
+    ``data.test_identities=[...]`` for a folder (identity-disjoint groups of its people)."""
+    n = int(cfg.cv)
+    if "fold" in cfg.data:
+        return [("fold", i) for i in range(n)]
+    if str(cfg.data.get("_target_", "")).endswith("FolderDataModule"):
+        from facenet_pl.data.folder_plan import _is_auto, cv_test_folds
+
+        if not _is_auto(cfg.data.get("test_identities", "auto")):
+            raise ConfigError(
+                f"cv={n} chooses each run's test people (every person is tested once): leave data.test_identities "
+                "at auto"
+            )
+        dm = instantiate(cfg.data)
+        _, labels, names = dm._scan()
+        return [("test_identities", people) for people in cv_test_folds(labels, names, n, cfg.seed, cfg.data.root)]
+    raise ConfigError(f"cv={cfg.cv} needs data with folds (data=lfw) or data=folder, not {cfg.data._target_}")
+
+
 def cross_validate(cfg: DictConfig) -> dict[str, Any]:
-    if "fold" not in cfg.data:
-        raise ConfigError(f"cv={cfg.cv} needs a data config with folds (data=lfw), not {cfg.data._target_}")
+    """``cv=N``: N runs, each tested on people the others train on; the mean +- std over the runs' test accuracies,
+    their 95% interval, and the pooled accuracy (all runs' test pairs together, each scored by its own run)."""
+    from facenet_pl.evaluation.verification import _ci95, interval_note
+
+    folds = _cv_folds(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    accs = []
-    for fold in range(int(cfg.cv)):
-        fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    runs = []
+    for i, (key, value) in enumerate(folds):
+        # unresolved: checkpoint folders, logs (${paths.output_dir}/...) follow the fold's own output_dir
+        fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         fold_cfg.cv = None
-        fold_cfg.data.fold = fold
-        fold_cfg.paths.output_dir = str(out_dir / f"fold_{fold}")
-        fold_cfg = OmegaConf.create(OmegaConf.to_container(fold_cfg, resolve=False))
-        log.info("cross-validation: fold %d of %d", fold + 1, cfg.cv)
-        accs.append(fit_once(fold_cfg)["test/acc"])
-    res = {
+        fold_cfg.data[key] = value
+        fold_cfg.paths.output_dir = str(out_dir / f"fold_{i}")
+        log.info("cross-validation: fold %d of %d", i + 1, len(folds))
+        runs.append(fit_once(fold_cfg))
+    accs = [float(m["test/acc"]) for m in runs]
+    pairs = [float(m.get("test/pairs", 0)) for m in runs]
+    lo, hi = _ci95(accs)
+    res: dict[str, Any] = {
         "cv/folds": len(accs),
         "cv/accuracy": float(np.mean(accs)),
         "cv/accuracy_std": float(np.std(accs)),
+        "cv/accuracy_ci95_low": lo,
+        "cv/accuracy_ci95_high": hi,
         "cv/fold_accuracies": accs,
+        "cv/pairs": int(sum(pairs)),
+        "cv/identities": int(sum(float(m.get("test/identities", 0)) for m in runs)),
         "test/acc": float(np.mean(accs)),
     }
+    if sum(pairs):
+        res["cv/pooled_accuracy"] = float(np.dot(accs, pairs) / sum(pairs))
+        at_val = [m.get("test/acc_at_val_threshold") for m in runs]
+        if all(v is not None for v in at_val):
+            res["cv/pooled_accuracy_at_val_threshold"] = float(np.dot(at_val, pairs) / sum(pairs))
+    if all("test/auc" in m for m in runs):
+        res["cv/auc"] = float(np.mean([m["test/auc"] for m in runs]))
+    if folds[0][0] == "test_identities":
+        res["cv/test_identities"] = [v for _, v in folds]
     (out_dir / "cv_metrics.json").write_text(json.dumps(res, indent=2))
     log.info(
-        "cross-validation accuracy: %.4f +- %.4f over %d folds", res["cv/accuracy"], res["cv/accuracy_std"], len(accs)
+        "cross-validation accuracy: %.4f +- %.4f over %d folds (95%% interval %.4f-%.4f%s); pooled over %d test "
+        "pairs of %d people: %.4f",
+        res["cv/accuracy"],
+        res["cv/accuracy_std"],
+        len(accs),
+        lo,
+        hi,
+        interval_note(lo, hi, len(accs), res["cv/identities"], what="runs"),
+        res["cv/pairs"],
+        res["cv/identities"],
+        res.get("cv/pooled_accuracy", float("nan")),
     )
     return res
 
@@ -251,12 +300,17 @@ def _test(trainer: pl.Trainer, module: FaceNetModule, datamodule, best_path: str
     out["test/on"] = datamodule.test_split.name
     out["test/flip"] = module.eval_flip
     if "test/acc" in out:
+        from facenet_pl.evaluation.verification import interval_note
+
+        lo, hi = out["test/acc_ci95_low"], out["test/acc_ci95_high"]
+        note = interval_note(lo, hi, int(out["test/folds"]), int(out["test/identities"]))
         log.info(
-            "test accuracy %.4f +- %.4f (95%% interval %.4f-%.4f) on %d pairs of %d identities",
+            "test accuracy %.4f +- %.4f (95%% interval %.4f-%.4f%s) on %d pairs of %d identities",
             out["test/acc"],
             out["test/acc_std"],
-            out["test/acc_ci95_low"],
-            out["test/acc_ci95_high"],
+            lo,
+            hi,
+            note + ("; cv=N on data=folder tests every person once, over N runs" if note else ""),
             out["test/pairs"],
             out["test/identities"],
         )

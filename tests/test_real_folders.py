@@ -268,3 +268,57 @@ def test_gray_sources_are_recorded_and_a_gray_model_embeds_colour_as_gray(tmp_pa
 
     _, _, emb = _embed_files(str(ckpt), [tmp_path / "colour.png", tmp_path / "as_gray.png"], flip=False)
     assert np.allclose(emb[0], emb[1], atol=1e-6)
+
+
+def test_cv_tests_every_person_once_and_pools_the_folds(faces38, tmp_path):
+    """cv=4 on the 38-person folder: four runs whose test people are disjoint and together every person; no run
+    trains on its own test people; cv_metrics.json holds the mean and std of the runs' test accuracies and the
+    pooled accuracy (all test pairs together, each scored by its run)."""
+    from facenet_pl.model_files import read_checkpoint
+
+    folder = [o for o in FOLDER if o not in ("test=false", "trainer.limit_val_batches=1")]
+    res = train_in_process(
+        tmp_path, *folder, f"data.root={faces38}", "cv=4", "data.val_pairs_per_fold=10", "data.val_folds=3", tiny=False
+    )
+    tested = res["cv/test_identities"]
+    people = sorted(p.name for p in faces38.iterdir())
+    assert len(tested) == 4 and sorted(sum(tested, [])) == people  # each person tested exactly once
+    assert all(9 <= len(t) <= 10 for t in tested)
+    runs = [json_metrics(tmp_path / f"fold_{i}") for i in range(4)]
+    for i, (run, names) in enumerate(zip(runs, tested)):
+        ckpt = read_checkpoint(tmp_path / f"fold_{i}" / "checkpoints" / "last.ckpt")
+        splits = ckpt["facenet_pl"]["identity_splits"]
+        assert sorted(splits["test"]) == names and not set(splits["val"]) & set(names)
+        assert run["test/identities"] == len(names)
+    accs = [r["test/acc"] for r in runs]
+    pairs = [r["test/pairs"] for r in runs]
+    assert res["cv/fold_accuracies"] == accs and res["cv/pairs"] == sum(pairs)
+    assert res["cv/accuracy"] == pytest.approx(np.mean(accs)) and res["cv/accuracy_std"] == pytest.approx(np.std(accs))
+    assert res["cv/pooled_accuracy"] == pytest.approx(np.dot(accs, pairs) / sum(pairs))
+    assert json_metrics(tmp_path, "cv_metrics.json")["cv/accuracy"] == res["cv/accuracy"]
+
+
+def json_metrics(run_dir, name="metrics.json"):
+    import json
+
+    return json.loads((run_dir / name).read_text())
+
+
+def test_cv_on_a_folder_that_cannot_hold_the_folds_is_one_line(faces38, tmp_path):
+    from .helpers import train_error_in_process
+
+    msg = train_error_in_process(tmp_path / "a", *FOLDER, f"data.root={faces38}", "cv=10", tiny=False)
+    assert "cv=10" in msg and "at most 9" in msg
+    msg = train_error_in_process(
+        tmp_path / "b", *FOLDER, f"data.root={faces38}", "cv=3", "data.test_identities=5", tiny=False
+    )
+    assert "cv=3 chooses each run's test people" in msg
+
+
+def test_an_interval_from_few_people_says_so():
+    from facenet_pl.evaluation.verification import interval_note
+
+    assert interval_note(0.0, 1.0, 2, 4).startswith("; wide: only 4 people in 2 folds")
+    assert interval_note(0.8, 0.9, 3, 6).startswith("; wide")  # under 5 folds: wide whatever it says
+    assert interval_note(0.8, 0.9, 10, 200) == ""
+    assert "too few for an interval" in interval_note(float("nan"), float("nan"), 1, 2)

@@ -208,3 +208,6 @@ def test_cv_runs_every_fold_and_reports_mean_and_std(tmp_path):
     folds = [json.loads((tmp_path / "run" / f"fold_{i}" / "metrics.json").read_text())["test/acc"] for i in (0, 1)]
     assert cv["cv/fold_accuracies"] == folds
     assert abs(cv["cv/accuracy"] - sum(folds) / 2) < 1e-12
+    # each fold checkpoints into its own run folder (not all into the parent's, as before 2026-11-30)
+    assert all((tmp_path / "run" / f"fold_{i}" / "checkpoints" / "last.ckpt").is_file() for i in (0, 1))
+    assert not (tmp_path / "run" / "checkpoints").exists()

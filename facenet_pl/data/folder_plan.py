@@ -219,3 +219,18 @@ def plan_folder(
         )
     )
     return FolderPlan(val_ids, test_ids, train_ids, int(p), batches_per_epoch, message)
+
+
+def cv_test_folds(labels: np.ndarray, names: list[str], n_folds: int, seed: int, root: str) -> list[list[str]]:
+    """``cv=N`` on a folder: the identities with >= 2 images split into ``n_folds`` disjoint groups (drawn by
+    ``seed``), each the test people of one run; every such person is tested exactly once."""
+    ids, counts = np.unique(np.asarray(labels), return_counts=True)
+    multi = np.random.default_rng(seed).permutation(ids[counts >= 2])
+    if n_folds < 2:
+        raise ConfigError(f"cv={n_folds}: give at least 2 folds")
+    if len(multi) // n_folds < MIN_HELD_OUT:
+        raise ConfigError(
+            f"cv={n_folds}: data.root={root} has {len(multi)} identities with >= 2 images, {len(multi) // n_folds} "
+            f"per fold; each fold's test needs at least {MIN_HELD_OUT}. Lower cv (at most {len(multi) // MIN_HELD_OUT})"
+        )
+    return [sorted(names[i] for i in part) for part in np.array_split(multi, n_folds)]

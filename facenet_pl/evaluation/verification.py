@@ -89,6 +89,16 @@ def _ci95(values: list[float]) -> tuple[float, float]:
     return max(0.0, float(v.mean()) - half), min(1.0, float(v.mean()) + half)
 
 
+def interval_note(low: float, high: float, folds: int, identities: int, what: str = "folds") -> str:
+    """``"; wide: ..."`` when a 95% interval says little (it reaches 0 or 1, or comes from under 5 folds), naming
+    how few people it rests on; else ``""``. An interval is never shown as 0-100% without this."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"; none: {folds} {what} of {identities} people are too few for an interval"
+    if folds >= 5 and low > 0.0 and high < 1.0:
+        return ""
+    return f"; wide: only {identities} people in {folds} {what}, too few for a steady estimate"
+
+
 def evaluate_pairs(
     distances, issame, n_folds: int = 10, far_target: float = 1e-3, folds=None, test_folds=None
 ) -> dict[str, float]:
