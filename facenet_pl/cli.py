@@ -33,18 +33,42 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _collect_images(inputs: list[str]) -> list[Path]:
+def _collect_images(
+    inputs: list[str], include: list[str] | None = None, exclude: list[str] | None = None
+) -> list[Path]:
+    """The files named, and every file under the folders named (hidden ones and non-image kinds such as
+    ``align_report.json`` left out and counted); ``include``/``exclude``: globs on a file's path relative to the
+    folder it was found in (``*`` crosses folders)."""
+    import fnmatch
+
+    from facenet_pl.data.images import count_suffixes, is_non_image
+
     files: list[Path] = []
+    skipped: list[str] = []
+    filtered = 0
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")):
+                rel = f.relative_to(p).as_posix()
+                if is_non_image(f.name):
+                    skipped.append(f.name)
+                elif (include and not any(fnmatch.fnmatchcase(rel, g) for g in include)) or any(
+                    fnmatch.fnmatchcase(rel, g) for g in exclude or ()
+                ):
+                    filtered += 1
+                else:
+                    files.append(f)
         elif p.is_file():
             files.append(p)
         else:
             raise CLIError(f"{p}: no such file or folder")
+    if skipped:
+        print(f"skipped {len(skipped)} non-image file(s) ({count_suffixes(skipped)})", file=sys.stderr)
+    if filtered:
+        print(f"left out {filtered} file(s) by --include/--exclude", file=sys.stderr)
     if not files:
-        raise CLIError(f"no files found in {' '.join(inputs)}")
+        raise CLIError(f"no image files found in {' '.join(inputs)}")
     return files
 
 
@@ -77,7 +101,7 @@ def _no_overwrite(path: Path, force: bool) -> None:
 def cmd_embed(a) -> None:
     out = Path(a.output)
     _no_overwrite(out, a.force)
-    _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs), a.flip)
+    _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs, a.include, a.exclude), a.flip)
     names = [str(f) for f in files]
     if out.suffix == ".npy":
         np.save(out, emb.astype(np.float32))
@@ -372,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("embed", help="embed images or folders"))
     p.add_argument("inputs", nargs="+")
+    p.add_argument("--include", nargs="+", help="globs of files to embed, on paths relative to each folder")
+    p.add_argument("--exclude", nargs="+", help="globs of files to leave out, e.g. '*Ambient*'")
     p.add_argument("-o", "--output", required=True, help="embeddings.npy (+ .files.txt) or .parquet")
     p.set_defaults(fn=cmd_embed)
     p = common(sub.add_parser("verify", help="same person or not"), output=False)

@@ -88,6 +88,15 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
+def _same_folder(a: Any, b: Any) -> bool:
+    if not a or not b:
+        return False
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
 def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
     """The data to evaluate and whether it is the training run's own: ``(config, same_as_training)``.
 
@@ -121,6 +130,14 @@ def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
         given["image_size"] = module.input_size
     if trained is not None:
         keys = sorted(k for k in set(given) | set(trained) if k not in _NO_EFFECT and given.get(k) != trained.get(k))
+        if str(cfg.get("split", "test")) == "all":  # every person of the folder is tested: is any trained on?
+            if _same_folder(given.get("root"), trained.get("root")):
+                log.warning(
+                    "split=all on data.root=%s, the folder the model was trained on: most of its people were "
+                    "trained on, so the accuracy is optimistic. Evaluate a folder of people the model never saw",
+                    given.get("root"),
+                )
+            return given, False
         if keys:
             log.warning(
                 "the data differs from the training data in %s: its 'test' identities are not the run's own "

@@ -52,10 +52,12 @@ def brute_batch_all(emb, labels, margin=MARGIN):
 
 def walk_identity_folders(root, min_images=1, include=None, exclude=None):
     """What an identity-folder scan must return, by a plain sorted ``os.walk`` (no symlinked folders, no hidden
-    entries): (paths, labels, names)."""
+    entries, no file whose suffix is one of the listed non-image kinds): (paths, labels, names)."""
     import fnmatch
     import os
     from pathlib import Path
+
+    from facenet_pl.data.images import NON_IMAGE_SUFFIXES  # the published list; the rule is applied here
 
     root = Path(root)
     inc = [] if include is None else [include] if isinstance(include, str) else list(include)
@@ -65,7 +67,11 @@ def walk_identity_folders(root, min_images=1, include=None, exclude=None):
         files = []
         for dirpath, dirnames, filenames in os.walk(ident, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+            files += [
+                Path(dirpath) / f
+                for f in sorted(filenames)
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() not in NON_IMAGE_SUFFIXES
+            ]
         rel = [f.relative_to(root).as_posix() for f in files]
         files = [
             f

@@ -51,6 +51,36 @@ def test_embed_writes_npy_and_names_matching_the_model(trained, faces, tmp_path)
     assert again.returncode == 2 and "not overwriting" in again.stderr
 
 
+def test_embed_skips_non_images_and_takes_include_exclude(trained, faces, tmp_path):
+    """An aligned folder holds align_report.json; a data set ships notes: neither is embedded, both are counted.
+    --include / --exclude choose files by their path relative to the folder."""
+    import shutil
+
+    folder = tmp_path / "aligned"
+    shutil.copytree(faces, folder)
+    (folder / "align_report.json").write_text("{}")
+    (folder / "person0" / "README.txt").write_text("notes")
+    out = cli("embed", trained, folder, "-o", tmp_path / "all.npy")
+    assert out.returncode == 0 and "skipped 2 non-image file(s)" in out.stderr, out.stderr
+    assert np.load(tmp_path / "all.npy").shape[0] == 12
+    out = cli(
+        "embed",
+        trained,
+        folder,
+        "-o",
+        tmp_path / "some.npy",
+        "--include",
+        "person0/*",
+        "person1/*",
+        "--exclude",
+        "*/0.png",
+    )
+    assert out.returncode == 0 and "left out 7 file(s) by --include/--exclude" in out.stderr, out.stderr
+    names = (tmp_path / "some.files.txt").read_text().split()
+    expected = sorted(str(p) for d in ("person0", "person1") for p in (folder / d).glob("*.png") if p.name != "0.png")
+    assert sorted(names) == expected and len(names) == 5
+
+
 def test_verify_uses_the_checkpoint_threshold(trained, faces):
     a, b = sorted((faces / "person0").iterdir())[:2]
     out = cli("verify", trained, a, b)

@@ -209,7 +209,12 @@ def test_eval_py_knows_the_run(folder_run, tmp_path, caplog):
             "split=all",
         )
     assert res["identities"] == 6 and res["folds"] == 3 and not res["same_data_as_training"]
-    assert "differs from the training data" in caplog.text and "allow 3 verification folds" in caplog.text
+    assert "allow 3 verification folds" in caplog.text
+    assert "trained on" not in caplog.text  # new people: no warning that they may have been trained on
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # split=all on the training folder itself: said, the result is optimistic
+        eval_in_process(best, tmp_path / "own", "data=folder", f"data.root={root}", "data.cache_dir=null", "split=all")
+    assert "the folder the model was trained on" in caplog.text
 
     # The training folder changed since: its "test" people are no longer the ones held out in training.
     test_people = torch.load(best, map_location="cpu", weights_only=True)["facenet_pl"]["identity_splits"]["test"]
