@@ -106,22 +106,26 @@ def table(out: Path, root: str | None) -> str:
     if not recipes:
         return "(no recipe finished yet)"
     folds = json.loads((recipes[0] / "cv_metrics.json").read_text())["cv/test_identities"]
-    rows = []
+    rows, first_runs = [], None
     for r in recipes:
         cv = json.loads((r / "cv_metrics.json").read_text())
         if cv["cv/test_identities"] != folds:
             raise SystemExit(f"{r.name} tested other people than {recipes[0].name}: rerun it with the same seed")
         runs = [json.loads((r / f"fold_{i}" / "metrics.json").read_text()) for i in range(len(folds))]
+        first_runs = first_runs or runs
         wall = out / f"{r.name}.wall.json"
         secs = json.loads(wall.read_text())["wall_s"] if wall.is_file() else None
         rows.append(_row(f"facenet-pl: {r.name}", runs, secs))
     if root:
         data_args = json.loads((out / "data_args.json").read_text())
         for name, runs in baselines(root, folds, data_args).items():
+            if [r["test/pairs"] for r in runs] != [r["test/pairs"] for r in first_runs]:
+                raise SystemExit(f"{name}: its pairs are not the runs' (data settings differ): pass them after --")
             rows.insert(0, _row(name, runs))
     people = sum(len(f) for f in folds)
     head = (
-        f"{len(folds)} runs, {people} test people in all (each tested once; pairs per run: {len(folds)} groups)\n\n"
+        f"{len(folds)} runs over identity-disjoint groups of the people: {people} test people in all, each tested "
+        "once\n\n"
         "| method | test accuracy, mean +- std over runs | pooled (all test pairs) | test AUC | per run | wall s |\n"
         "|---|---|---|---|---|---|"
     )
@@ -139,14 +143,15 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     # the data settings the baselines need to draw the same pairs as the runs (train.py's defaults otherwise)
-    data_args = {"cache_dir": str(ROOT / ".cache" / "facenet_pl"), "decode_workers": 2, "seed": 42}
+    data_args = {"cache_dir": str(ROOT / ".cache" / "facenet_pl"), "decode_workers": 2, "seed": 42, "p": "auto"}
     for o in args.overrides:
         key, _, value = o.partition("=")
         if key.startswith("data.") and key.split(".", 1)[1] in ("val_folds", "val_pairs_per_fold", "val_identities"):
             data_args[key.split(".", 1)[1]] = int(value) if value.isdigit() else value
         if key == "seed":
             data_args["seed"] = int(value)
-    (args.out / "data_args.json").write_text(json.dumps(data_args))
+    if not (args.table and (args.out / "data_args.json").is_file()):  # --table: the settings the runs were made with
+        (args.out / "data_args.json").write_text(json.dumps(data_args))
     if not args.table:
         for spec in args.recipe:
             name, _, rest = spec.partition("=")
