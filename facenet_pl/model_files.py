@@ -73,6 +73,21 @@ def check_backbone_kwargs(hparams: dict[str, Any]) -> None:
             )
 
 
+def safe_torch_load(path: str | Path, name: str, hint: str, kind: str) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU: a file that would run code is an :class:`UnsafeModelFileError`,
+    an unreadable one a :class:`ConfigError`; ``name`` starts each message (the path, or ``key=path``), ``hint`` says
+    what to do, ``kind`` what the file should have been."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeModelFileError(
+            f"{name} holds Python objects that would run code when opened (not only tensors and plain data): "
+            f"refusing to load it ({str(e).splitlines()[0]}). {hint}"
+        ) from None
+    except Exception as e:  # truncated, not a torch file at all
+        raise ConfigError(f"{name} is not a readable {kind} ({type(e).__name__}: {e})") from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
     import zipfile
@@ -81,17 +96,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path} is not a readable checkpoint (not a PyTorch zip archive: truncated, or another kind of file)"
         )
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeModelFileError(
-            f"{path} holds Python objects that would run code when opened (not only tensors and plain data): "
-            f"refusing to load it ({str(e).splitlines()[0]}). A facenet-pl checkpoint never does; if you made this "
-            "file yourself with other code, re-save its state_dict, or share models as .safetensors "
-            "(facenet-pl export CKPT -o model.safetensors)."
-        ) from None
-    except Exception as e:  # truncated, not a torch file at all
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = safe_torch_load(
+        path,
+        str(path),
+        "A facenet-pl checkpoint never does; if you made this file yourself with other code, re-save its "
+        "state_dict, or share models as .safetensors (facenet-pl export CKPT -o model.safetensors).",
+        "checkpoint",
+    )
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ConfigError(f"{path} is not a facenet-pl checkpoint (no state_dict / hyper_parameters in it)")
     return ckpt

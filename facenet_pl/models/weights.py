@@ -9,7 +9,6 @@ its own file), and every mismatch is one line naming the keys, before any image 
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +46,11 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ConfigError(f"{what}={path}: not a readable .safetensors file ({e})") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ConfigError(
-            f"{what}={path} holds Python objects that would run code when opened, not only tensors: refusing it "
-            f"({str(e).splitlines()[0]}). Re-save its state_dict with torch.save(model.state_dict(), ...)"
-        ) from None
-    except Exception as e:  # truncated, not a torch file
-        raise ConfigError(f"{what}={path}: not a readable weights file ({type(e).__name__}: {e})") from None
+    from facenet_pl.model_files import safe_torch_load
+
+    obj = safe_torch_load(
+        path, f"{what}={path}", "Re-save its state_dict with torch.save(model.state_dict(), ...).", "weights file"
+    )
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
