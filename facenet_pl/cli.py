@@ -308,11 +308,12 @@ def cmd_cache(a) -> None:
     from facenet_pl.data.decode_cache import list_caches
 
     directory = Path(a.cache_dir).expanduser()
-    if not directory.is_dir():
-        raise CLIError(
-            f"--cache-dir {directory} does not exist (the default is data.cache_dir's, "
-            ".cache/facenet_pl, relative to where train.py ran)"
+    if not directory.is_dir():  # a fresh clone: nothing cached yet is not an error
+        print(
+            f"(no caches: {directory} does not exist yet; the default is data.cache_dir's, .cache/facenet_pl "
+            "relative to where train.py ran, or $FACENET_PL_CACHE_DIR)"
         )
+        return
     entries = list_caches(directory)
     if a.action == "list":
         print(f"{'key':16}  {'state':11}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")

@@ -140,13 +140,16 @@ def test_errors_are_one_line(tmp_path, trained):
     # The console entry point in its own interpreter (a command that needs no model: no torch import, 0.2 s):
     # exit status 2 and one line, no traceback.
     out = subprocess.run(
-        [sys.executable, "-m", "facenet_pl.cli", "cache", "list", "--cache-dir", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "facenet_pl.cli", "align", str(tmp_path / "nowhere"), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "is not a folder of images" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    # a fresh clone has no cache folder yet: that is no error
+    out = cli("cache", "list", "--cache-dir", tmp_path / "nowhere")
+    assert out.returncode == 0 and "no caches" in out.stdout, out.stderr
     out = cli("verify", tmp_path / "missing.ckpt", "a.png", "b.png")
     assert out.returncode == 2 and "model file not found" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

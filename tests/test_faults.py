@@ -301,6 +301,11 @@ def _corrupt(files: CacheFiles, how: str) -> None:
         files.meta.unlink()
     elif how == "garbled meta":
         files.meta.write_text("{not json")
+    elif how.startswith("meta of the wrong type: "):  # valid JSON, not what a meta file holds
+        files.meta.write_text(how.split(": ", 1)[1])
+    elif how == "meta with chunk_hashes: 5":
+        meta = json.loads(files.meta.read_text())
+        files.meta.write_text(json.dumps({**meta, "chunk_hashes": 5}))
 
 
 @pytest.mark.parametrize(
@@ -313,6 +318,10 @@ def _corrupt(files: CacheFiles, how: str) -> None:
         "bad header",
         "missing meta (interrupted build)",
         "garbled meta",
+        "meta of the wrong type: null",
+        "meta of the wrong type: []",
+        'meta of the wrong type: "x"',
+        "meta with chunk_hashes: 5",
     ],
 )
 def test_a_damaged_cache_is_rebuilt_not_trusted(faces, tmp_path, how, caplog):
@@ -321,6 +330,11 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(faces, tmp_path, how, caplog):
     _build(paths, tmp_path / "cache")
     files = _files(paths, tmp_path / "cache")
     _corrupt(files, how)
+    from facenet_pl.cli import main
+
+    assert main(["cache", "list", "--cache-dir", str(tmp_path / "cache")]) == 0  # lists it, never crashes
+    state = list_caches(tmp_path / "cache")[0].state
+    assert state != "current" or how in ("flipped image bytes", "zeroed ok-mask", "bad header"), state
     with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="failed its check"):
         images, ok = _build(paths, tmp_path / "cache")
     assert np.array_equal(np.asarray(images), reference) and np.array_equal(ok, ref_ok)
@@ -437,3 +451,53 @@ def test_broken_symlinks_and_symlink_loops_are_skipped_and_counted(faces, tmp_pa
         )
         dm.setup("fit")
     assert len(dm.train_set) == 30
+
+
+@pytest.mark.parametrize("content", ["null", "[]", '"x"', '{"version": 2, "chunks": 5}'])
+def test_a_progress_file_of_the_wrong_type_restarts_the_build(faces, tmp_path, content):
+    """An interrupted build whose progress file is valid JSON of the wrong shape: started again, not a traceback."""
+    root, paths = faces
+    reference, _ = decode_images(paths, 32)
+    _build(paths, tmp_path / "cache")
+    files = _files(paths, tmp_path / "cache")
+    files.meta.unlink()  # as if the build had been killed before it finished
+    files.images.rename(files.partial)
+    files.progress.write_text(content)
+    assert [e.state for e in list_caches(tmp_path / "cache")] == ["interrupted"]
+    with pytest.warns(UserWarning, match="cannot be continued"):
+        images, _ = _build(paths, tmp_path / "cache")
+    assert np.array_equal(np.asarray(images), reference)
+
+
+@pytest.mark.parametrize("content", ["null", "[]", '"x"', '{"version": 1, "dirs": 5}'])
+def test_an_index_meta_of_the_wrong_type_is_rescanned(faces, tmp_path, content):
+    from facenet_pl.data.file_index import _index_files, load_index
+
+    root, _ = faces
+    first = load_index(root, tmp_path / "cache")
+    _, meta = _index_files(tmp_path / "cache", root)
+    meta.write_text(content)
+    again = load_index(root, tmp_path / "cache")
+    assert again.source == "scanned" and again.rel == first.rel
+
+
+def test_special_files_are_skipped_and_counted_not_waited_on(faces, tmp_path, caplog):
+    """A named pipe in an identity folder: opening it would block forever; it is left out of the scan, counted,
+    and the cache builds."""
+    root, paths = faces
+    person = sorted(p for p in root.iterdir())[0]
+    os.mkfifo(person / "pipe.png")
+    with caplog.at_level(logging.WARNING):
+        found, _, _ = scan_identity_folders(root)
+    assert "skipped 1 special file(s)" in caplog.text and not any("pipe" in str(p) for p in found)
+    assert len(found) == len(paths)
+    images, ok = _build(found, tmp_path / "cache")
+    assert ok.all()
+
+
+def test_a_truncated_cache_is_listed_as_damaged(faces, tmp_path):
+    root, paths = faces
+    _build(paths, tmp_path / "cache")
+    files = _files(paths, tmp_path / "cache")
+    os.truncate(files.images, files.images.stat().st_size - 3 * 32 * 32)  # one image short
+    assert [e.state for e in list_caches(tmp_path / "cache")] == ["damaged"]

@@ -158,6 +158,8 @@ def open_cache(
         images = np.load(files.images, mmap_mode="r")
     except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:  # truncated, zero-length, bad header
         raise CacheCheckFailed(f"unreadable ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("chunk_hashes", []), list):
+        raise CacheCheckFailed("its meta file is not a JSON object with a list of chunk hashes")
     if meta.get("version") != CACHE_VERSION or meta.get("n") != n or meta.get("size") != size:
         raise CacheCheckFailed("its meta file describes other images")
     if images.shape != (n, 3, size, size) or images.dtype != np.uint8 or ok.shape != (n,) or ok.dtype != bool:
@@ -221,6 +223,8 @@ def _resume_state(files: CacheFiles, n: int, size: int, header: bytes) -> dict[i
         return {}
     try:
         prog = json.loads(files.progress.read_text())
+        if not isinstance(prog, dict) or not isinstance(prog.get("chunks"), dict):
+            raise ValueError("the progress file is not a JSON object with its chunks")
         if prog.get("version") != CACHE_VERSION or prog.get("n") != n or prog.get("size") != size:
             raise ValueError("other images")
         done = {int(c): v for c, v in prog["chunks"].items()}
@@ -434,10 +438,24 @@ class CacheEntry:
     meta: dict | None
     #: "current"; "superseded" (a newer cache of the same source and size); "interrupted" (a build that was
     #: stopped: the next run with the same data continues it); "building" (another process is building it
-    #: now); "incomplete" (files without their meta file)
+    #: now); "incomplete" (files without their meta file); "damaged" (a meta file of the wrong shape, or image
+    #: files shorter or longer than it says: the next run rebuilds it)
     state: str
     #: An interrupted build's progress (images, size, chunks done) for the listing; None otherwise.
     progress: dict | None = None
+
+
+def _meta_fits(files: CacheFiles, meta) -> bool:
+    """A meta file that is a JSON object describing n images of size px, whose image and mask files have the
+    lengths that describes (a cache cut short by a full disk or a copy is not "current"). Cheap: no hashing."""
+    try:
+        if not isinstance(meta, dict) or not isinstance(meta.get("chunk_hashes"), list):
+            return False
+        n, size = int(meta["n"]), int(meta["size"])
+        expected = len(_npy_header(n, size)) + n * 3 * size * size
+        return files.images.stat().st_size == expected and files.ok.stat().st_size > n
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
 
 
 def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
@@ -462,12 +480,17 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         except (OSError, ValueError):
             meta = None
         state = "current"
+        if meta is not None and not _meta_fits(files, meta):  # valid JSON of the wrong shape, or files cut short
+            entries.append(CacheEntry(files, None, "damaged"))
+            continue
         if meta is None:
             state = "incomplete"
             if files.partial.exists() or files.progress.exists():
                 state = "building" if files.being_built() else "interrupted"
                 try:  # what the build has done so far, for the listing
                     prog = json.loads(files.progress.read_text())
+                    if not isinstance(prog, dict) or not isinstance(prog.get("chunks"), dict):
+                        raise TypeError("not a progress object")
                     chunks = -(-int(prog["n"]) // CHUNK)
                     meta_view = {
                         "n": prog["n"],

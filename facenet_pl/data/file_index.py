@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +57,13 @@ class FileIndex:
         return hashlib.sha1(f"{self.root}\n{rows}".encode()).hexdigest()[:16]
 
 
-def _scan_identity(root: Path, ident: str) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+def _scan_identity(root: Path, ident: str) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
     """Files (relative path, size, mtime) and folders (relative path -> mtime) under one identity folder, in the
-    order of a sorted top-down walk (a folder's files, then its sub-folders); symlinked folders not followed."""
+    order of a sorted top-down walk (a folder's files, then its sub-folders); symlinked folders not followed;
+    and the special files left out (FIFOs, devices, sockets: a FIFO would block whoever opens it)."""
     files: list[tuple[str, int, int]] = []
     dirs: dict[str, int] = {}
+    special: list[str] = []
 
     def walk(rel_dir: str) -> None:
         try:
@@ -80,6 +83,9 @@ def _scan_identity(root: Path, ident: str) -> tuple[list[tuple[str, int, int]], 
                 if e.is_symlink() and e.is_dir():  # a symlinked folder: not followed (no loops)
                     continue
                 st = e.stat()  # follows a file symlink
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever; devices, sockets
+                    special.append(rel)
+                    continue
                 files.append((rel, st.st_size, st.st_mtime_ns))
             except OSError:  # a broken symlink or a loop: kept, and found unreadable when decoded
                 files.append((rel, -1, -1))
@@ -87,7 +93,7 @@ def _scan_identity(root: Path, ident: str) -> tuple[list[tuple[str, int, int]], 
             walk(d)
 
     walk(ident)
-    return files, dirs
+    return files, dirs, special
 
 
 def scan_tree(root: str | Path, threads: int = 8) -> FileIndex:
@@ -104,7 +110,15 @@ def scan_tree(root: str | Path, threads: int = 8) -> FileIndex:
     sizes: list[int] = []
     mtimes: list[int] = []
     dirs = {"": os.stat(root).st_mtime_ns}
-    for ident, (files, d) in zip(idents, results):
+    special = [r for _, _, sp in results for r in sp]
+    if special:
+        log.warning(
+            "data.root=%s: skipped %d special file(s) (FIFOs, devices, sockets; e.g. %s)",
+            root,
+            len(special),
+            ", ".join(special[:3]),
+        )
+    for ident, (files, d, _) in zip(idents, results):
         dirs.update(d)
         for r, s, m in files:
             rel.append(r)
@@ -157,6 +171,8 @@ def _read_index(root: Path, cache_dir: Path) -> tuple[FileIndex, dict] | None:
             rows = list(reader)
     except (OSError, ValueError, StopIteration):
         return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("dirs"), dict):
+        return None  # valid JSON of the wrong shape: as corrupt as a truncated file
     if meta.get("version") != INDEX_VERSION or meta.get("files") != len(rows):
         return None
     try:
