@@ -88,6 +88,18 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
+def check_no_backbone_overrides(cfg: DictConfig) -> None:
+    """eval.py evaluates the checkpoint's network as it was trained: a ``backbone.*`` override cannot change it, so
+    it is refused rather than ignored."""
+    given = _plain(cfg.get("backbone")) or {}
+    keys = sorted(f"backbone.{k}" for k, v in given.items() if k != "input_size" or v is not None)
+    if keys:
+        raise ConfigError(
+            f"eval.py takes the network from the checkpoint: {', '.join(keys)} cannot change it. To test other image "
+            "sizes use degrade.image_size=<px> (shrunk, then scaled to the network's input) or data.image_size=<px>"
+        )
+
+
 def _same_folder(a: Any, b: Any) -> bool:
     if not a or not b:
         return False
@@ -104,6 +116,8 @@ def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
     ``data=<group>`` given: that data, with a warning listing how it differs from the training data.
     """
     trained = module.data_config
+    if trained is not None and "cache_dir" in trained:  # where to write comes from this run, never from the file
+        trained = {**trained, "cache_dir": _plain(cfg.get("paths") or {}).get("cache_dir")}
     given = _plain(cfg.get("data")) or None
     if given is not None and "_target_" not in given:  # +data.key=value: override keys of the run's data
         if trained is None:
@@ -182,6 +196,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     check_experiment_task(cfg, "eval")
+    check_no_backbone_overrides(cfg)
     degrade = Degradation.from_config(cfg.get("degrade"))  # a bad setting fails before the model loads
     module = load_model(cfg.ckpt_path)
     data_cfg, same_data = resolve_data_config(cfg, module)

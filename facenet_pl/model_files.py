@@ -188,9 +188,26 @@ def load_safetensors_model(path: str | Path):
         raise ConfigError(f"{path} is not a readable .safetensors file ({e})") from None
     if raw is None:
         raise ConfigError(f"{path} has no facenet_pl metadata: write it with facenet-pl export --format safetensors")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: its facenet_pl metadata is not a JSON object: not a facenet-pl model file")
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ConfigError(f"{path}: unknown format {meta.get('format')!r} (expected {SAFETENSORS_FORMAT})")
+    for key, kind in (
+        ("backbone", dict),
+        ("model", dict),
+        ("preprocess", (dict, type(None))),
+        ("calibration", (dict, type(None))),
+    ):
+        if not isinstance(meta.get(key), kind):
+            raise ConfigError(
+                f"{path}: its facenet_pl metadata has no valid {key!r} entry: not a facenet-pl model file"
+            )
+    if not isinstance(meta["backbone"].get("name"), str):
+        raise ConfigError(f"{path}: its facenet_pl metadata names no backbone (backbone.name): not a facenet-pl model")
     hparams = {
         "backbone": meta["backbone"],
         "model": meta["model"],

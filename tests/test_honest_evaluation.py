@@ -264,3 +264,58 @@ def test_calibrate_fits_the_threshold_on_a_folder_and_writes_a_new_model(folder_
     res = json.loads(capsys.readouterr().out)
     assert float(load_model(st).threshold) == pytest.approx(res["threshold"], abs=1e-6)
     assert np.mean(d[~same] < res["threshold"]) <= 0.01
+
+
+def test_eval_writes_only_where_this_run_says(folder_run, tmp_path):
+    """A checkpoint handed over with a data config whose cache_dir points elsewhere: eval.py writes its index and
+    cache under this run's paths.cache_dir, nothing where the file says."""
+    from facenet_pl.checkpoint_io import atomic_torch_save
+    from facenet_pl.model_files import read_checkpoint
+
+    _, _, metrics = folder_run
+    ckpt = read_checkpoint(metrics["best_model_path"])
+    elsewhere = tmp_path / "named_by_the_file"
+    ckpt["facenet_pl"]["data"]["cache_dir"] = str(elsewhere)
+    handed = tmp_path / "handed.ckpt"
+    atomic_torch_save(ckpt, handed)
+    res = eval_in_process(handed, tmp_path / "eval", f"paths.cache_dir={tmp_path / 'mine'}")
+    assert res["identities"] == 4
+    assert not elsewhere.exists() and any((tmp_path / "mine").glob("index-*"))
+
+
+def test_eval_refuses_backbone_overrides(folder_run, tmp_path):
+    from facenet_pl.evaluate import evaluate
+
+    from .helpers import compose_in_process
+
+    _, _, metrics = folder_run
+    for override in ("+backbone.name=resnet18", "backbone.input_size=32"):
+        cfg = compose_in_process("eval", tmp_path, [f"ckpt_path={metrics['best_model_path']}", override])
+        with pytest.raises(ConfigError, match=rf"{override.lstrip('+').split('=')[0]} cannot change it"):
+            evaluate(cfg)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "[]",
+        "null",
+        '{"format": "facenet_pl.embedding/1"}',
+        "not json",
+        '{"format": "facenet_pl.embedding/1", "backbone": [], "model": {}}',
+    ],
+)
+def test_a_safetensors_file_with_bad_metadata_is_one_line(folder_run, tmp_path, meta):
+    from safetensors.torch import load_file, save_file
+
+    from .helpers import run_cli
+
+    _, root, metrics = folder_run
+    good = tmp_path / "good.safetensors"
+    assert run_cli("export", metrics["best_model_path"], "-o", good).returncode == 0
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata={"facenet_pl": meta})
+    out = run_cli("embed", bad, root, "-o", tmp_path / "e.npy")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a facenet-pl model" in out.stderr, out.stderr
+    with pytest.raises(ConfigError, match="not a facenet-pl model"):
+        eval_in_process(bad, tmp_path / "eval", "data=folder", f"data.root={root}", "split=all")
