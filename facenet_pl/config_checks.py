@@ -65,8 +65,25 @@ def check_experiment_task(cfg: DictConfig, task: str) -> None:
     )
 
 
+#: Above this margin almost no triplet can be met: the mean squared distance of centred unit vectors is at most 2
+#: (P identities at the corners of a regular simplex are 2P / (P - 1) apart), so d(a,n) >= d(a,p) + margin fails
+#: for most negatives even with every identity collapsed to a point.
+MARGIN_WARN = 2.0
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """Keys left at ``???`` (e.g. ``data=folder`` without ``data.root``): one line, before anything is printed."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no value (??? in the config): set "
+            f"{'it' if len(missing) == 1 else 'them'} on the command line, e.g. {missing[0]}=<value>"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Validate the values every run depends on."""
+    check_missing(cfg)
     check_experiment_task(cfg, "train")
     loss, backbone = cfg.loss, cfg.backbone
     margin = _number(cfg, "loss.margin", float, 0.2)
@@ -76,6 +93,15 @@ def check_config(cfg: DictConfig) -> None:
         f"loss.margin={margin:g} can never be met: squared distances between unit embeddings are "
         "at most 4, so every triplet stays active forever. Use a margin below 4 (FaceNet: 0.2).",
     )
+    if margin > MARGIN_WARN:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "loss.margin=%g is above %g: unit embeddings of many identities are at most about 2 apart on average "
+            "(squared), so almost no triplet can meet it and the loss never settles. FaceNet uses 0.2.",
+            margin,
+            MARGIN_WARN,
+        )
     dim = _number(cfg, "model.embedding_dim")
     _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
     k = _number(cfg, "data.k")

@@ -92,3 +92,24 @@ def test_a_config_typo_is_reported_before_torch_loads():
     assert out.returncode != 0 and "semi_hard" in out.stderr and "semihard" in out.stderr  # Hydra lists options
     assert "HEAVY []" in out.stdout, out.stdout
     print(f"config typo reported in {elapsed:.1f} s")
+
+
+def test_a_missing_value_is_reported_alone_without_the_config_tree(tmp_path):
+    """data=folder without data.root: the one line comes first and alone, not after a 140-line config tree."""
+    r = run_entry("train.py", "data=folder", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 1 and "data.root has no value" in r.stderr
+    assert "CONFIG" not in r.stdout and not (tmp_path / "run" / "config_tree.txt").exists()
+
+
+def test_a_margin_few_triplets_can_meet_is_warned_and_a_usual_one_is_not(tmp_path, caplog):
+    import logging
+
+    from .helpers import train_in_process
+
+    with caplog.at_level(logging.WARNING, logger="facenet_pl"):
+        train_in_process(tmp_path / "a", "loss.margin=3.99", "trainer.max_steps=1", "test=false")
+    assert "loss.margin=3.99 is above 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="facenet_pl"):
+        train_in_process(tmp_path / "b", "loss.margin=0.2", "trainer.max_steps=1", "test=false")
+    assert "loss.margin" not in caplog.text
