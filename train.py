@@ -25,4 +25,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from facenet_pl.run_dirs import unwritable_output
+
+    if (problem := unwritable_output(sys.argv[1:])) is not None:  # before Hydra, which would print a traceback
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
     main()

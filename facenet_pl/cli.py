@@ -94,8 +94,13 @@ def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: in
 
 
 def _no_overwrite(path: Path, force: bool) -> None:
+    """Refuse, before any work, an output that exists (without ``--force``) or cannot be written."""
     if path.exists() and not force:
         raise CLIError(f"{path} exists: not overwriting it (pass --force to replace it)")
+    path = path.expanduser().absolute()
+    existing = next(p for p in path.parents if p.exists())  # the folder the output will be created in
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        raise CLIError(f"cannot write {path}: {existing} is read-only (or not a writable folder); choose another")
 
 
 def cmd_embed(a) -> None:
@@ -499,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except (CLIError, FileNotFoundError, ValueError) as e:
         print(f"facenet-pl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only output folder, a full disk: one line, not a traceback
+        from facenet_pl.errors import not_writable_message
+
+        print(f"facenet-pl {args.command}: error: {not_writable_message(e)}", file=sys.stderr)
         return 2
     return 0
 

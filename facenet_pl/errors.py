@@ -13,6 +13,19 @@ class ConfigError(ValueError):
     """A config value or input that cannot work; the message names the key or file and what to do."""
 
 
+#: errno values of a write refused by permissions or a read-only filesystem (EACCES, EPERM, EROFS).
+_NOT_WRITABLE = (13, 1, 30)
+
+
+def not_writable_message(e: OSError) -> str:
+    """One line for a write the filesystem refused, naming the file."""
+    where = e.filename or "a file"
+    return (
+        f"cannot write {where}: {e.strerror or e}. Choose a writable folder (hydra.run.dir=..., "
+        "paths.cache_dir=..., or the command's output path)"
+    )
+
+
 def user_error_message(e: BaseException) -> str | None:
     """One line for an error that is the user's to fix, else None (a bug: let the traceback show)."""
     from omegaconf.errors import InterpolationKeyError, MissingMandatoryValue
@@ -25,6 +38,8 @@ def user_error_message(e: BaseException) -> str | None:
         return f"{key}: {str(e).splitlines()[0]}"
     if isinstance(e, ConfigError | FileNotFoundError):
         return str(e)
+    if isinstance(e, OSError) and e.errno in _NOT_WRITABLE:
+        return not_writable_message(e)
     cause = e.__cause__ or e.__context__  # Hydra's instantiate wraps the error of the class it builds
     if type(e).__name__ == "InstantiationException" and cause is not None:
         return user_error_message(cause)

@@ -34,6 +34,23 @@ def unique_dir(path: str) -> str:
     raise FileExistsError(f"{_MAX_SUFFIX} run directories named {base}[-N] exist already: set hydra.run.dir")
 
 
+def unwritable_output(argv: list[str], default: str = "outputs") -> str | None:
+    """Before Hydra starts (it would print a traceback from its own code): the one-line reason why the run
+    directory that ``argv`` asks for (``hydra.run.dir=``/``hydra.sweep.dir=``, else ``default``) cannot be written,
+    or None. Checked on the nearest folder that exists, with ``os.access`` (which also sees read-only mounts)."""
+    keys = ("hydra.sweep.dir=",) if ("-m" in argv or "--multirun" in argv) else ("hydra.run.dir=",)
+    wanted = next((a.split("=", 1)[1] for a in argv if a.startswith(keys)), default)
+    if "${" in wanted:  # an interpolation: Hydra resolves it; nothing to check here
+        return None
+    path = Path(wanted).expanduser().absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        return None
+    why = "a file, not a folder" if not existing.is_dir() else "read-only (or not writable by you)"
+    key = keys[0].rstrip("=")
+    return f"cannot write the run directory {path}: {existing} is {why}. Choose another with {key}=<folder>"
+
+
 def register_resolvers() -> None:
     """Make ``${unique_dir:...}`` available to the configs (idempotent)."""
     if not OmegaConf.has_resolver("unique_dir"):

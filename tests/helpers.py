@@ -415,3 +415,31 @@ class EmbedAtTrainStart(Callback):
 def fixed_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """``n`` random uint8 images (n, 3, size, size), the same for the same arguments."""
     return np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path, files: dict[str, bytes] | None = None):
+    """``path`` as a read-only folder holding ``files`` (name -> bytes): as root (where permissions do not stop a
+    write) a tmpfs mounted read-only, so writes fail with EROFS as on a read-only filesystem; else a folder made
+    read-only with chmod. Skips the test where neither is possible."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        for name, data in (files or {}).items():
+            (path / name).write_bytes(data)
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no privileges): no read-only folder to test with")
+    try:
+        for name, data in (files or {}).items():
+            (path / name).write_bytes(data)
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -501,3 +501,44 @@ def test_a_truncated_cache_is_listed_as_damaged(faces, tmp_path):
     files = _files(paths, tmp_path / "cache")
     os.truncate(files.images, files.images.stat().st_size - 3 * 32 * 32)  # one image short
     assert [e.state for e in list_caches(tmp_path / "cache")] == ["damaged"]
+
+
+# -- read-only outputs ---------------------------------------------------------------------------------------------
+
+
+def test_read_only_outputs_are_one_line(tmp_path):
+    """train.py and eval.py into a read-only run folder, and the CLI's outputs into one: exit non-zero with one
+    line naming the folder, never a traceback."""
+    from .helpers import read_only_folder, run_cli
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    from .helpers import train_in_process
+
+    train_in_process(tmp_path / "run", "trainer.max_epochs=1", "test=false")
+    faces = write_face_folders(tmp_path / "faces", 4, 2)
+    with read_only_folder(tmp_path / "ro") as ro:
+        for script, args in (("train.py", TINY), ("eval.py", [f"ckpt_path={ckpt}"])):
+            r = run_entry(script, *args, f"hydra.run.dir={ro / 'run'}")
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            assert r.returncode == 1 and len(lines) == 1 and "cannot write the run directory" in lines[0], r.stderr
+            assert "Traceback" not in r.stderr + r.stdout
+        for args in (
+            ("embed", ckpt, faces, "-o", ro / "e.npy"),
+            ("export", ckpt, "-o", ro / "m.safetensors"),
+            ("calibrate", ckpt, faces, "-o", ro / "c.ckpt", "--pairs-per-fold", "2"),
+            ("cluster", ckpt, faces, "-o", ro / "clusters"),
+        ):
+            r = run_cli(*args)
+            assert r.returncode == 2 and "Traceback" not in r.stderr, (args[0], r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1 and "cannot write" in r.stderr, (args[0], r.stderr)
+
+
+def test_a_read_only_cache_dir_without_a_cache_decodes_into_memory(faces, tmp_path):
+    from .helpers import read_only_folder
+
+    root, paths = faces
+    reference, _ = decode_images(paths, 32)
+    with read_only_folder(tmp_path / "ro") as ro:
+        with pytest.warns(UserWarning, match="is not writable"):
+            images, ok = _build(paths, ro)
+    assert np.array_equal(np.asarray(images), reference) and ok.all()

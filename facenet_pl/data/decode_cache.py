@@ -17,6 +17,7 @@ back to the images decoded in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -390,21 +391,37 @@ def cached_decode(
         return decode()
     remove_stale_temps(directory)
     files = CacheFiles(directory, cache_key(paths, size, crop, fit, grayscale, stats))
-
-    def hit() -> tuple[np.ndarray, np.ndarray]:
-        images, ok = open_cache(files, len(paths), size)
-        log.info("decoded-image cache hit: %s (checked)", files.images)
-        return images, ok
-
     if files.meta.exists():  # a complete cache: checked and opened without the lock, so ranks open it in parallel
         try:
-            return hit()
+            return _hit(files, len(paths), size)
         except CacheCheckFailed:
             pass  # checked again under the lock, which says why and rebuilds it once
+    try:
+        return _build_or_open(files, paths, size, crop, num_workers, source, fit, grayscale, decode)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        _warn(
+            f"data.cache_dir={str(cache_dir)!r} is not writable ({e.strerror}): decoding into memory, nothing "
+            "cached. Set data.cache_dir to a writable folder, or null to skip caching."
+        )
+        return decode()
+
+
+def _hit(files: CacheFiles, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    images, ok = open_cache(files, n, size)
+    log.info("decoded-image cache hit: %s (checked)", files.images)
+    return images, ok
+
+
+def _build_or_open(files, paths, size, crop, num_workers, source, fit, grayscale, decode):
+    """Under the cache's lock: open it if another process built it meanwhile, else build it (a full disk: decode
+    into memory instead)."""
+    directory = files.directory
     with _build_lock(files):  # one builder per cache: other ranks, nodes or runs wait, then open it
         if files.meta.exists() or files.images.exists():
             try:
-                return hit()
+                return _hit(files, len(paths), size)
             except CacheCheckFailed as e:
                 _warn(f"decoded-image cache {files.images} failed its check ({e}): rebuilding it")
                 files.remove()
