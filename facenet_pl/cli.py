@@ -45,13 +45,21 @@ def _collect_images(
 
     files: list[Path] = []
     skipped: list[str] = []
+    broken: list[str] = []
+    unlistable: list[str] = []
     filtered = 0
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")):
+            for f in sorted(f for f in p.rglob("*") if not f.name.startswith(".")):
+                if not f.is_file():
+                    if f.is_symlink():  # broken, or a loop: counted, not silently dropped
+                        broken.append(str(f))
+                    continue
                 rel = f.relative_to(p).as_posix()
-                if is_non_image(f.name):
+                if "\n" in f.name or "\r" in f.name:  # .files.txt holds one name per line
+                    unlistable.append(repr(f.name))
+                elif is_non_image(f.name):
                     skipped.append(f.name)
                 elif (include and not any(fnmatch.fnmatchcase(rel, g) for g in include)) or any(
                     fnmatch.fnmatchcase(rel, g) for g in exclude or ()
@@ -60,11 +68,20 @@ def _collect_images(
                 else:
                     files.append(f)
         elif p.is_file():
+            if "\n" in p.name or "\r" in p.name:
+                raise CLIError(f"{p!r}: a line break in the file name cannot be listed one name per line; rename it")
             files.append(p)
         else:
             raise CLIError(f"{p}: no such file or folder")
     if skipped:
         print(f"skipped {len(skipped)} non-image file(s) ({count_suffixes(skipped)})", file=sys.stderr)
+    if broken:
+        print(f"skipped {len(broken)} broken or looping link(s) (e.g. {broken[0]})", file=sys.stderr)
+    if unlistable:
+        print(
+            f"skipped {len(unlistable)} file(s) with a line break in the name (e.g. {unlistable[0]}): rename them",
+            file=sys.stderr,
+        )
     if filtered:
         print(f"left out {filtered} file(s) by --include/--exclude", file=sys.stderr)
     if not files:

@@ -81,6 +81,29 @@ def test_embed_skips_non_images_and_takes_include_exclude(trained, faces, tmp_pa
     assert sorted(names) == expected and len(names) == 5
 
 
+def test_embed_keeps_names_and_rows_aligned_and_counts_broken_links(trained, faces, tmp_path):
+    """A name with a line break would shift every later line of .files.txt against the rows: it is skipped and
+    counted; broken and looping links are counted too. Every listed name is the file its row embeds."""
+    import shutil
+
+    folder = tmp_path / "odd"
+    shutil.copytree(faces, folder)
+    src = next((folder / "person1").iterdir())
+    shutil.copy(src, folder / "person1" / "two\nlines.png")
+    (folder / "person2" / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "person2" / "loop.png").symlink_to(folder / "person2" / "loop.png")
+    out = cli("embed", trained, folder, "-o", tmp_path / "e.npy", "--no-flip")
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 file(s) with a line break" in out.stderr and "skipped 2 broken or looping link(s)" in out.stderr
+    emb = np.load(tmp_path / "e.npy")
+    names = (tmp_path / "e.files.txt").read_text().splitlines()
+    assert len(names) == len(emb) == 12
+    model = load_model(trained)
+    for i in (0, len(names) - 1):
+        x = torch.from_numpy(np.asarray(Image.open(names[i]).convert("RGB"))).permute(2, 0, 1)[None]
+        np.testing.assert_allclose(model.embed(x).numpy()[0], emb[i], atol=1e-5)
+
+
 def test_verify_uses_the_checkpoint_threshold(trained, faces):
     a, b = sorted((faces / "person0").iterdir())[:2]
     out = cli("verify", trained, a, b)

@@ -442,3 +442,34 @@ def test_a_truncated_jpeg_is_left_to_the_worker_which_replaces_it(tmp_path):
     images, labs, idx = EncodedFaceDataset(paths, labels, 32).__getitems__([0, 1, 2])
     assert [t.dim() for t in images] == [1, 3, 1] and idx.tolist() == [0, 2, 2]
     assert labs.tolist() == [labels[0], labels[1], labels[2]]
+
+
+def _with_declared_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0/SOF2) declaring another width and height: a small file that a decoder
+    would allocate width x height pixels for."""
+    i = 2
+    while i < len(jpeg):
+        marker, length = jpeg[i + 1], int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC2):  # height and width follow the precision byte
+            return jpeg[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[i + 9 :]
+        i += 2 + length
+    raise ValueError("no frame header")
+
+
+def test_a_jpeg_declaring_too_many_pixels_is_never_decoded_on_the_device(tmp_path):
+    """A JPEG whose header declares 20000 x 20000 pixels (PIL's decompression-bomb limit is 2 x 89.5 M): checked
+    from the header before anything is decoded, refused like an unreadable file and replaced by the next image of
+    the same person, as the worker's PIL path does."""
+    from PIL import Image
+
+    from facenet_pl.data.device_decode import EncodedFaceDataset
+    from facenet_pl.data.images import load_image
+
+    faces = _jpeg_faces(tmp_path / "faces", 2, 3)
+    paths, labels, _ = scan_identity_folders(faces)
+    paths[1].write_bytes(_with_declared_size(paths[1].read_bytes(), 20000, 20000))
+    with pytest.raises(Image.DecompressionBombError, match="400000000 pixels"):  # a bomb by its header
+        Image.open(paths[1])
+    assert load_image(paths[1], 32) is None  # the worker's PIL path refuses it
+    images, labs, idx = EncodedFaceDataset(paths, labels, 32).__getitems__([0, 1, 2])
+    assert [t.dim() for t in images] == [1, 3, 1] and idx.tolist() == [0, 2, 2]

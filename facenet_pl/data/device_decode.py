@@ -23,6 +23,25 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"  # a truncated download lacks it
 
 
+def _too_many_pixels(data: bytes) -> bool:
+    """Whether the JPEG's header declares more pixels than PIL decodes (twice ``Image.MAX_IMAGE_PIXELS``: a
+    decompression bomb). Read from the header alone: a 20000 x 20000 JPEG of a few MB would take 1.2 GB to decode
+    on the device; the worker's PIL path refuses it and the image is replaced like an unreadable one."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # parses the header only
+            w, h = im.size
+    except Image.DecompressionBombError:
+        return True
+    except Exception:  # noqa: BLE001 - a header PIL cannot parse: the worker decodes (and judges) it
+        return True
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and w * h > 2 * limit
+
+
 class EncodedFaceDataset(FileFaceDataset):
     """:class:`FileFaceDataset` whose JPEG files are returned encoded (1-D uint8 tensors of the file's bytes) for
     :func:`decode_on_device`; other files are decoded here as in :class:`FileFaceDataset`."""
@@ -33,7 +52,7 @@ class EncodedFaceDataset(FileFaceDataset):
                 data = f.read()
         except OSError:
             data = b""
-        if data[:3] == _JPEG_MAGIC and data.rstrip(b"\0")[-2:] == _JPEG_END:
+        if data[:3] == _JPEG_MAGIC and data.rstrip(b"\0")[-2:] == _JPEG_END and not _too_many_pixels(data):
             return torch.frombuffer(bytearray(data), dtype=torch.uint8), i
         # not a JPEG, a truncated one, or unreadable: decoded in the worker (an unreadable file is replaced by
         # another image of the same person there)
