@@ -45,6 +45,9 @@ LOGGED_PAIR_METRICS = {
 COLLAPSE_DISTANCE = 1e-4
 #: Collapse: the batch's mean pairwise squared distance fell below this fraction of the largest seen in the run.
 COLLAPSE_RATIO = 0.02
+#: ... or below this larger fraction while the mined triplets' distances are all inside a tenth of the margin (the
+#: loss then sits at the margin: d(a,p) ~ d(a,n) ~ 0), as hardest negatives at a high learning rate do.
+COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
 
 
 #: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
@@ -352,16 +355,20 @@ class FaceNetModule(pl.LightningModule):
     def _check_collapse(self, emb: torch.Tensor, stats) -> None:
         """Warn (once per 100 steps) when the embeddings converge to one point, f(x) = const: the batch's mean
         pairwise squared distance (``train/spread``; 2 for random unit vectors) falls below ``COLLAPSE_RATIO`` of
-        the largest this run has had (kept in checkpoints), or below ``COLLAPSE_DISTANCE``."""
+        the largest this run has had (kept in checkpoints), or below ``COLLAPSE_DISTANCE``; or below
+        ``COLLAPSE_RATIO_AT_MARGIN`` of it while the mined d(a,p) and d(a,n) are both under a tenth of the margin
+        (every triplet's loss at the margin)."""
         e = emb.detach().float()
         spread = float(2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0)) if len(e) > 1 else 0.0
         self.log("train/spread", spread, batch_size=len(e))
         self.spread_max = max(self.spread_max, spread)
         if self.global_step < self._next_collapse_warning:
             return
-        if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max):
-            d_an = float(stats.mean_d_an) if stats.num_triplets else float("nan")
-            d_ap = float(stats.mean_d_ap) if stats.num_triplets else float("nan")
+        d_an = float(stats.mean_d_an) if stats.num_triplets else float("nan")
+        d_ap = float(stats.mean_d_ap) if stats.num_triplets else float("nan")
+        inside = COLLAPSE_MARGIN_FRACTION * float(getattr(self.criterion, "margin", 0.2))
+        at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
+        if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
             log.warning(
                 "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
                 "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point (the "

@@ -247,6 +247,49 @@ def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
     assert m2.collapse_warnings == 0
 
 
+def test_a_collapse_sitting_at_the_margin_is_warned_without_false_alarms(caplog):
+    """The issue's hardest-negatives run at lr 0.05: spread at 2.5% of the run's largest (above the 2% trigger)
+    while every mined distance is near zero, so the loss sits at the margin: warned. The same spread with mined
+    distances of a model that separates people, or near-zero distances at 50% of the spread: not warned."""
+    from .helpers import tiny_module as _module
+
+    def stats(d_an, d_ap):
+        return type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(d_an), "mean_d_ap": torch.tensor(d_ap)})
+
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.nn.functional.normalize(torch.randn(256, 8, generator=g), dim=1)
+    centre = torch.nn.functional.normalize(torch.ones(1, 8), dim=1)
+
+    def spread_at(fraction):  # points around one centre whose mean squared distance is ~fraction of healthy's
+        for scale in torch.linspace(0.01, 2.0, 400):
+            x = torch.nn.functional.normalize(centre + scale * torch.randn(256, 8, generator=g), dim=1)
+            if 2 * (1 - x.mean(0).pow(2).sum()) >= fraction * 2 * (1 - healthy.mean(0).pow(2).sum()):
+                return x
+        raise AssertionError
+
+    cases = [(0.025, (1e-4, 2e-4), 1), (0.025, (0.5, 0.1), 0), (0.5, (1e-4, 2e-4), 0)]
+    for fraction, (d_an, d_ap), warned in cases:
+        m = _module()
+        with caplog.at_level(logging.WARNING):
+            m._check_collapse(healthy, stats(0.8, 0.3))
+            m._check_collapse(spread_at(fraction), stats(d_an, d_ap))
+        assert m.collapse_warnings == warned, (fraction, d_an, d_ap)
+
+
+def test_hardest_negatives_at_a_high_learning_rate_warn_and_a_healthy_run_does_not(tmp_path, caplog):
+    """Through train.py: miner=hardest at lr 0.05 collapses and is warned; the default semi-hard run is not."""
+    from .helpers import train_in_process
+
+    for name, overrides, expect in (
+        ("hardest", ("miner=hardest", "optimizer.lr=0.05"), True),
+        ("semihard", (), False),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="facenet_pl"):
+            train_in_process(tmp_path / name, *overrides, "trainer.max_steps=40", "test=false")
+        assert ("embedding collapse" in caplog.text) == expect, (name, caplog.text[-2000:])
+
+
 def test_the_collapse_reference_travels_with_checkpoints(tmp_path):
     """Through the real Trainer: last.ckpt holds the run's largest spread, and a module restored from it has it."""
     from facenet_pl.module import FaceNetModule
