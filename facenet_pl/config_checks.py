@@ -73,7 +73,15 @@ MARGIN_WARN = 2.0
 
 def check_missing(cfg: DictConfig) -> None:
     """Keys left at ``???`` (e.g. ``data=folder`` without ``data.root``): one line, before anything is printed."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = []
+    for key in cfg:
+        if key == "hydra":  # Hydra fills its own
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            missing.append(str(key))
+        elif OmegaConf.is_config(cfg._get_node(key)):
+            missing += list(OmegaConf.missing_keys(cfg[key]))  # full keys (data.root)
+    missing.sort()
     if missing:
         raise ConfigError(
             f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no value (??? in the config): set "

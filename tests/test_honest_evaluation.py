@@ -276,6 +276,8 @@ def test_eval_writes_only_where_this_run_says(folder_run, tmp_path):
     ckpt = read_checkpoint(metrics["best_model_path"])
     elsewhere = tmp_path / "named_by_the_file"
     ckpt["facenet_pl"]["data"]["cache_dir"] = str(elsewhere)
+    # the run's folder, rendered again (another test of this module removes one of its people)
+    ckpt["facenet_pl"]["data"]["root"] = str(write_face_folders(tmp_path / "faces", 14, 4))
     handed = tmp_path / "handed.ckpt"
     atomic_torch_save(ckpt, handed)
     res = eval_in_process(handed, tmp_path / "eval", f"paths.cache_dir={tmp_path / 'mine'}")
