@@ -4,8 +4,8 @@ A cache is three files in ``data.cache_dir``: ``images-<key>.npy`` (uint8 N x 3 
 later runs), ``ok-<key>.npy`` (which files decoded) and ``meta-<key>.json``, written last, holding what the
 cache was built from and a BLAKE2b hash of the ok-mask and of every chunk of images. A cache without its
 meta file is incomplete and never used. On open the header, the file lengths and the ok-mask are checked,
-and the image chunks are hashed (all of them up to :data:`FULL_CHECK_BYTES`, else the first, the last and a
-random sample): a cache that fails is rebuilt with a warning, never trusted.
+and every image chunk is hashed, whatever the size (in :data:`HASH_THREADS` threads: BLAKE2b releases the GIL),
+so no damaged chunk is ever trained on: a cache that fails is rebuilt with a warning, never trusted.
 
 A cache is built chunk by chunk (:data:`CHUNK` images) into ``images-<key>.npy.partial``: each chunk is decoded
 by the DataLoader workers, written at its place in the file, synced, and only then recorded (with its hash) in
@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Bump when decoding changes what a file decodes to (2: EXIF orientation applied), so old caches miss.
 CACHE_VERSION = 2
-#: Caches up to this size are hashed completely on open (0.5 GB/s here: 163 MB in 0.3 s); larger ones on a sample.
-FULL_CHECK_BYTES = 2 * 1024**3
 CHUNK = 1024  # images per hashed chunk
-SAMPLE_CHUNKS = 16
+#: Threads hashing a cache's chunks on open, or a killed build's recorded chunks before it continues (measured in
+#: benchmarks/README.md, "Cache check at scale").
+HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def cache_key(
@@ -76,8 +76,14 @@ def _hash(arr: np.ndarray) -> str:
 
 
 def _chunk_hashes(images: np.ndarray, which: Sequence[int] | None = None) -> list[str]:
-    idx = range(-(-len(images) // CHUNK)) if which is None else which
-    return [_hash(images[c * CHUNK : (c + 1) * CHUNK]) for c in idx]
+    """The hashes of the chunks ``which`` (all by default), computed in :data:`HASH_THREADS` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    idx = list(range(-(-len(images) // CHUNK)) if which is None else which)
+    if HASH_THREADS == 1 or len(idx) < 2:
+        return [_hash(images[c * CHUNK : (c + 1) * CHUNK]) for c in idx]
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        return list(pool.map(lambda c: _hash(images[c * CHUNK : (c + 1) * CHUNK]), idx))
 
 
 @dataclass
@@ -149,10 +155,9 @@ class CacheCheckFailed(Exception):
     """The cache on disk is not what its meta file says: rebuild it."""
 
 
-def open_cache(
-    files: CacheFiles, n: int, size: int, full_check_bytes: int = FULL_CHECK_BYTES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map a cache after checking it; :class:`CacheCheckFailed` says why it cannot be trusted."""
+def open_cache(files: CacheFiles, n: int, size: int, hash_chunks: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map a cache after checking it (every chunk's hash unless ``hash_chunks=False``: a cache this process
+    has just written and hashed); :class:`CacheCheckFailed` says why it cannot be trusted."""
     try:
         meta = json.loads(files.meta.read_text())
         ok = np.load(files.ok)
@@ -171,11 +176,7 @@ def open_cache(
     chunks = len(expected)
     if chunks != -(-n // CHUNK):
         raise CacheCheckFailed("its meta file lists the wrong number of chunks")
-    if images.nbytes <= full_check_bytes:
-        which = list(range(chunks))
-    else:
-        rng = np.random.default_rng()
-        which = sorted({0, chunks - 1, *rng.choice(chunks, min(SAMPLE_CHUNKS, chunks), replace=False).tolist()})
+    which = list(range(chunks)) if hash_chunks else []
     for c, h in zip(which, _chunk_hashes(images, which)):
         if h != expected[c]:
             raise CacheCheckFailed(f"images {c * CHUNK}-{min((c + 1) * CHUNK, n) - 1} do not match their hash")
@@ -217,8 +218,8 @@ def _npy_header(n: int, size: int) -> bytes:
 
 
 def _resume_state(files: CacheFiles, n: int, size: int, header: bytes) -> dict[int, dict]:
-    """Chunks a killed build already wrote, checked against their recorded hashes (a sample of them when the
-    partial file is large, always including the last one written); {} when there is nothing to trust."""
+    """Chunks a killed build already wrote, every one checked against its recorded hash; {} when there is nothing
+    to trust."""
     if not files.partial.exists() or not files.progress.exists():
         files.remove_build()
         return {}
@@ -232,17 +233,10 @@ def _resume_state(files: CacheFiles, n: int, size: int, header: bytes) -> dict[i
         with open(files.partial, "rb") as f:
             if f.read(len(header)) != header:
                 raise ValueError("header")
-        image_bytes = 3 * size * size
-        recorded = sorted(done)
-        if len(recorded) * CHUNK * image_bytes <= FULL_CHECK_BYTES:
-            which = recorded
-        else:
-            rng = np.random.default_rng()
-            last = max(recorded, key=lambda c: done[c]["order"])
-            which = sorted({last, *rng.choice(recorded, min(SAMPLE_CHUNKS, len(recorded)), replace=False).tolist()})
+        which = sorted(done)  # every recorded chunk, whatever the size: a damaged one is never kept
         images = np.memmap(files.partial, np.uint8, "r", offset=len(header), shape=(n, 3, size, size))
-        for c in which:
-            if _hash(images[c * CHUNK : (c + 1) * CHUNK]) != done[c]["hash"]:
+        for c, h in zip(which, _chunk_hashes(images, which)):
+            if h != done[c]["hash"]:
                 raise ValueError(f"chunk {c} does not match its hash")
         del images
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
@@ -439,7 +433,7 @@ def _build_or_open(files, paths, size, crop, num_workers, source, fit, grayscale
             )
             return decode()
         log.info("decoded-image cache written: %s (%.2f GB)", files.images, files.nbytes() / 1e9)
-        return open_cache(files, len(paths), size, full_check_bytes=0)  # just written: only a sample re-hashed
+        return open_cache(files, len(paths), size, hash_chunks=False)  # just written and hashed chunk by chunk
 
 
 def _warn(msg: str) -> None:
