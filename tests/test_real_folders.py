@@ -322,3 +322,28 @@ def test_an_interval_from_few_people_says_so():
     assert interval_note(0.8, 0.9, 3, 6).startswith("; wide")  # under 5 folds: wide whatever it says
     assert interval_note(0.8, 0.9, 10, 200) == ""
     assert "too few for an interval" in interval_note(float("nan"), float("nan"), 1, 2)
+
+
+def test_a_small_folder_trained_from_scratch_is_warned_and_a_fine_tuned_one_is_not(faces38, tmp_path, caplog):
+    """Through train.py: 26 training people from scratch get the small-folder warning; the same folder started
+    from a model (experiment=finetune) does not, and trains at that recipe's learning rate."""
+    with caplog.at_level(logging.WARNING, logger="facenet_pl"):
+        train_in_process(tmp_path / "scratch", *FOLDER, f"data.root={faces38}", tiny=False)
+    assert "26 training people" in caplog.text and "experiment=finetune" in caplog.text
+    caplog.clear()
+    model = tmp_path / "scratch" / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.WARNING, logger="facenet_pl"):
+        train_in_process(
+            tmp_path / "ft",
+            "experiment=finetune",
+            *FOLDER,
+            f"data.root={faces38}",
+            f"model.init_from={model}",
+            logger=True,
+            tiny=False,
+        )
+    assert "training people" not in caplog.text
+    from facenet_pl.model_files import read_checkpoint
+
+    ckpt = read_checkpoint(tmp_path / "ft" / "checkpoints" / "last.ckpt")
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 3e-5  # the schedule peaks there
