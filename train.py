@@ -27,9 +27,16 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     import sys
 
-    from facenet_pl.run_dirs import unwritable_output
+    from facenet_pl.run_dirs import lock_run_dir, release_run_lock, resume_record_argv, unwritable_output
 
-    if (problem := unwritable_output(sys.argv[1:])) is not None:  # before Hydra, which would print a traceback
+    # Before Hydra writes anything: a run directory that cannot be written (Hydra would print a traceback), one
+    # train.py per run directory, and a resume's record kept beside the run's original one.
+    problem = unwritable_output(sys.argv[1:]) or lock_run_dir(sys.argv[1:])
+    if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(1)
-    main()
+    sys.argv = [sys.argv[0], *resume_record_argv(sys.argv[1:])]
+    try:
+        main()
+    finally:
+        release_run_lock()

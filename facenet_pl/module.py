@@ -202,6 +202,9 @@ class FaceNetModule(pl.LightningModule):
         self.calibration: dict[str, Any] = {}
         #: The data config the model was trained with (set by ``train.py``; stored in checkpoints).
         self.data_config: dict[str, Any] | None = None
+        #: The whole composed run config, unresolved (set by ``train.py``; stored in checkpoints: a resume
+        #: continues with it, :mod:`facenet_pl.resume`).
+        self.run_config: dict[str, Any] | None = None
         #: Names of the validation and test identities of the training data (read from checkpoints).
         self.identity_splits: dict[str, list[str]] = {}
         self.collapse_warnings, self._next_collapse_warning = 0, 0
@@ -288,6 +291,7 @@ class FaceNetModule(pl.LightningModule):
         dm = self._trainer.datamodule if self._trainer is not None else None
         splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
         checkpoint["facenet_pl"] = {
+            "config": self.run_config,
             "data": self.data_config,
             "identity_splits": splits,
             "calibration": dict(self.calibration),

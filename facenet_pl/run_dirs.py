@@ -51,6 +51,72 @@ def unwritable_output(argv: list[str], default: str = "outputs") -> str | None:
     return f"cannot write the run directory {path}: {existing} is {why}. Choose another with {key}=<folder>"
 
 
+def _explicit_run_dir(argv: list[str]) -> Path | None:
+    if "-m" in argv or "--multirun" in argv:
+        return None
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    return None if value is None or "${" in value else Path(value).expanduser().absolute()
+
+
+def _resuming(argv: list[str]) -> bool:
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    return value not in (None, "", "null", "None")
+
+
+def resume_record_argv(argv: list[str]) -> list[str]:
+    """Resuming into an existing run directory: Hydra writes its record of the resume (config, overrides) beside
+    the run's original ``.hydra/`` files, in ``.hydra/resume-N/``, so the run still shows how it was made."""
+    run_dir = _explicit_run_dir(argv)
+    if run_dir is None or not _resuming(argv) or any(a.startswith("hydra.output_subdir=") for a in argv):
+        return argv
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        return argv
+    n = 1
+    while (run_dir / ".hydra" / f"resume-{n}").exists():
+        n += 1
+    return [*argv, f"hydra.output_subdir=.hydra/resume-{n}"]
+
+
+#: The lock of the run this process trains (held open for the process's life).
+_RUN_LOCK: int | None = None
+
+
+def lock_run_dir(argv: list[str]) -> str | None:
+    """One ``train.py`` per run directory: an exclusive lock on ``<hydra.run.dir>/.lock``, taken before Hydra writes
+    anything and held until the process ends. Returns the one-line reason when another process holds it. A
+    directory Hydra names itself (``${unique_dir:...}``) is unique already; DDP's worker processes (``LOCAL_RANK``
+    > 0) run inside the lock of rank 0."""
+    global _RUN_LOCK
+    import fcntl
+
+    run_dir = _explicit_run_dir(argv)
+    if run_dir is None or os.environ.get("LOCAL_RANK", "0") != "0":
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        return (
+            f"another train.py (pid {holder}) is running in {run_dir}: one run per directory. Wait for it, or "
+            "choose another hydra.run.dir"
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _RUN_LOCK = fd
+    return None
+
+
+def release_run_lock() -> None:
+    """Release the run directory's lock (at the end of the process, or of an in-process run)."""
+    global _RUN_LOCK
+    if _RUN_LOCK is not None:
+        os.close(_RUN_LOCK)
+        _RUN_LOCK = None
+
+
 def register_resolvers() -> None:
     """Make ``${unique_dir:...}`` available to the configs (idempotent)."""
     if not OmegaConf.has_resolver("unique_dir"):

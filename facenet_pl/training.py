@@ -23,6 +23,7 @@ from facenet_pl.fileio import remove_stale_temps
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.models.complexity import model_complexity
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
+from facenet_pl.resume import resume_config, run_config
 from facenet_pl.wandb_setup import prepare_wandb
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(ckpt)
 
 
-def _checkpoint_step(path: str) -> int:
-    """The ``global_step`` a checkpoint was saved at, read without running code from the file."""
+def _read_resume_checkpoint(path: str) -> dict:
+    """The checkpoint to resume from, read without running code from the file."""
     from facenet_pl.model_files import read_checkpoint
 
     try:
-        return int(read_checkpoint(path).get("global_step", -1))
+        return read_checkpoint(path)
     except ConfigError as e:
         raise ConfigError(f"ckpt_path: {e}") from None
 
@@ -72,6 +73,18 @@ def _last_good_checkpoint(folder: Path) -> str:
             continue
         return f" The last good checkpoint is {f} (step {step}): resume from it with ckpt_path={f}."
     return " No checkpoint was written before it."
+
+
+def _resume_record_dir(out_dir: Path) -> Path | None:
+    """Where a resume's config tree goes: beside Hydra's record of the resume (``.hydra/resume-N``), never over
+    the run's own ``config_tree.txt``; None (printed only) outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        sub = HydraConfig.get().output_subdir
+    except ValueError:
+        return None
+    return out_dir / sub if sub and sub != ".hydra" else None
 
 
 def _trainer_config(trainer: DictConfig) -> DictConfig:
@@ -106,6 +119,7 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         augment=cfg.get("augment") or {"ops": {}},
     )
     module.data_config = OmegaConf.to_container(cfg.data, resolve=True)  # eval.py tests this data's test split
+    module.run_config = run_config(cfg)  # a resume continues with it (facenet_pl.resume)
     return module
 
 
@@ -218,9 +232,6 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_once(cfg: DictConfig) -> dict[str, Any]:
     """One training run."""
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
-    prepare_wandb(cfg)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = _resolve_ckpt_path(cfg)
     existing = sorted((out_dir / "checkpoints").glob("*.ckpt")) if (out_dir / "checkpoints").is_dir() else []
@@ -229,11 +240,20 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
             f"the run directory {out_dir} already holds checkpoints ({existing[0].name}, ...): not overwriting them. "
             "Resume with ckpt_path=last, or choose another hydra.run.dir."
         )
+    resume_step = None
+    if ckpt_path:  # also refuses a file that would run code; the run continues with its own config
+        ckpt = _read_resume_checkpoint(ckpt_path)
+        resume_step = int(ckpt.get("global_step", -1))
+        cfg = resume_config(cfg, (ckpt.get("facenet_pl") or {}).get("config"), ckpt_path)
+        check_config(cfg)
+        del ckpt
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    prepare_wandb(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir / "checkpoints")  # left by a run killed while writing a checkpoint
-    resume_step = _checkpoint_step(ckpt_path) if ckpt_path else None  # also refuses a file that would run code
     if (cfg.get("extras") or {}).get("print_config") and rank_zero_only.rank == 0:
-        print_config_tree(cfg, out_dir)
+        print_config_tree(cfg, out_dir if ckpt_path is None else _resume_record_dir(out_dir))
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)

@@ -1,0 +1,124 @@
+"""A run's record cannot lie (issue 29): a resume continues the run with its own config (the README's command
+names only the run directory), changes only what may change and refuses the rest in one line, never rewrites the
+run's original record, and only one train.py works in a run directory at a time. Through train.py's own entry
+point (``run_entry``: argument parsing, Hydra's run directory and record, exit codes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from .helpers import ENV, ROOT, TINY, run_entry
+
+INTERRUPT = ["+callbacks.stop._target_=tests.helpers.InterruptAt", "+callbacks.stop.step=9"]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A 3-epoch run (6 steps an epoch) stopped by Ctrl-C at step 9, in its second epoch."""
+    run = tmp_path_factory.mktemp("stopped") / "run"
+    r = run_entry("train.py", *TINY, "trainer.max_epochs=3", "seed=5", *INTERRUPT, f"hydra.run.dir={run}")
+    assert r.returncode != 0 and (run / "checkpoints" / "last.ckpt").is_file(), r.stderr[-2000:]
+    return run
+
+
+@pytest.fixture()
+def interrupted(stopped, tmp_path):
+    """A copy of the stopped run for a test to resume (its config names the run folder only by interpolation)."""
+    import shutil
+
+    return shutil.copytree(stopped, tmp_path / "run")
+
+
+def test_the_readme_resume_command_continues_the_same_run(interrupted):
+    """``python train.py hydra.run.dir=<run> ckpt_path=last``: the run ends after its own 3 epochs (not the default
+    12) on its own data and seed; its original record is untouched and the resume's goes to .hydra/resume-1."""
+    run = interrupted
+    original = {name: _digest(run / ".hydra" / name) for name in ("config.yaml", "overrides.yaml")}
+    tree = _digest(run / "config_tree.txt")
+    r = run_entry("train.py", f"hydra.run.dir={run}", "ckpt_path=last")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["global_step"] == 18
+    assert metrics["test/identities"] == 20  # TINY's test people: the run's data, not the default data
+    assert {name: _digest(run / ".hydra" / name) for name in original} == original
+    assert _digest(run / "config_tree.txt") == tree
+    resumed = yaml.safe_load((run / ".hydra" / "resume-1" / "overrides.yaml").read_text())
+    assert resumed == ["ckpt_path=last"]  # (hydra.* overrides go to its hydra.yaml)
+    assert (run / ".hydra" / "resume-1" / "config_tree.txt").is_file()
+    # the learning rate ended where the uninterrupted 3-epoch run's schedule ends (it once climbed again)
+    ref = interrupted.parent / "reference"
+    assert (
+        run_entry("train.py", *TINY, "trainer.max_epochs=3", "seed=5", "test=false", f"hydra.run.dir={ref}").returncode
+        == 0
+    )
+
+    def final_lr(folder):
+        ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        return ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+
+    assert final_lr(run) == pytest.approx(final_lr(ref), rel=1e-9) and final_lr(run) < 1e-4
+
+
+REFUSED = [
+    ("seed=7", "seed=7 (the run's: 5)"),
+    ("data.p=8", "data.p=8 (the run's: 4)"),
+    ("loss.margin=0.5", "loss.margin=0.5 (the run's: 0.2)"),
+    ("model.embedding_dim=64", "model.embedding_dim=64 (the run's: 128)"),
+    ("optimizer.lr=1e6", "optimizer.lr=1000000.0 (the run's: 0.003)"),
+    ("backbone=resnet18", "backbone.name='resnet18' (the run's: 'facenet_small')"),
+]
+
+
+def test_a_changed_setting_on_resume_is_refused_in_one_line(interrupted):
+    """seed would re-draw the held-out people, data/loss/network/optimiser settings make another run: each is one
+    line naming the key, its value and the run's, before anything is decoded or written."""
+    run = interrupted
+    before = {p: _digest(p) for p in run.rglob("*") if p.is_file() and p.name not in (".lock", "train.log")}
+    for override, named in REFUSED:
+        r = run_entry("train.py", f"hydra.run.dir={run}", "ckpt_path=last", override)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and named in lines[0], (override, r.stderr[-2000:])
+        assert "settings the run was not started with" in lines[0]
+    after = {
+        p: _digest(p)
+        for p in run.rglob("*")
+        if p.is_file() and p.name not in (".lock", "train.log") and "resume-" not in str(p)
+    }
+    assert after == before
+
+
+def test_extending_a_run_is_allowed(interrupted):
+    run = interrupted
+    r = run_entry("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 4
+
+
+def test_a_second_train_py_in_the_same_run_directory_is_refused_and_touches_nothing(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_epochs=200", f"hydra.run.dir={run}"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while not (run / ".hydra" / "config.yaml").is_file():  # the first run has started and holds the lock
+            assert first.poll() is None and time.time() < deadline, first.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        record = {p.name: _digest(p) for p in (run / ".hydra").iterdir()}
+        r = run_entry("train.py", *TINY, "seed=9", f"hydra.run.dir={run}")
+        assert r.returncode == 1 and "another train.py (pid" in r.stderr and "one run per directory" in r.stderr
+        assert {p.name: _digest(p) for p in (run / ".hydra").iterdir()} == record
+    finally:
+        first.kill()
+        first.wait()
