@@ -16,9 +16,38 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from facenet_pl.fileio import atomic_write
 
 
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write: torch's zip writer turns a short write into
+    ``RuntimeError: ... unexpected pos``, which says nothing of a full disk; the OSError does."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` via temp file + fsync + rename; the temp file is removed on failure."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` to ``path`` via temp file + fsync + rename; the temp file is removed on failure. A write that
+    failed inside torch's writer is raised as the OSError it was (ENOSPC, EROFS), not torch's RuntimeError."""
+
+    def write(f) -> None:
+        wrapped = _WriteErrors(f)
+        try:
+            torch.save(obj, wrapped)
+        except RuntimeError:
+            if wrapped.error is not None:
+                raise wrapped.error from None
+            raise
+
+    atomic_write(path, write)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -4,6 +4,7 @@ Kept free of heavy imports (torch, Lightning): the entry points import it before
 """
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ class ConfigError(ValueError):
 
 #: errno values of a write refused by permissions or a read-only filesystem (EACCES, EPERM, EROFS).
 _NOT_WRITABLE = (13, 1, 30)
+#: errno values of a full disk or quota (ENOSPC, EDQUOT).
+_DISK_FULL = (28, 122)
 
 
 def not_writable_message(e: OSError) -> str:
@@ -40,6 +43,12 @@ def user_error_message(e: BaseException) -> str | None:
         return str(e)
     if isinstance(e, OSError) and e.errno in _NOT_WRITABLE:
         return not_writable_message(e)
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        from facenet_pl.fileio import free_space
+
+        where = e.filename or "a file"
+        folder = os.path.dirname(os.path.abspath(where)) if e.filename else "."
+        return f"disk full writing {where} ({free_space(folder)} in {folder}): free space, then rerun or resume"
     cause = e.__cause__ or e.__context__  # Hydra's instantiate wraps the error of the class it builds
     if type(e).__name__ == "InstantiationException" and cause is not None:
         return user_error_message(cause)

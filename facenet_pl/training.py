@@ -295,15 +295,27 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step, fit_seconds=round(elapsed, 2))
     if trainer.is_global_zero:  # parameters and multiply-adds per image, for accuracy-vs-cost tables
         metrics.update(model_complexity(getattr(module.net, "_orig_mod", module.net), module.input_size))
+    if trainer.is_global_zero:  # what training measured is on disk before the test phase can fail
+        _write_metrics(out_dir, metrics)
     if cfg.get("test", True):
         metrics.update(_test(trainer, module, datamodule, best_path))
     if trainer.is_global_zero and module.last_eval:
-        _save_plots(module, out_dir, loggers)
+        try:
+            _save_plots(module, out_dir, loggers)
+        except OSError as e:  # a full disk loses the pictures, not the numbers
+            log.warning("could not write the ROC / distance plots to %s (%s): skipped", out_dir, e.strerror or e)
     if trainer.is_global_zero:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        _write_metrics(out_dir, metrics)
         log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
         log.info("run directory: %s", out_dir)
     return metrics
+
+
+def _write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, whole or not at all (temp file + rename): a full disk leaves the previous version."""
+    from facenet_pl.fileio import atomic_write
+
+    atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2, sort_keys=True).encode()))
 
 
 def _test(trainer: pl.Trainer, module: FaceNetModule, datamodule, best_path: str | None) -> dict[str, Any]:

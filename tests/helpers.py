@@ -443,3 +443,21 @@ def read_only_folder(path: Path, files: dict[str, bytes] | None = None):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "3m"):
+    """A tmpfs of ``size`` mounted at ``path`` (root only): writes beyond it fail with ENOSPC, as on a full disk.
+    Skips the test where mounting is not allowed."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a full filesystem needs a tmpfs mount (root)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode:
+        pytest.skip("cannot mount a tmpfs here (no privileges): no full filesystem to test with")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -591,3 +591,41 @@ def test_a_read_only_cache_dir_without_a_cache_decodes_into_memory(faces, tmp_pa
         with pytest.warns(UserWarning, match="is not writable"):
             images, ok = _build(paths, ro)
     assert np.array_equal(np.asarray(images), reference) and ok.all()
+
+
+def test_a_full_filesystem_while_checkpointing_is_one_line_through_train_py(tmp_path):
+    """A real full filesystem (a 3 MB tmpfs as the run folder; a checkpoint of the default model is larger): torch's
+    writer fails with "unexpected pos"; train.py says disk full, names the folder, exits 1, no traceback, and
+    leaves no temp file behind."""
+    from .helpers import small_filesystem
+
+    with small_filesystem(tmp_path / "small", "3m") as small:
+        r = run_entry("train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={small / 'run'}")
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and "disk full writing checkpoint" in lines[0], r.stderr[-3000:]
+        assert "Traceback" not in r.stderr + r.stdout
+        assert not any(".tmp-" in p.name for p in (small / "run").rglob("*"))
+
+
+def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metrics(tmp_path, monkeypatch):
+    """The test phase fails to write (ENOSPC injected where the test phase writes its plots and the final
+    metrics): train.py exits with one line naming the file and the free space, and metrics.json holds what
+    training measured."""
+    import facenet_pl.training as training
+
+    real = training._write_metrics
+    calls = []
+
+    def full_after_first(out_dir, metrics):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "metrics.json"))
+        real(out_dir, metrics)
+
+    monkeypatch.setattr(training, "_write_metrics", full_after_first)
+    monkeypatch.setattr(training, "_save_plots", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    r = run_entry("train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "disk full writing" in lines[0] and "free" in lines[0], r.stderr
+    kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert kept["epochs"] == 1 and "best/val/acc" in kept and "test/acc" not in kept
