@@ -12,6 +12,44 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 log = logging.getLogger(__name__)
 
 
+def _moved(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """A checkpoint callback's saved state with its file paths moved from the folder it was saved in to
+    ``dirpath``, where the run folder is now (a run copied or moved elsewhere and resumed); unchanged otherwise."""
+    import os
+
+    old = state.get("dirpath")
+    if not old or not dirpath or os.path.abspath(old) == os.path.abspath(dirpath):
+        return state
+
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path.startswith(old):
+            return dirpath + path[len(old) :]
+        return path
+
+    state = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    state["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    state["dirpath"] = dirpath
+    log.info("the run folder moved from %s to %s: its checkpoints' paths follow it", old, dirpath)
+    return state
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (the best epoch by ``monitor``) whose best score and best file survive the run
+    folder being moved or copied: Lightning's forgets them when the folder changed ("dirpath has changed"), so
+    a resumed run would call its next epoch the best whatever it scored. Its saved state keeps
+    ``ModelCheckpoint``'s key, so checkpoints written before it load."""
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(_moved(state_dict, self.dirpath))
+
+
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``: the weights and loop state after the last completed step, whatever the metrics say.
 
@@ -49,6 +87,9 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(role="last", every_n_train_steps=self._every_n_train_steps)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(_moved(state_dict, self.dirpath))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         from pytorch_lightning.utilities.exceptions import SIGTERMException

@@ -461,3 +461,16 @@ def small_filesystem(path: Path, size: str = "3m"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+class ScrambleHeadAt(Callback):
+    """Fault injection: re-draw the embedding head's weights when epoch ``epoch`` starts, so that epoch validates
+    badly (a resumed run's later epoch that must not be taken for the best)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                pl_module.net.head.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))

@@ -122,3 +122,34 @@ def test_a_second_train_py_in_the_same_run_directory_is_refused_and_touches_noth
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_moved_run_folder_keeps_its_best_epoch(tmp_path):
+    """A run trained for 2 epochs, its folder moved, then resumed for a third epoch that validates badly: the
+    best checkpoint stays the earlier epoch's, found in the new folder, and the test phase tests it."""
+    import csv
+    import shutil
+
+    first = tmp_path / "first"
+    r = run_entry("train.py", *TINY, "trainer.max_epochs=2", "test=false", f"hydra.run.dir={first}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(first, moved)
+    r = run_entry(
+        "train.py",
+        f"hydra.run.dir={moved}",
+        "ckpt_path=last",
+        "trainer.max_epochs=3",
+        "test=true",  # the run was started with test=false: a resume keeps it unless told
+        "+callbacks.scramble._target_=tests.helpers.ScrambleHeadAt",
+        "+callbacks.scramble.epoch=2",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((moved / "metrics.json").read_text())
+    rows = list(csv.DictReader(open(moved / "csv" / "metrics.csv")))
+    vals = {int(float(row["epoch"])): float(row["val/acc"]) for row in rows if row.get("val/acc")}
+    assert sorted(vals) == [0, 1, 2] and vals[2] < max(vals[0], vals[1]), vals  # the third epoch is worse
+    assert metrics["best/val/acc"] == pytest.approx(max(vals.values()), abs=1e-6)
+    assert (
+        metrics["best_model_path"].startswith(str(moved)) and metrics["test/checkpoint"] == metrics["best_model_path"]
+    )
