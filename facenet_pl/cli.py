@@ -29,6 +29,13 @@ import numpy as np
 log = logging.getLogger("facenet_pl.cli")
 
 
+def atomic_output(path):
+    """:func:`facenet_pl.fileio.atomic_output` (imported on use: the CLI starts without heavy imports)."""
+    from facenet_pl.fileio import atomic_output as _atomic_output
+
+    return _atomic_output(path)
+
+
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
@@ -126,8 +133,10 @@ def cmd_embed(a) -> None:
     _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs, a.include, a.exclude), a.flip)
     names = [str(f) for f in files]
     if out.suffix == ".npy":
-        np.save(out, emb.astype(np.float32))
-        out.with_suffix(".files.txt").write_text("\n".join(names) + "\n")
+        with atomic_output(out.with_suffix(".files.txt")) as tmp:
+            tmp.write_text("\n".join(names) + "\n")
+        with atomic_output(out) as tmp:  # the embeddings last: they are what a rerun checks for
+            np.save(tmp, emb.astype(np.float32))
         print(f"wrote {out} ({emb.shape[0]} x {emb.shape[1]}) and {out.with_suffix('.files.txt')}")
     elif out.suffix == ".parquet":
         try:
@@ -136,7 +145,8 @@ def cmd_embed(a) -> None:
         except ImportError as e:
             raise CLIError("writing .parquet needs pyarrow: pip install pyarrow (or use -o file.npy)") from e
         table = pa.table({"file": names, "embedding": [row.tolist() for row in emb.astype(np.float32)]})
-        pq.write_table(table, out)
+        with atomic_output(out) as tmp:
+            pq.write_table(table, tmp)
         print(f"wrote {out} ({emb.shape[0]} rows)")
     else:
         raise CLIError(f"-o {out}: use a .npy or .parquet file name")
@@ -208,7 +218,8 @@ def cmd_calibrate(a) -> None:
     }
     previous = float(model.threshold)
     model.eval_flip = flip
-    save_calibrated(a.ckpt, model, thr, calibration, out)
+    with atomic_output(out) as tmp:
+        save_calibrated(a.ckpt, model, thr, calibration, tmp)
     print(
         json.dumps(
             {
@@ -256,7 +267,7 @@ def cmd_cluster(a) -> None:
         algo = AgglomerativeClustering(n_clusters=None, distance_threshold=math.sqrt(thr), linkage="average")
     labels = algo.fit_predict(emb) if len(files) > 1 else np.zeros(1, int)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "clusters.csv", "w", newline="") as f:
+    with atomic_output(out / "clusters.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "cluster"])
         w.writerows((str(p), int(c)) for p, c in zip(files, labels))
@@ -266,11 +277,13 @@ def cmd_cluster(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from facenet_pl.export import export_model
+    from facenet_pl.export import export_format, export_model
 
     out = Path(a.output)
     _no_overwrite(out, a.force)
-    err = export_model(a.ckpt, out, a.format)
+    fmt = export_format(out, a.format)
+    with atomic_output(out) as tmp:  # written, checked against PyTorch, then renamed: never half a model file
+        err = export_model(a.ckpt, tmp, fmt)
     print(f"wrote {out}; max |embedding difference| vs PyTorch: {err:.2e}")
     if out.suffix != ".safetensors":
         from facenet_pl.export import model_metadata
@@ -305,7 +318,8 @@ def cmd_plot(a) -> None:
         ax.legend(sc.legend_elements()[0], names, fontsize=7, loc="best", markerscale=0.8)
     ax.set(title=f"t-SNE of {len(files)} embeddings, {len(names)} identities", xticks=[], yticks=[])
     fig.tight_layout()
-    fig.savefig(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp)
     print(f"wrote {out}")
 
 

@@ -26,6 +26,7 @@ from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_ga
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.evaluation.verification import interval_note
+from facenet_pl.fileio import write_text_atomic
 from facenet_pl.inference import embed_dataset, load_model
 from facenet_pl.module import _plain
 from facenet_pl.wandb_setup import prepare_wandb
@@ -249,7 +250,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log_images(loggers, images)
     for lg in loggers:
         lg.finalize("success")  # writes the CSV, closes a W&B run
-    (out / "eval_metrics.json").write_text(json.dumps(res, indent=2, sort_keys=True))
+    write_text_atomic(out / "eval_metrics.json", json.dumps(res, indent=2, sort_keys=True))
     print(format_table(res))
     print(f"results: {out / 'eval_metrics.json'}, plots: {out / 'roc.png'}, {out / 'distances.png'}")
     return res

@@ -57,8 +57,8 @@ def model_metadata(module) -> dict[str, str]:
     }
 
 
-def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batch: int = 4) -> float:
-    """Write ``out``; return the max absolute embedding difference against PyTorch."""
+def export_format(out: str | Path, fmt: str | None = None) -> str:
+    """The format to write ``out`` in: ``fmt`` if given, else from the file name; ValueError when neither says."""
     out = Path(out)
     fmt = fmt or {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}.get(
         out.suffix
@@ -67,6 +67,13 @@ def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batc
         raise ValueError(
             f"cannot tell the format of {out}: use a .onnx/.pt/.safetensors name or --format {'|'.join(FORMATS)}"
         )
+    return fmt
+
+
+def export_model(ckpt: str | Path, out: str | Path, fmt: str | None = None, batch: int = 4) -> float:
+    """Write ``out``; return the max absolute embedding difference against PyTorch."""
+    out = Path(out)
+    fmt = export_format(out, fmt)
     module = load_model(ckpt)
     if fmt == "safetensors":
         return _export_safetensors(module, out)

@@ -8,18 +8,19 @@ process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 log = logging.getLogger(__name__)
 
-_TEMP = re.compile(r"\.tmp-(\d+)$")
+_TEMP = re.compile(r"\.tmp-(\d+)(\.[A-Za-z0-9]+)?$")  # name.tmp-PID, or .stem.tmp-PID.suffix (atomic_output)
 
 
 def temp_name(path: Path) -> Path:
@@ -45,6 +46,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp path next to ``path`` with its suffix (``.model.tmp-<pid>.onnx``: writers that pick the format from
+    the suffix still work) to write and check the output in; renamed over ``path`` (after an fsync) only when the
+    block ends without error, removed otherwise. A kill leaves only the temp file, which
+    :func:`remove_stale_temps` deletes once the process is gone: never a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``Path(path).write_text(text)``, but whole or absent (:func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def pid_alive(pid: int) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from facenet_pl.fileio import atomic_output, write_text_atomic
 from facenet_pl.summary import collect
 
 #: Columns shown per kind of job: the primary metric first (plotted), then the others, then the cost.
@@ -121,8 +122,8 @@ def make_report(
     lines = [f"**{title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c, ""), c, c in swept) for c in cols) + " |" for r in rows]
     markdown = "\n".join(lines) + "\n"
-    files["markdown"].write_text(markdown)
-    with open(files["csv"], "w", newline="") as f:
+    write_text_atomic(files["markdown"], markdown)
+    with atomic_output(files["csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         w.writerows([["" if r.get(c) is None else r.get(c, "") for c in cols] for r in rows])
@@ -180,7 +181,8 @@ def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: 
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from facenet_pl.fileio import atomic_output
+
 #: Sorted by validation; the test accuracy is shown beside it, never used to rank (that would select on it).
 DEFAULT_METRICS = ["best/val/acc", "val/acc", "val/auc", "val/eer", "test/acc", "epochs", "fit_seconds"]
 
@@ -68,7 +70,7 @@ def summarize(
     rows.sort(key=lambda r: -r[sort] if isinstance(r.get(sort), (int, float)) else math.inf)
     cols = ["job", *params, *metric_cols, "status"]
     if csv_path:
-        with open(csv_path, "w", newline="") as f:
+        with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)

@@ -19,7 +19,7 @@ from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
 from facenet_pl.config_tree import print_config_tree
 from facenet_pl.errors import ConfigError
-from facenet_pl.fileio import remove_stale_temps
+from facenet_pl.fileio import remove_stale_temps, write_text_atomic
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.models.complexity import model_complexity
 from facenet_pl.module import FaceNetModule, NonFiniteLossError
@@ -213,7 +213,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
         res["cv/auc"] = float(np.mean([m["test/auc"] for m in runs]))
     if folds[0][0] == "test_identities":
         res["cv/test_identities"] = [v for _, v in folds]
-    (out_dir / "cv_metrics.json").write_text(json.dumps(res, indent=2))
+    write_text_atomic(out_dir / "cv_metrics.json", json.dumps(res, indent=2))
     log.info(
         "cross-validation accuracy: %.4f +- %.4f over %d folds (95%% interval %.4f-%.4f%s); pooled over %d test "
         "pairs of %d people: %.4f",

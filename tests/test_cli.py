@@ -180,3 +180,34 @@ def test_errors_are_one_line(tmp_path, trained):
     bad.write_bytes(b"not a checkpoint")
     out = cli("embed", bad, tmp_path, "-o", tmp_path / "x.npy")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt", "model.safetensors", "cal.ckpt"])
+def test_a_killed_export_or_calibrate_leaves_no_output_and_a_rerun_works(trained, faces, tmp_path, name):
+    """kill -9 after the file is written, before it is renamed (a fork of this process SIGKILLs itself): nothing
+    under the final name, so a rerun is not refused ('exists'), succeeds, and removes the dead process's temp."""
+    import os
+    import signal
+
+    from .helpers import in_fork
+
+    out = tmp_path / name
+    args = (
+        ("calibrate", trained, faces, "-o", out, "--pairs-per-fold", "2")
+        if name.endswith(".ckpt")
+        else ("export", trained, "-o", out)
+    )
+
+    def killed_while_writing():
+        # SIGKILL once the file is written, just before it would be renamed (torch's and safetensors' writers do
+        # not go through Python's open(), so the kill is put in the one call every output makes before its rename)
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+        cli(*args)
+
+    code, _ = in_fork(killed_while_writing, what="the killed export")
+    assert code == -signal.SIGKILL
+    assert not out.exists()
+    assert any(".tmp-" in p.name for p in tmp_path.iterdir())  # what the kill left
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert out.exists() and not any(".tmp-" in p.name for p in tmp_path.iterdir())

@@ -23,6 +23,7 @@ import numpy as np
 from facenet_pl.align.detect import MTCNNDetector, _mtcnn_class, choose_face, resolve_device
 from facenet_pl.align.templates import DEFAULT_SIZE, arcface_crop, box_crop, check_template
 from facenet_pl.errors import ConfigError
+from facenet_pl.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def align_folder(
         "centered_files": centred,
         "several_faces_files": several,
     }
-    (dst / "align_report.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(dst / "align_report.json", json.dumps(report, indent=1))
     return report
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.fileio import atomic_output
+
 
 def _plt():
     import matplotlib
@@ -36,7 +38,8 @@ def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     path = Path(path)
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return path
 
@@ -57,7 +60,8 @@ def save_distance_histogram(
     ax.set(xlabel="squared distance", ylabel="pairs", title=title)
     ax.legend()
     path = Path(path)
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return path
 
