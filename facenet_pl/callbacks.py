@@ -99,5 +99,24 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.fast_dev_run or trainer.sanity_checking or self._last_global_step_saved == trainer.global_step:
             return
         path = self.format_checkpoint_name(self._monitor_candidates(trainer))
-        self._save_checkpoint(trainer, path)
+        self._in_validation = trainer.validating  # (the fit's validation; the test phase saves nothing here)
+        try:
+            self._save_checkpoint(trainer, path)
+        finally:
+            self._in_validation = False
         log.warning("training interrupted at step %d: saved %s (resume with ckpt_path=last)", trainer.global_step, path)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Interrupted during validation: the checkpoint says validation was at its first batch, so a resume runs
+        the whole validation again. (Lightning would store the batches done, and on resume skip that epoch's
+        validation: no val metrics, no best checkpoint, no threshold. Continuing it part-way would be no better:
+        the pair metrics need every validation image embedded by the same weights in one pass.)"""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if not getattr(self, "_in_validation", False):
+            return
+        key = "epoch_loop.val_loop.batch_progress"
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get(key)
+        if progress is None:
+            raise RuntimeError(f"facenet_pl: Lightning's checkpoint has no loops.fit_loop.{key}: update LastCheckpoint")
+        started = {"ready": 1, "started": 1, "processed": 0, "completed": 0}  # Lightning's "restarted mid-evaluation"
+        progress.update(total=dict(started), current=dict(started), is_last_batch=False)

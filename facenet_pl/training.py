@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +283,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         # weights_only: resuming never unpickles code (facenet-pl checkpoints hold tensors and plain data only)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with _exit_status_on_interrupt(trainer, out_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except NonFiniteLossError as e:
         raise type(e)(f"{e}{_last_good_checkpoint(out_dir / 'checkpoints')}") from None
     elapsed = time.perf_counter() - t0
@@ -298,7 +301,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:  # what training measured is on disk before the test phase can fail
         _write_metrics(out_dir, metrics)
     if cfg.get("test", True):
-        metrics.update(_test(trainer, module, datamodule, best_path))
+        with _exit_status_on_interrupt(trainer, out_dir):
+            metrics.update(_test(trainer, module, datamodule, best_path))
     if trainer.is_global_zero and module.last_eval:
         try:
             _save_plots(module, out_dir, loggers)
@@ -309,6 +313,39 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
         log.info("run directory: %s", out_dir)
     return metrics
+
+
+#: What a shell reports for a process ended by the signal: 128 + its number.
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@contextlib.contextmanager
+def _exit_status_on_interrupt(trainer: pl.Trainer, out_dir: Path) -> Iterator[None]:
+    """An interrupted run exits non-zero. Lightning ends a run stopped by SIGTERM with ``SIGTERMException``, a
+    ``SystemExit`` of status 0 (a scheduler, a sweep or a script would read the run as finished), and Ctrl-C with
+    ``exit(1)``: exit 143 / 130 instead, as a shell reports those signals, with one line saying how to resume."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SystemExit as e:
+        if isinstance(e, SIGTERMException):
+            code, what = EXIT_SIGTERM, "SIGTERM"
+        elif isinstance(e.__context__, KeyboardInterrupt):
+            code, what = EXIT_SIGINT, "Ctrl-C"
+        else:
+            raise
+        if trainer.is_global_zero:
+            last = out_dir / "checkpoints" / "last.ckpt"
+            saved = f"{last} holds step {trainer.global_step}" if last.is_file() else "no checkpoint was written"
+            log.error(
+                "interrupted by %s at step %d: %s; resume with: python train.py hydra.run.dir=%s ckpt_path=last",
+                what,
+                trainer.global_step,
+                saved,
+                out_dir,
+            )
+        raise SystemExit(code) from None
 
 
 def _write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:

@@ -236,6 +236,20 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
+class SigtermAt(Callback):
+    """Fault injection: the process sends itself SIGTERM (what a scheduler or ``kill`` does) before validation
+    batch ``batch`` of epoch ``epoch`` (not the sanity check)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        import signal
+
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def write_face_folders(root, identities: int, per_identity: int, seed: int = 3):
     """Rendered synthetic faces saved as PNG files in ``root/person<label>/<i>.png`` (CLI inputs)."""
     from PIL import Image

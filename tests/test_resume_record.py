@@ -29,7 +29,7 @@ def stopped(tmp_path_factory):
     """A 3-epoch run (6 steps an epoch) stopped by Ctrl-C at step 9, in its second epoch."""
     run = tmp_path_factory.mktemp("stopped") / "run"
     r = run_entry("train.py", *TINY, "trainer.max_epochs=3", "seed=5", *INTERRUPT, f"hydra.run.dir={run}")
-    assert r.returncode != 0 and (run / "checkpoints" / "last.ckpt").is_file(), r.stderr[-2000:]
+    assert r.returncode == 130 and (run / "checkpoints" / "last.ckpt").is_file(), r.stderr[-2000:]  # as a shell says
     return run
 
 
@@ -153,3 +153,42 @@ def test_a_moved_run_folder_keeps_its_best_epoch(tmp_path):
     assert (
         metrics["best_model_path"].startswith(str(moved)) and metrics["test/checkpoint"] == metrics["best_model_path"]
     )
+
+
+def _val_rows(run) -> dict[int, dict[str, float]]:
+    import csv
+
+    rows = csv.DictReader(open(run / "csv" / "metrics.csv"))
+    keys = ("step", "val/acc", "val/threshold", "val/auc", "val/pairs")
+    return {int(float(r["epoch"])): {k: float(r[k]) for k in keys} for r in rows if r.get("val/acc")}
+
+
+def test_sigterm_during_validation_exits_143_and_the_resume_validates_that_epoch_again(tmp_path):
+    """SIGTERM (a scheduler's, ``kill``) in the middle of epoch 0's validation: the run exits 143, as a shell reports
+    it (Lightning's own status was 0), with last.ckpt saved; the resume validates epoch 0 in full before epoch 1
+    (it once skipped it: no best checkpoint, no threshold) and every validation equals an uninterrupted run's."""
+    from .helpers import one_torch_thread, run_entry_in_fork
+
+    common = [*TINY, "trainer.max_epochs=2", "data.val_batch_size=16", "test=false"]  # 4 validation batches
+    ref, run = tmp_path / "reference", tmp_path / "run"
+    assert run_entry_in_fork("train.py", *common, f"hydra.run.dir={ref}").returncode == 0
+    sigterm = ["+callbacks.stop._target_=tests.helpers.SigtermAt", "+callbacks.stop.epoch=0", "+callbacks.stop.batch=1"]
+    r = run_entry_in_fork("train.py", *common, *sigterm, f"hydra.run.dir={run}")
+    assert r.returncode == 143, r.stderr[-3000:]
+    said = r.stdout + r.stderr
+    assert "interrupted by SIGTERM at step 6" in said and f"hydra.run.dir={run} ckpt_path=last" in said
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no validation finished
+    assert not (run / "metrics.json").exists()  # an interrupted run does not look finished
+
+    with one_torch_thread():  # the same summation order as the forked runs
+        r = run_entry("train.py", f"hydra.run.dir={run}", "ckpt_path=last")
+    assert r.returncode == 0, r.stderr[-3000:]
+    expected, got = _val_rows(ref), _val_rows(run)
+    assert sorted(got) == [0, 1] and got[0]["val/pairs"] == 80
+    for epoch in (0, 1):
+        assert got[epoch] == pytest.approx(expected[epoch], rel=1e-4), epoch
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 12  # epoch 0 was not trained again
+    assert metrics["best_model_path"].startswith(str(run / "checkpoints" / "epoch"))
+    threshold = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.isfinite(threshold["threshold"])
