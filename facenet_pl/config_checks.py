@@ -114,7 +114,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
     k = _number(cfg, "data.k")
     _require(k >= 2, f"data.k (images per identity) must be >= 2, got {k}")
-    folder = "FolderDataModule" in str(cfg.data.get("_target_", ""))
+    folder = str(cfg.data.get("_target_", "")).endswith(("FolderDataModule", "RecDataModule"))
     for key in ("p", "batches_per_epoch"):
         value = cfg.data.get(key)
         if isinstance(value, str) and value.strip().lower() == "auto":

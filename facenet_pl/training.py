@@ -162,7 +162,7 @@ def _cv_folds(cfg: DictConfig) -> list[tuple[str, Any]]:
     n = int(cfg.cv)
     if "fold" in cfg.data:
         return [("fold", i) for i in range(n)]
-    if str(cfg.data.get("_target_", "")).endswith("FolderDataModule"):
+    if str(cfg.data.get("_target_", "")).endswith(("FolderDataModule", "RecDataModule")):
         from facenet_pl.data.folder_plan import _is_auto, cv_test_folds
 
         if not _is_auto(cfg.data.get("test_identities", "auto")):
@@ -173,7 +173,7 @@ def _cv_folds(cfg: DictConfig) -> list[tuple[str, Any]]:
         dm = instantiate(cfg.data)
         _, labels, names = dm._scan()
         return [("test_identities", people) for people in cv_test_folds(labels, names, n, cfg.seed, cfg.data.root)]
-    raise ConfigError(f"cv={cfg.cv} needs data with folds (data=lfw) or data=folder, not {cfg.data._target_}")
+    raise ConfigError(f"cv={cfg.cv} needs data with folds (data=lfw), data=folder or data=rec, not {cfg.data._target_}")
 
 
 def cross_validate(cfg: DictConfig) -> dict[str, Any]:

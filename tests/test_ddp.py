@@ -33,12 +33,24 @@ def _folder_overrides(tmp_path) -> list[str]:
     ]
 
 
+def _rec_overrides(tmp_path) -> list[str]:
+    """The same people as one insightface RecordIO set (JPEG records), read by one DataLoader worker per rank."""
+    from .rec_writer import encode_image, write_rec
+    from .test_recordio import _faces
+
+    x, y = _faces(32, 4)
+    write_rec(tmp_path / "rec", [encode_image(i, "jpeg") for i in x], y, size=64)
+    folder = _folder_overrides(tmp_path)[2:]  # everything but the data group and its root
+    return ["data=rec", f"data.root={tmp_path / 'rec'}", *folder, "data.cache=false", "data.num_workers=1"]
+
+
 # data=folder (with one decoded-image cache that both ranks use) runs in CI; the built-in data and
 # cross_rank=true through train.py are slow-marked (tests/test_cross_rank.py covers cross_rank's exactness in CI).
 @pytest.mark.parametrize(
     "data,cross_rank",
     [
         ("folder", False),
+        ("rec", False),
         pytest.param("synthetic", False, marks=pytest.mark.slow),
         pytest.param("synthetic", True, marks=pytest.mark.slow),
     ],
@@ -48,7 +60,7 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
     out = run_script(
         "train.py",
         tmp_path,
-        *(_folder_overrides(tmp_path) if data == "folder" else TINY),
+        *{"folder": _folder_overrides, "rec": _rec_overrides}.get(data, lambda _: TINY)(tmp_path),
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -75,7 +87,7 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
         cache = tmp_path / "cache"
         assert len(list(cache.glob("images-*.npy"))) == 1 and len(list(cache.glob("meta-*.json"))) == 1
         assert not list(cache.glob("*.partial")) and not list(cache.glob("progress-*"))
-    else:
+    elif data == "synthetic":
         assert np.array_equal(labels, tiny_labels())
 
     # What each rank trained: in every step the ranks' identities are disjoint and together cover 2 x P;

@@ -18,6 +18,7 @@ _WHERE = {
     "LFWDataModule": "facenet_pl.data.lfw_datamodule",
     "make_pairs": "facenet_pl.data.pairs",
     "PKSampler": "facenet_pl.data.samplers",
+    "RecDataModule": "facenet_pl.data.rec",
     "SyntheticFaceDataset": "facenet_pl.data.synthetic",
 }
 

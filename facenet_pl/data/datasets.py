@@ -49,6 +49,22 @@ class InMemoryFaceDataset(Dataset):
         return self._gather(idx), self.labels[torch.from_numpy(idx)], torch.from_numpy(idx)
 
 
+def take(sources: Sequence, rows) -> Sequence:
+    """The items ``rows`` of a list of image sources: file paths, or a sequence that selects without reading
+    (``take``, e.g. :class:`facenet_pl.data.recordio.RecordImages`)."""
+    if hasattr(sources, "take"):
+        return sources.take(rows)
+    return [sources[i] for i in np.asarray(rows).tolist()]
+
+
+def read_source(source) -> bytes:
+    """The encoded bytes of an image source: a file path, or a file object (a RecordIO record's payload)."""
+    if hasattr(source, "getvalue"):
+        return source.getvalue()
+    with open(source, "rb") as f:
+        return f.read()
+
+
 def collate_batch(samples):
     """Pass through batches built by ``__getitems__``; fall back to ``default_collate``."""
     if isinstance(samples, tuple) and len(samples) == 3 and isinstance(samples[0], torch.Tensor | list):
@@ -77,7 +93,7 @@ class FileFaceDataset(Dataset):
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} files but {len(labels)} labels")
-        self.paths = [str(p) for p in paths]
+        self.paths = paths if hasattr(paths, "take") else [str(p) for p in paths]  # files, or records read on access
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.size, self.crop, self.fit, self.grayscale = size, crop, fit, grayscale
         lab = self.labels.numpy()

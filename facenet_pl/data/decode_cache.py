@@ -58,6 +58,9 @@ def cache_key(
     skips it.
     """
     h = hashlib.sha1(f"v{CACHE_VERSION}:{size}:{crop}:{fit}:{int(grayscale)}".encode())
+    if hasattr(paths, "cache_identity"):  # records of a RecordIO file: the file's identity and the records chosen
+        h.update(paths.cache_identity().encode())
+        return h.hexdigest()[:16]
     if stats is not None:
         for p, size_, mtime in zip(paths, stats[0], stats[1], strict=True):
             h.update((f"{p}:{size_}:{mtime}\n" if size_ >= 0 else f"{p}:unreadable\n").encode())

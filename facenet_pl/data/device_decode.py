@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from facenet_pl.data.datasets import FileFaceDataset
+from facenet_pl.data.datasets import FileFaceDataset, read_source
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ class EncodedFaceDataset(FileFaceDataset):
 
     def _load(self, i: int) -> tuple[torch.Tensor, int]:
         try:
-            with open(self.paths[i], "rb") as f:
-                data = f.read()
+            data = read_source(self.paths[i])
         except OSError:
             data = b""
         if data[:3] == _JPEG_MAGIC and data.rstrip(b"\0")[-2:] == _JPEG_END and not _too_many_pixels(data):

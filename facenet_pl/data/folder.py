@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from facenet_pl.data.datamodule import FaceDataModule
-from facenet_pl.data.datasets import FileFaceDataset, InMemoryFaceDataset
+from facenet_pl.data.datasets import FileFaceDataset, InMemoryFaceDataset, take
 from facenet_pl.data.decode_cache import cached_decode
 from facenet_pl.data.device_decode import EncodedFaceDataset, check_decode_on, decode_on_device
 from facenet_pl.data.file_index import load_index, select_files
@@ -173,7 +173,7 @@ class FolderDataModule(FaceDataModule):
             if held_out_only:
                 plan = self.make_plan()
                 sel = np.flatnonzero(np.isin(labels, np.concatenate([plan.val_ids, plan.test_ids])))
-                paths = [paths[i] for i in sel.tolist()]
+                paths = take(paths, sel)
             stats = None if self._stats is None else (self._stats[0][sel], self._stats[1][sel])
             images, ok = cached_decode(
                 paths,
@@ -283,7 +283,7 @@ class FolderDataModule(FaceDataModule):
         else:  # decoded from the files as batches are drawn, in the DataLoader workers (data.num_workers)
             paths, all_labels, _ = self._scan()
             tr = np.flatnonzero(np.isin(all_labels, plan.train_ids))
-            train_paths = [paths[i] for i in tr.tolist()]
+            train_paths = take(paths, tr)
             dataset = EncodedFaceDataset if self.decode_on == "device" else FileFaceDataset
             self.train_set = dataset(
                 train_paths, all_labels[tr], self.decode_size, self.crop_size, self.fit, self.grayscale
