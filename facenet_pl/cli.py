@@ -293,6 +293,33 @@ def cmd_export(a) -> None:
             print(f"  {key.removeprefix('facenet_pl.')}: {value}")
 
 
+def cmd_pack_bin(a) -> None:
+    """Pairs of an LFW pairs file, their image files' bytes as they are (JPEG, PNG), in insightface's layout."""
+    from facenet_pl.data.binsets import write_bin
+    from facenet_pl.data.lfw import find_image_ext, find_image_root, image_path, read_pairs
+
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    pairs = read_pairs(a.pairs)
+    root = find_image_root(a.root)
+    ext = find_image_ext(root, pairs.name1[0], int(pairs.num1[0]))
+    files = [
+        image_path(root, name, int(num), ext)
+        for i in range(len(pairs))
+        for name, num in ((pairs.name1[i], pairs.num1[i]), (pairs.name2[i], pairs.num2[i]))
+    ]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise CLIError(f"{len(missing)} image(s) the pairs name are not under {root} (e.g. {missing[0]})")
+    if not np.array_equal(pairs.fold, np.repeat(np.arange(pairs.n_folds), len(pairs) // pairs.n_folds)) or (
+        pairs.n_folds != 10
+    ):
+        log.warning("%s has %d folds: a .bin is scored in 10 folds of consecutive pairs", a.pairs, pairs.n_folds)
+    with atomic_output(out) as tmp:
+        write_bin(tmp, [f.read_bytes() for f in files], pairs.issame.tolist())
+    print(f"wrote {out}: {len(pairs)} pairs ({int(pairs.issame.sum())} matched), {len(files)} images from {root}")
+
+
 def cmd_plot(a) -> None:
     import matplotlib
 
@@ -517,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the run (keeps every file, e.g. the LFW images pairs.txt names)",
     )
     p.set_defaults(fn=cmd_align)
+    p = sub.add_parser("pack-bin", help="write an insightface .bin verification set from a folder and a pairs file")
+    p.add_argument("root", help="faces in LFW's layout, root/<Name>/<Name>_NNNN.<ext> (e.g. facenet-pl align's crops)")
+    p.add_argument("pairs", help="an LFW pairs file (pairs.txt: 10 folds of matched then mismatched pairs)")
+    p.add_argument("-o", "--output", required=True, help="the .bin to write, e.g. lfw.bin")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(fn=cmd_pack_bin)
     p = sub.add_parser("download", help="download a dataset (lfw), MD5-verified", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=None)

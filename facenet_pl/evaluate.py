@@ -194,6 +194,13 @@ def select_split(dm, split: str, module, same_data: bool) -> VerificationSet:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("benchmark"):
+        if cfg.get("data"):
+            raise ConfigError("benchmark=bins scores .bin sets: drop data=... (or drop benchmark= to evaluate data)")
+        from facenet_pl.evaluate_bins import evaluate_bins
+
+        check_no_backbone_overrides(cfg)
+        return evaluate_bins(cfg)
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     check_experiment_task(cfg, "eval")

@@ -8,6 +8,7 @@ runs memory-map.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections.abc import Sequence
@@ -63,6 +64,20 @@ def count_suffixes(names) -> str:
 
     counts = Counter(n[n.rfind(".") :].lower() for n in names)
     return ", ".join(f"{k} x{v}" for k, v in counts.most_common(5))
+
+
+class EncodedImage(io.BytesIO):
+    """An image's encoded bytes (a RecordIO record's, a ``.bin`` benchmark set's) as a file object that every loader
+    here takes in place of a path (PIL opens it as it opens a file); named for messages."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    __repr__ = __str__
 
 
 _UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)

@@ -23,7 +23,6 @@ the file and the record.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import struct
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.data.images import EncodedImage
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -139,21 +139,8 @@ def unpack_image_record(data: bytes, where: str = "record") -> tuple[np.ndarray,
     return np.frombuffer(data, "<f4", flag, IR_HEADER.size).astype(np.float32), data[end:]
 
 
-class RecordPayload(io.BytesIO):
-    """An image record's encoded bytes as a file object (PIL opens it as it opens a file), named for messages."""
-
-    def __init__(self, data: bytes, name: str) -> None:
-        super().__init__(data)
-        self.name = name
-
-    def __str__(self) -> str:
-        return self.name
-
-    __repr__ = __str__
-
-
 class RecordImages(Sequence):
-    """The image records of a ``.rec`` as a sequence of :class:`RecordPayload` (what image loaders take in place of
+    """The image records of a ``.rec`` as a sequence of :class:`EncodedImage` (what image loaders take in place of
     file paths), read on access. ``take(rows)`` selects without reading; a record damaged since it was indexed
     reads as an empty payload (an unreadable image, replaced and counted by the loaders) with a warning."""
 
@@ -174,7 +161,7 @@ class RecordImages(Sequence):
         except RecordIOError as e:
             log.warning("%s: read as unreadable", e)
             payload = b""
-        return RecordPayload(payload, name)
+        return EncodedImage(payload, name)
 
     def take(self, rows) -> RecordImages:
         rows = np.asarray(rows, np.int64)
