@@ -258,6 +258,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg, out_dir if ckpt_path is None else _resume_record_dir(out_dir))
 
     datamodule = instantiate(cfg.data)
+    if hasattr(datamodule, "check_training_data"):  # what only training needs, before anything is built
+        datamodule.check_training_data()
     module = build_module(cfg)
     if ckpt_path is None:  # a resumed run's weights come from its checkpoint
         start_from_weights(module, cfg)

@@ -129,7 +129,15 @@ def test_missing_images_and_bad_fold_are_clear(lfw):
     with pytest.raises(FileNotFoundError, match="missing"):
         LFWDataModule(root=str(lfw), fold=0, cache_dir=None, decode_workers=0).setup("fit")
     with pytest.raises(ValueError, match="train_root"):
-        LFWDataModule(root=str(lfw), fold=None)
+        LFWDataModule(root=str(lfw), fold=None, cache_dir=None).setup("fit")
+
+
+def test_all_ten_folds_can_be_evaluated_without_training_data(lfw):
+    """eval.py data=lfw data.fold=null on a model trained elsewhere: every pair tested, nothing to train needed."""
+    dm = LFWDataModule(root=str(lfw), fold=None, cache_dir=None, decode_workers=0)
+    dm.setup("test")
+    assert dm.test_split.test_folds is None and len(dm.test_split.pairs) == len(read_pairs(lfw / "pairs.txt"))
+    assert dm.train_set is None
 
 
 def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_path):

@@ -60,11 +60,6 @@ class LFWDataModule(FaceDataModule):
         self.people_file = Path(people_file) if people_file else base / "people.txt"
         self.image_size, self.crop_size = image_size, crop_size
         self.cache_dir, self.decode_workers = cache_dir, decode_workers
-        if fold is None and not train_root:
-            raise ConfigError(
-                "data.fold=null evaluates all 10 LFW folds, so training needs outside data: set data.train_root="
-                "<identity folders>, or pick a fold (data.fold=0..9) to train on the others"
-            )
 
     def _decode(self, paths, what):
         images, ok = cached_decode(
@@ -78,9 +73,19 @@ class LFWDataModule(FaceDataModule):
         report_unreadable(paths, ok, what)
         return images, ok
 
+    def check_training_data(self) -> None:
+        """Training with ``fold=None`` needs outside data (evaluating a model trained elsewhere does not)."""
+        if self.fold is None and not self.train_root:
+            raise ConfigError(
+                "data.fold=null evaluates all 10 LFW folds, so training needs outside data: set data.train_root="
+                "<identity folders>, or pick a fold (data.fold=0..9) to train on the others"
+            )
+
     def setup(self, stage: str | None = None) -> None:
         if self.test_split is not None:
             return
+        if stage != "test":
+            self.check_training_data()  # before anything is decoded
         img_root = find_image_root(self.root)
         pairs = read_pairs(self.pairs_file)
         if self.fold is not None and not 0 <= self.fold < pairs.n_folds:
@@ -125,6 +130,8 @@ class LFWDataModule(FaceDataModule):
             trained_on_other_folds=self.fold is not None,
         )
 
+        if stage == "test" and self.fold is None and not self.train_root:
+            return  # eval.py of a model trained elsewhere: the 6,000 pairs are all it needs
         if self.fold is not None:
             people = read_people(self.people_file)
             if len(people) != pairs.n_folds:
