@@ -45,6 +45,8 @@ _NO_EFFECT = {
     "extra_negatives",
     "few_images",
     "batches_per_epoch",
+    "val_bins",
+    "bins_dir",
 }
 
 

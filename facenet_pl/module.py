@@ -211,6 +211,7 @@ class FaceNetModule(pl.LightningModule):
         #: Largest batch spread (mean pairwise squared distance) seen so far: collapse is judged against it.
         self.spread_max = 0.0
         self.val_embeddings = EmbeddingCollector()
+        self._bin_collectors: dict[int, EmbeddingCollector] = {}  # data.val_bins sets, by validation loader
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
     # -- inference -----------------------------------------------------------------------
@@ -412,14 +413,46 @@ class FaceNetModule(pl.LightningModule):
             self._next_collapse_warning = self.global_step + 100
 
     # -- validation and test ---------------------------------------------------------------
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, _, idx = batch
-        self.val_embeddings.update(self._embed_eval(self._inputs(images, augment=False)), idx)
+        self._collector(dataloader_idx).update(self._embed_eval(self._inputs(images, augment=False)), idx)
+
+    def _val_loader_names(self) -> list[str]:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return dm.val_loader_names() if hasattr(dm, "val_loader_names") else [""]
+
+    def _collector(self, dataloader_idx: int) -> EmbeddingCollector:
+        """The embeddings of validation loader ``dataloader_idx``: the held-out people's (``val_embeddings``, also
+        the test phase's), or a ``data.val_bins`` set's (made on first use on the embeddings' device)."""
+        if self.trainer.testing or self._val_loader_names()[dataloader_idx] == "":
+            return self.val_embeddings
+        if dataloader_idx not in self._bin_collectors:
+            self._bin_collectors[dataloader_idx] = EmbeddingCollector().to(self.device)
+        return self._bin_collectors[dataloader_idx]
+
+    def _bin_metrics(self) -> None:
+        """``val/<set>/acc``, ``auc``, ``eer``, ``acc_std`` of each ``data.val_bins`` set (the field's protocol: 10
+        consecutive folds, threshold fit on 9). The model's threshold stays the held-out people's."""
+        dm = self.trainer.datamodule
+        for i, name in enumerate(self._val_loader_names()):
+            coll = self._bin_collectors.get(i)
+            if not name or coll is None:
+                continue
+            idx, emb = coll.compute()
+            coll.reset()
+            split = dict(dm.bin_splits())[name]
+            if self.trainer.sanity_checking or idx.numel() != len(split.dataset):
+                continue
+            res = split.evaluate(split.distances(emb), far_target=self.far_target)
+            for key, short in (("accuracy", "acc"), ("accuracy_std", "acc_std"), ("auc", "auc"), ("eer", "eer")):
+                self.log(f"val/{name}/{short}", float(res[key]))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
+        if self._bin_collectors:
+            self._bin_metrics()
         res = self._pair_metrics("val")
         if res is None:
             return
@@ -443,12 +476,13 @@ class FaceNetModule(pl.LightningModule):
 
     def _pair_metrics(self, stage: str) -> dict[str, Any] | None:
         """Verification table of the ``stage`` split's pairs, logged as ``{stage}/...``; None when skipped."""
-        idx, emb = self.val_embeddings.compute()
-        self.val_embeddings.reset()
         dm = self.trainer.datamodule if self.trainer is not None else None
         split = getattr(dm, f"{stage}_split", None)
         if split is None or self.trainer.sanity_checking:
+            self.val_embeddings.reset()
             return None
+        idx, emb = self.val_embeddings.compute()
+        self.val_embeddings.reset()
         n = len(split.dataset)
         if idx.numel() != n:  # fast_dev_run / limit_val_batches: not every image was embedded
             log.info("%s saw %d of %d images: pair metrics skipped", stage, idx.numel(), n)

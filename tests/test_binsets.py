@@ -209,3 +209,44 @@ def test_eval_refuses_a_bin_that_runs_code(tmp_path, model):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and len(lines) == 1 and "system, which a verification set never holds" in lines[0]
     assert not marker.exists()
+
+
+def test_bins_are_validated_every_epoch_and_can_choose_the_best_checkpoint(tmp_path, lfw_like):
+    """``data.val_bins`` through train.py: each epoch logs ``val/<set>/acc`` beside the held-out people's val/acc; the
+    last epoch's figure equals ``eval.py benchmark=bins`` on last.ckpt, and ``callbacks.model_checkpoint.monitor``
+    on it keeps the epoch where it was highest."""
+    import csv
+
+    from .helpers import TINY
+
+    bins = tmp_path / "bins"
+    assert run_cli("pack-bin", lfw_like / "faces", lfw_like / "pairs.txt", "-o", bins / "mine.bin").returncode == 0
+    run = tmp_path / "run"
+    r = run_entry(
+        "train.py",
+        *TINY,
+        "trainer.max_epochs=3",
+        "data.val_bins=[mine]",
+        f"data.bins_dir={bins}",
+        "callbacks.model_checkpoint.monitor=val/mine/acc",
+        "test=false",
+        f"hydra.run.dir={run}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [row for row in csv.DictReader(open(run / "csv" / "metrics.csv")) if row.get("val/mine/acc")]
+    per_epoch = {int(row["epoch"]): float(row["val/mine/acc"]) for row in rows}
+    assert sorted(per_epoch) == [0, 1, 2] and all(row.get("val/acc") for row in rows)
+    r = run_entry(
+        "eval.py",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "benchmark=bins",
+        f"benchmark.dir={bins}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert per_epoch[2] == pytest.approx(res["mine/acc"], abs=1e-6)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = max(per_epoch, key=lambda e: (per_epoch[e], -e))  # the first epoch with the highest value
+    assert metrics["best/val/mine/acc"] == pytest.approx(per_epoch[best], abs=1e-6)
+    assert metrics["best_model_path"].endswith(f"epoch{best:03d}-acc{float(rows[best]['val/acc']):.4f}.ckpt")

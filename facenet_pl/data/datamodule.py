@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -74,6 +75,30 @@ def trainer_position(trainer: pl.Trainer) -> tuple[int, int]:
     return epoch, done
 
 
+def resolve_bins(val_bins, bins_dir: str | None) -> list[Path]:
+    """``data.val_bins`` entries as files: a path, or a name (``lfw``) of ``<data.bins_dir>/<name>.bin``; a missing
+    file or two sets of one name are one line now, before anything is decoded."""
+    if not val_bins:
+        return []
+    if isinstance(val_bins, str):
+        val_bins = [val_bins]
+    paths = []
+    for entry in val_bins:
+        entry = str(entry)
+        path = Path(entry).expanduser()
+        if not (entry.endswith(".bin") or "/" in entry):
+            if not bins_dir:
+                raise ConfigError(f"data.val_bins: {entry!r} is a name: set data.bins_dir to the folder of {entry}.bin")
+            path = Path(bins_dir).expanduser() / f"{entry}.bin"
+        if not path.is_file():
+            raise ConfigError(f"data.val_bins: {path} does not exist")
+        paths.append(path)
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ConfigError(f"data.val_bins: two sets named {max(stems, key=stems.count)!r}: their metrics would clash")
+    return paths
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Base: subclasses fill ``train_set`` (with ``.labels``), ``val_split`` and ``test_split``
     (:class:`~facenet_pl.data.pairs.VerificationSet`; ``val_split`` None: no validation, the last epoch is kept).
@@ -94,8 +119,13 @@ class FaceDataModule(pl.LightningDataModule):
         val_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        val_bins: list[str] | None = None,
+        bins_dir: str | None = None,
     ) -> None:
         super().__init__()
+        #: insightface ``.bin`` sets also validated every epoch (``val/<name>/acc``): paths, or names in ``bins_dir``.
+        self.val_bins = resolve_bins(val_bins, bins_dir)
+        self._bin_splits: list[tuple[str, VerificationSet]] | None = None
         self.p, self.k, self.extra_negatives = p, k, extra_negatives
         self.few_images, self.batches_per_epoch = few_images, batches_per_epoch
         self.val_batch_size, self.num_workers, self.seed = val_batch_size, num_workers, seed
@@ -216,7 +246,23 @@ class FaceDataModule(pl.LightningDataModule):
         }
 
     def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_split is None else self._pairs_loader(self.val_split)
+        if not self.val_bins:
+            return [] if self.val_split is None else self._pairs_loader(self.val_split)
+        main = [] if self.val_split is None else [self._pairs_loader(self.val_split)]
+        return main + [self._pairs_loader(split) for _, split in self.bin_splits()]
+
+    def val_loader_names(self) -> list[str]:
+        """What each validation loader holds, in order: ``""`` for the held-out people, then the ``.bin`` names."""
+        return ([] if self.val_split is None else [""]) + [name for name, _ in self.bin_splits()]
+
+    def bin_splits(self) -> list[tuple[str, VerificationSet]]:
+        """``(name, pairs)`` of each ``data.val_bins`` set, decoded once at the size the data is decoded at."""
+        if self._bin_splits is None:
+            from facenet_pl.data.binsets import bin_verification_set
+
+            size = getattr(self, "decode_size", None) or getattr(self, "image_size", None) or self.cfg.image_size
+            self._bin_splits = [(Path(p).stem, bin_verification_set(p, int(size), 2)) for p in self.val_bins]
+        return self._bin_splits
 
     def test_dataloader(self) -> DataLoader:
         if self.test_split is None:
