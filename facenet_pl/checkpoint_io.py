@@ -65,7 +65,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         from facenet_pl.errors import ConfigError
         from facenet_pl.fileio import free_space, is_disk_full
-        from facenet_pl.module import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
+        from facenet_pl.guards import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
 
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.errors import ConfigError
+from facenet_pl.guards import parse_guard_every
 from facenet_pl.mining import MINERS
 from facenet_pl.schedulers import check_scheduler
 
@@ -135,6 +136,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("scheduler"):
         check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
     _number(cfg, "model.max_abs_weight", float, 1e6)
+    parse_guard_every((cfg.get("model") or {}).get("guard_every_n_steps", "auto"))
     name = str(backbone.name)
     import timm
 

@@ -17,6 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from facenet_pl.augment import build_augment
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector
+from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
+    MAX_ABS_WEIGHT,
+    DivergedWeightsError,
+    GuardReading,
+    NonFiniteLossError,
+    TrainingGuards,
+    guard_every,
+)
 from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.mining.offline import offline_batch_triplets
@@ -53,34 +61,6 @@ COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
 #: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
 #: "Small folders": 16 and 26 training people measured).
 SMALL_FOLDER_PEOPLE = 50
-
-#: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
-MAX_ABS_WEIGHT = 1e6
-
-
-class NonFiniteLossError(FloatingPointError, ConfigError):
-    """The loss became NaN or inf; training stops before the optimiser step spoils the weights."""
-
-
-class DivergedWeightsError(NonFiniteLossError):
-    """A weight or BatchNorm statistic is NaN, inf or exploding: training stops, nothing of it is checkpointed."""
-
-
-def diverged_tensor(named: Any, limit: float = MAX_ABS_WEIGHT) -> tuple[str, float] | None:
-    """``(name, max |value|)`` of the first floating tensor of ``named`` ((name, tensor) pairs) that is not finite
-    or exceeds ``limit``; None when all are fine. One max-abs per tensor and one host sync for all of them.
-    Measured on CPU here: 2 ms for facenet_small (0.2% of a 256-image step), 24 ms for inception_v3's 566
-    tensors (0.4% of a 32-image step); not measured on a GPU, where ~1,100 small kernels could weigh more."""
-    items = [(n, t.detach()) for n, t in named if t.is_floating_point() and t.numel() and not n.endswith("threshold")]
-    if not items:
-        return None
-    worst = torch.stack([t.abs().amax().float().to(items[0][1].device) for _, t in items])
-    bad = ~torch.isfinite(worst) | (worst > limit)
-    if not bool(bad.any()):
-        return None
-    i = int(bad.nonzero()[0])
-    return items[i][0], float(worst[i])
-
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -195,6 +175,9 @@ class FaceNetModule(pl.LightningModule):
         self.criterion = instantiate(loss)
         self.eval_flip = bool(model.get("eval_flip", False))
         self.max_abs_weight = float(model.get("max_abs_weight", MAX_ABS_WEIGHT))
+        #: Steps between host reads of the guards (``auto``: 1 on a CPU, 50 on an accelerator; facenet_pl.guards).
+        self.guard_every_n_steps = model.get("guard_every_n_steps", "auto")
+        self._guards: TrainingGuards | None = None
         self.far_target = far_target
         #: ``{"val"|"test": (distances, VerificationSet, results)}`` of the last evaluation of each split.
         self.last_eval: dict[str, tuple] = {}
@@ -284,7 +267,13 @@ class FaceNetModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the random state (flip augmentation draws from it), so a resumed run continues it exactly;
-        and the run's data: its config, the validation/test identities and what the threshold was calibrated on."""
+        and the run's data: its config, the validation/test identities and what the threshold was calibrated on.
+        The guards are read first: a checkpoint is never written after a non-finite loss or diverged weight."""
+        if self._guards is not None:
+            self._guards.note_tensors(
+                itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
+            )
+            self._check_guards(when=" (the checkpoint was not written)")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -300,7 +289,20 @@ class FaceNetModule(pl.LightningModule):
             "data_summary": dict(getattr(dm, "data_summary", None) or {}),
         }
 
+    def on_validation_start(self) -> None:
+        """Validation during training reads the guards first: a bad step is named as such, not as NaN distances."""
+        if self._guards is not None and not self.trainer.sanity_checking:
+            self._guards.note_tensors(
+                itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
+            )
+            self._check_guards()
+
+    def on_train_end(self) -> None:
+        """The last steps since the last guard read are checked too."""
+        self._check_guards()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._guards = None  # made again from the restored spread_max
         run = checkpoint.get("facenet_pl") or {}
         self.calibration = dict(run.get("calibration") or {})
         self.spread_max = float(run.get("spread_max") or 0.0)
@@ -351,16 +353,21 @@ class FaceNetModule(pl.LightningModule):
         else:
             triplets = self.miner(emb, labels)
         loss, stats = self.criterion(emb, triplets)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.global_step}: training stopped before this step's "
-                "update. Lower optimizer.lr, set trainer.gradient_clip_val, or check the inputs."
-            )
-        self._check_collapse(emb, stats)
+        guards = self._training_guards()
+        guards.note_loss(loss, self.global_step)
+        e = emb.detach().float()
+        spread = 2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0) if len(e) > 1 else e.new_zeros(())
+        guards.note_batch(spread, stats.mean_d_an, stats.mean_d_ap)
+        if self.global_step % guard_every(self.guard_every_n_steps, self.device) == 0:
+            self._check_guards()  # before this step's update: a non-finite loss stops here
         bs = x.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # Lightning turns progress-bar values into numbers on every step (a host sync on a GPU): on the bar only when
+        # there is a bar, on a CPU
+        prog_bar = self.device.type == "cpu" and self._trainer is not None and self._trainer.progress_bar_callback
+        self.log("train/loss", loss, prog_bar=prog_bar, batch_size=bs)
+        self.log("train/spread", spread, batch_size=bs)
         self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
-        self.log("train/active_fraction", stats.active_fraction, prog_bar=True, batch_size=bs)
+        self.log("train/active_fraction", stats.active_fraction, prog_bar=prog_bar, batch_size=bs)
         if stats.num_triplets:
             self.log("train/d_ap", stats.mean_d_ap, batch_size=bs)
             self.log("train/d_an", stats.mean_d_an, batch_size=bs)
@@ -369,31 +376,55 @@ class FaceNetModule(pl.LightningModule):
         return loss * world  # DDP averages gradients over ranks; each rank's only reach its own rows
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """After the optimiser step: stop at once if a weight or BatchNorm statistic diverged (a NaN loss is caught
-        before the step; exploding weights can still give a finite loss for a few steps)."""
-        bad = diverged_tensor(itertools.chain(self.named_parameters(), self.named_buffers()), self.max_abs_weight)
-        if bad is not None:
-            name, value = bad
+        """After the optimiser step: record (on the device) whether a weight or BatchNorm statistic diverged; it is
+        read with the other guards (a NaN loss is caught before its step; exploding weights can still give a finite
+        loss for a few steps)."""
+        self._training_guards().note_tensors(
+            itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
+        )
+
+    def _training_guards(self) -> TrainingGuards:
+        if self._guards is None or self._guards.device != self.device:
+            self._guards = TrainingGuards(self.device, self.max_abs_weight, self.spread_max)
+        return self._guards
+
+    def _check_guards(self, when: str = "") -> GuardReading | None:
+        """Read the guards on the host (the one sync they make): stop if a loss was non-finite or a weight diverged
+        since the run began; warn about collapse. ``when``: what the read is for, e.g. a checkpoint write."""
+        if self._guards is None:
+            return None
+        r = self._guards.read()
+        self.spread_max = max(self.spread_max, r.spread_max)
+        if r.bad_step >= 0 and r.bad_what == "loss":
+            stopped = (
+                "training stopped before this step's update"
+                if r.bad_step == self.global_step
+                else f"training stopped at step {self.global_step}; no checkpoint holds weights from that step on"
+            )
+            raise NonFiniteLossError(
+                f"non-finite loss ({r.bad_value}) at step {r.bad_step}: {stopped}{when}. Lower optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the inputs."
+            )
+        if r.bad_step >= 0:
             raise DivergedWeightsError(
-                f"training diverged at step {self.global_step - 1}: {name} reached |value| {value:.3g} (limit "
-                f"model.max_abs_weight={self.max_abs_weight:g}); nothing from this point is checkpointed. Lower "
+                f"training diverged at step {r.bad_step}: {r.bad_what} reached |value| {r.bad_value:.3g} (limit "
+                f"model.max_abs_weight={self.max_abs_weight:g}); nothing from this point is checkpointed{when}. Lower "
                 "optimizer.lr, set trainer.gradient_clip_val, or use a scheduler with warm-up."
             )
+        self._check_collapse(r.spread, r.d_an, r.d_ap)
+        return r
 
-    def _check_collapse(self, emb: torch.Tensor, stats) -> None:
+    def _check_collapse(self, spread: float, d_an: float, d_ap: float) -> None:
         """Warn (once per 100 steps) when the embeddings converge to one point, f(x) = const: the batch's mean
         pairwise squared distance (``train/spread``; 2 for random unit vectors) falls below ``COLLAPSE_RATIO`` of
         the largest this run has had (kept in checkpoints), or below ``COLLAPSE_DISTANCE``; or below
-        ``COLLAPSE_RATIO_AT_MARGIN`` of it while the mined d(a,p) and d(a,n) are both under a tenth of the margin
-        (every triplet's loss at the margin)."""
-        e = emb.detach().float()
-        spread = float(2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0)) if len(e) > 1 else 0.0
-        self.log("train/spread", spread, batch_size=len(e))
+        ``COLLAPSE_RATIO_AT_MARGIN`` of it while the mined d(a,p) and d(a,n) (NaN: no triplet) are both under a tenth
+        of the margin (every triplet's loss at the margin). Judged on the batch of each guard read."""
+        if not math.isfinite(spread):
+            return
         self.spread_max = max(self.spread_max, spread)
         if self.global_step < self._next_collapse_warning:
             return
-        d_an = float(stats.mean_d_an) if stats.num_triplets else float("nan")
-        d_ap = float(stats.mean_d_ap) if stats.num_triplets else float("nan")
         inside = COLLAPSE_MARGIN_FRACTION * float(getattr(self.criterion, "margin", 0.2))
         at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
         if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:

@@ -22,9 +22,10 @@ from facenet_pl.config_checks import check_config
 from facenet_pl.config_tree import print_config_tree
 from facenet_pl.errors import ConfigError
 from facenet_pl.fileio import remove_stale_temps, write_text_atomic
+from facenet_pl.guards import NonFiniteLossError
 from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.models.complexity import model_complexity
-from facenet_pl.module import FaceNetModule, NonFiniteLossError
+from facenet_pl.module import FaceNetModule
 from facenet_pl.resume import resume_config, run_config
 from facenet_pl.wandb_setup import prepare_wandb
 

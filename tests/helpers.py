@@ -164,10 +164,11 @@ class InjectNaNWeights(Callback):
 
 
 class PoisonBeforeValidation(Callback):
-    """Fault injection: NaN in the head's weights when validation starts (after training steps were checked)."""
+    """Fault injection: NaN in the head's weights at the first validation batch (after the guards' read at the start
+    of validation: what only the validation's own check can see)."""
 
-    def on_validation_start(self, trainer, pl_module):
-        if not trainer.sanity_checking:
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and batch_idx == 0:
             with torch.no_grad():
                 pl_module.net.head.weight.fill_(float("nan"))
 

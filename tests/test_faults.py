@@ -222,6 +222,13 @@ def _dead_pid() -> int:
 # -- collapse --------------------------------------------------------------------------------------------------
 
 
+def _judge(module, emb: torch.Tensor, stats) -> None:
+    """What a guard read hands the collapse rule for a batch: its spread (mean pairwise squared distance of unit
+    vectors, 2 (1 - |mean|^2)) and the mined distances."""
+    spread = float(2 * (1 - emb.mean(0).pow(2).sum()))
+    module._check_collapse(spread, float(stats.mean_d_an), float(stats.mean_d_ap))
+
+
 def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
     """Distances shrinking ~1000x (the issue's hardest-from-step-0 run: 1.6 -> 2.4e-3) warn, though far above the
     old absolute 1e-4; a healthy run whose distances shrink 3x does not."""
@@ -237,13 +244,13 @@ def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
 
     m = _module()
     with caplog.at_level(logging.WARNING):
-        m._check_collapse(healthy, stats)
+        _judge(m, healthy, stats)
         assert m.collapse_warnings == 0 and m.spread_max > 1.5
-        m._check_collapse(shrunk(0.03), stats)  # spread ~2e-3: 0.1% of the run's
+        _judge(m, shrunk(0.03), stats)  # spread ~2e-3: 0.1% of the run's
     assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
     m2 = _module()
-    m2._check_collapse(healthy, stats)
-    m2._check_collapse(shrunk(0.6), stats)  # spread ~0.5: a model that clusters, not a collapse
+    _judge(m2, healthy, stats)
+    _judge(m2, shrunk(0.6), stats)  # spread ~0.5: a model that clusters, not a collapse
     assert m2.collapse_warnings == 0
 
 
@@ -271,8 +278,8 @@ def test_a_collapse_sitting_at_the_margin_is_warned_without_false_alarms(caplog)
     for fraction, (d_an, d_ap), warned in cases:
         m = _module()
         with caplog.at_level(logging.WARNING):
-            m._check_collapse(healthy, stats(0.8, 0.3))
-            m._check_collapse(spread_at(fraction), stats(d_an, d_ap))
+            _judge(m, healthy, stats(0.8, 0.3))
+            _judge(m, spread_at(fraction), stats(d_an, d_ap))
         assert m.collapse_warnings == warned, (fraction, d_an, d_ap)
 
 

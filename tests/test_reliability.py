@@ -31,15 +31,37 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     )
 
 
+@pytest.mark.parametrize("every_n_ckpt,stops_at", [(None, 12), (1, 10)])
+def test_guards_read_every_n_steps_stop_within_n_and_never_checkpoint_a_bad_step(tmp_path, every_n_ckpt, stops_at):
+    """model.guard_every_n_steps=4 (the guards are read at steps 8, 12, ...): NaN weights at step 9 stop training at
+    the next read (step 12), or at the next checkpoint write when one comes first (every step: step 10, whose
+    checkpoint is not written); the message names step 9, and last.ckpt holds finite weights from before it."""
+    extra = [f"callbacks.last_checkpoint.every_n_train_steps={every_n_ckpt}"] if every_n_ckpt else []
+    msg = train_error_in_process(
+        tmp_path,
+        "trainer.max_epochs=3",
+        "model.guard_every_n_steps=4",
+        "+callbacks.nan._target_=tests.helpers.InjectNaNWeights",
+        "+callbacks.nan.step=9",
+        *extra,
+    )
+    assert "non-finite loss (nan) at step 9" in msg and f"training stopped at step {stops_at}" in msg, msg
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == (9 if every_n_ckpt else 6)  # the newest checkpoint from before step 9
+    assert all(
+        torch.isfinite(v).all() for k, v in ckpt["state_dict"].items() if v.is_floating_point() and "threshold" not in k
+    )
+
+
 def test_collapse_is_detected_and_warned(caplog):
+    """The rule, on the values a guard read hands it: a spread of 0 (every embedding one point) warns; a healthy
+    batch (spread 1.9, d(a,n) > d(a,p)) does not."""
     m = tiny_module()
-    stats = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(1e-7), "mean_d_ap": torch.tensor(1e-7)})
     with caplog.at_level(logging.WARNING):
-        m._check_collapse(torch.nn.functional.normalize(torch.ones(4, 8), dim=1), stats)
+        m._check_collapse(0.0, 1e-7, 1e-7)
     assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
-    healthy = type("S", (), {"num_triplets": 10, "mean_d_an": torch.tensor(0.9), "mean_d_ap": torch.tensor(0.3)})
     m2 = tiny_module()
-    m2._check_collapse(torch.nn.functional.normalize(torch.randn(4, 8), dim=1), healthy)
+    m2._check_collapse(1.9, 0.9, 0.3)
     assert m2.collapse_warnings == 0
 
 
