@@ -83,9 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             times.append(time.perf_counter() - t)
         times.sort()
         rows.append((name, c.ops, 1000 * times[len(times) // 2]))
-    print(
-        f"{a.backbone} on {device}: {n_tensors} weights and floating buffers, torch {torch.__version__}, {a.threads} thread(s)\n"
-    )
+    about = f"{n_tensors} weights and floating buffers, torch {torch.__version__}, {a.threads} thread(s)"
+    print(f"{a.backbone} on {device}: {about}\n")
     print("| guard | aten ops per step | ms per step | vs before |")
     print("|---|---|---|---|")
     for name, ops, ms in rows:
