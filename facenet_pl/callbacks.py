@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +122,54 @@ class LastCheckpoint(ModelCheckpoint):
             raise RuntimeError(f"facenet_pl: Lightning's checkpoint has no loops.fit_loop.{key}: update LastCheckpoint")
         started = {"ready": 1, "started": 1, "processed": 0, "completed": 0}  # Lightning's "restarted mid-evaluation"
         progress.update(total=dict(started), current=dict(started), is_last_batch=False)
+
+
+class CudaSyncCounter(Callback):
+    """Debugging: count the host syncs CUDA reports over training steps ``start`` .. ``start + steps - 1``
+    (``torch.cuda.set_sync_debug_mode("warn")``: every ``.item()``, ``float(t)``, blocking copy or data-sized op
+    warns), and write ``{"steps": n, "syncs": count, "by_site": {...}}`` to ``path``. Without CUDA it writes
+    ``{"syncs": null}``. Use: ``+callbacks.syncs._target_=facenet_pl.callbacks.CudaSyncCounter
+    +callbacks.syncs.path=syncs.json``."""
+
+    def __init__(self, path: str, start: int = 5, steps: int = 20) -> None:
+        self.path, self.start, self.steps = path, int(start), int(steps)
+        self.count, self.sites = 0, {}
+        self._saved = None
+
+    def _on(self) -> bool:
+        return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.start and self._on() and self._saved is None:
+            import warnings
+
+            self._saved = warnings.showwarning
+
+            def record(message, category, filename, lineno, file=None, line=None):
+                if "synchroniz" in str(message):
+                    self.count += 1
+                    where = f"{filename}:{lineno}"
+                    self.sites[where] = self.sites.get(where, 0) + 1
+                else:
+                    self._saved(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = record
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        if trainer.global_step == self.start + self.steps:
+            self._stop(trainer.global_step)
+
+    def _stop(self, step: int) -> None:
+        import json
+        import warnings
+
+        if self._saved is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            warnings.showwarning, self._saved = self._saved, None
+        steps = max(0, min(step, self.start + self.steps) - self.start)
+        result = {"steps": steps, "syncs": self.count if self._on() else None, "by_site": self.sites}
+        Path(self.path).write_text(json.dumps(result, indent=1))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not Path(self.path).exists():
+            self._stop(trainer.global_step)
