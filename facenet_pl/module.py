@@ -159,8 +159,14 @@ class FaceNetModule(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         # miner.cross_rank (checkpoints written before it moved there: mining.cross_rank)
         self.cross_rank = bool(miner.get("cross_rank", (mining or {}).get("cross_rank", False)))
-        if model.get("compile", False):
-            self.net = torch.compile(self.net)
+        if model.get("compile", False):  # true: inductor; or a torch.compile backend's name (eager, aot_eager, ...)
+            backend = model["compile"] if isinstance(model["compile"], str) else "inductor"
+            if backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ConfigError(
+                    f"model.compile={backend!r}: not a torch.compile backend (true for inductor, or one of "
+                    f"{', '.join(torch._dynamo.list_backends(exclude_tags=()))})"
+                )
+            self.net = torch.compile(self.net, backend=backend)
         offline = dict(miner.get("offline") or {})
         #: ``miner.offline`` settings when triplets are mined offline (every_n_steps > 0), else None;
         #: :meth:`setup` hands them and :meth:`mine_offline` to the data module, which then draws batches with an
