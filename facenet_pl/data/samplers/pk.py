@@ -98,13 +98,17 @@ class PKSampler(EpochBatchSampler):
         return seq.reshape(self.batches_per_epoch, self.num_replicas, self.p)
 
     def _pick_images(self, rng: np.random.Generator, ids: np.ndarray, k: int) -> np.ndarray:
-        """K dataset indices per identity in ``ids`` (any shape): without replacement when possible."""
+        """K dataset indices per identity in ``ids`` (any shape): without replacement when the identity has >= K
+        images, with replacement otherwise. One random key per image of each chosen identity, sorted within the
+        identity (key = its position in ``ids`` + a uniform draw): the first K are a uniform K-subset. Work grows
+        with the chosen identities' own images, not with (identities) x (the largest identity's images)."""
         flat = ids.reshape(-1)
         cnt = self._counts[flat]
-        width = int(cnt.max())
-        keys = rng.random((flat.size, width))
-        keys[np.arange(width)[None, :] >= cnt[:, None]] = np.inf  # pad beyond each identity's images
-        picks = np.argsort(keys, axis=1)[:, :k]
+        seg_start = np.cumsum(cnt) - cnt
+        seg = np.repeat(np.arange(flat.size), cnt)
+        order = np.argsort(rng.random(seg.size) + seg)  # identities stay in place; their images shuffled
+        offset = order - seg_start[seg]  # image position inside its identity, in shuffled order
+        picks = offset[np.minimum(seg_start[:, None] + np.arange(k), seg.size - 1)]
         short = cnt < k  # too few images: draw with replacement
         if short.any():
             picks[short] = (rng.random((int(short.sum()), k)) * cnt[short, None]).astype(np.int64)
