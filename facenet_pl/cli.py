@@ -340,9 +340,14 @@ def cmd_plot(a) -> None:
         n_components=2, perplexity=min(30.0, max(2.0, (len(files) - 1) / 3)), init="pca", random_state=0
     ).fit_transform(emb)
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=codes, cmap="tab20", s=12)
-    if len(names) <= 20:
-        ax.legend(sc.legend_elements()[0], names, fontsize=7, loc="best", markerscale=0.8)
+    # 20 colours x 6 markers: up to 120 identities look apart (tab20 alone repeats colours after 20)
+    colours, markers = plt.get_cmap("tab20").colors, "osD^vP"
+    for c in np.unique(codes):
+        at = codes == c
+        label = names[c] if len(names) <= 40 else None
+        ax.scatter(xy[at, 0], xy[at, 1], color=colours[c % 20], marker=markers[(c // 20) % 6], s=14, label=label)
+    if len(names) <= 40:
+        ax.legend(fontsize=6, loc="best", markerscale=0.8, ncol=2 if len(names) > 20 else 1)
     ax.set(title=f"t-SNE of {len(files)} embeddings, {len(names)} identities", xticks=[], yticks=[])
     fig.tight_layout()
     with atomic_output(out) as tmp:

@@ -249,7 +249,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             res.update(clustering_scores(emb[keep].numpy(), labels[keep], seed=seed))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = save_pair_plots(d, split, out, res["threshold"], "eval")
+    label = f"threshold ({res['threshold_from']})" if "threshold_from" in res else "mean of the folds' thresholds"
+    images = save_pair_plots(d, split, out, res["threshold"], "eval", threshold_label=label)
     prepare_wandb(cfg)
     loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
     for lg in loggers:

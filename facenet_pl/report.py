@@ -177,7 +177,7 @@ def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: 
             ax.bar(range(len(ok)), [r[metric] for r in ok], yerr=err, capsize=3)
             ax.set_xticks(range(len(ok)), names, rotation=20 if len(ok) > 4 else 0)
         ax.set_xlabel(key)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metric + (f" (bars: +- {std_key}, the std over folds)" if std_key and not x else ""))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

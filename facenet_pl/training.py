@@ -396,7 +396,9 @@ def _save_plots(module: FaceNetModule, out_dir: Path, loggers: list) -> None:
 
     stage = "test" if "test" in module.last_eval else "val"
     d, split, _ = module.last_eval[stage]
-    log_images(loggers, save_pair_plots(d, split, out_dir, float(module.threshold), stage), step=module.global_step)
+    label = "stored threshold (validation people)"
+    images = save_pair_plots(d, split, out_dir, float(module.threshold), stage, threshold_label=label)
+    log_images(loggers, images, step=module.global_step)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

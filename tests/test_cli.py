@@ -211,3 +211,20 @@ def test_a_killed_export_or_calibrate_leaves_no_output_and_a_rerun_works(trained
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     assert out.exists() and not any(".tmp-" in p.name for p in tmp_path.iterdir())
+
+
+def test_plot_tells_40_identities_apart(trained, tmp_path, monkeypatch):
+    """t-SNE of 40 people: 40 different colour x marker pairs (the 20-colour palette alone repeated colours)."""
+    import matplotlib.axes
+
+    faces = write_face_folders(tmp_path / "faces40", 40, 2)
+    seen, scatter = set(), matplotlib.axes.Axes.scatter
+
+    def record(self, *args, **kwargs):
+        seen.add((tuple(np.round(kwargs.get("color", (0, 0, 0)), 4)), kwargs.get("marker")))
+        return scatter(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", record)
+    out = cli("plot", trained, faces, "-o", tmp_path / "tsne.png")
+    assert out.returncode == 0, out.stderr
+    assert len(seen) == 40

@@ -135,3 +135,23 @@ def test_clustering_scores_match_sklearn_and_a_brute_purity():
     assert purity([0, 0, 1, 1], [5, 5, 5, 5]) == 0.5 and purity([0, 0, 1, 1], [1, 1, 0, 0]) == 1.0
     for m in ("kmeans", "agglomerative"):
         assert 0.5 < res[f"{m}/nmi"] <= 1.0 and -0.1 < res[f"{m}/ami"] <= 1.0
+
+
+def test_distance_plots_say_which_threshold_they_draw(tmp_path, monkeypatch):
+    """training's distances.png draws the stored (validation-calibrated) threshold, eval.py's the folds' mean: each
+    legend says which."""
+    import matplotlib.axes
+
+    from .helpers import eval_in_process, train_in_process
+
+    labels, axvline = [], matplotlib.axes.Axes.axvline
+
+    def record(self, *args, **kwargs):
+        labels.append(kwargs.get("label", ""))
+        return axvline(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", record)
+    train_in_process(tmp_path / "run", "trainer.max_epochs=1")
+    assert labels and labels[-1].startswith("stored threshold (validation people)")
+    eval_in_process(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "eval")
+    assert labels[-1].startswith("mean of the folds' thresholds")

@@ -45,9 +45,15 @@ def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
 
 
 def save_distance_histogram(
-    distances, issame, path: str | Path, threshold: float | None = None, title: str = "pair distances"
+    distances,
+    issame,
+    path: str | Path,
+    threshold: float | None = None,
+    title: str = "pair distances",
+    threshold_label: str = "threshold",
 ) -> Path:
-    """Histograms of squared distances of same-identity and different-identity pairs."""
+    """Histograms of squared distances of same-identity and different-identity pairs; ``threshold_label`` says which
+    threshold the dashed line is (the stored one, or the mean of the folds' thresholds)."""
     plt = _plt()
     d, s = np.asarray(distances, float), np.asarray(issame, bool)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
@@ -56,7 +62,7 @@ def save_distance_histogram(
     ax.hist(d[s], bins=bins, alpha=0.6, label="same", histtype="stepfilled")
     ax.hist(d[~s], bins=bins, alpha=0.6, label="different", histtype="stepfilled")
     if threshold is not None and np.isfinite(threshold):
-        ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
+        ax.axvline(threshold, color="k", ls="--", label=f"{threshold_label} {threshold:.3f}")
     ax.set(xlabel="squared distance", ylabel="pairs", title=title)
     ax.legend()
     path = Path(path)
@@ -66,14 +72,18 @@ def save_distance_histogram(
     return path
 
 
-def save_pair_plots(distances, split, out_dir: str | Path, threshold: float | None, prefix: str) -> dict[str, Path]:
+def save_pair_plots(
+    distances, split, out_dir: str | Path, threshold: float | None, prefix: str, threshold_label: str = "threshold"
+) -> dict[str, Path]:
     """``roc.png`` and ``distances.png`` of a :class:`~facenet_pl.data.pairs.VerificationSet`'s reported pairs in
     ``out_dir``, keyed ``<prefix>/roc`` and ``<prefix>/distances`` for :func:`log_images`."""
     keep = split.tested()
     d, s = np.asarray(distances)[keep], split.issame[keep]
     return {
         f"{prefix}/roc": save_roc(d, s, Path(out_dir) / "roc.png"),
-        f"{prefix}/distances": save_distance_histogram(d, s, Path(out_dir) / "distances.png", threshold),
+        f"{prefix}/distances": save_distance_histogram(
+            d, s, Path(out_dir) / "distances.png", threshold, threshold_label=threshold_label
+        ),
     }
 
 
