@@ -106,10 +106,8 @@ class FaceNetModule(pl.LightningModule):
         loss: dict,
         optimizer: dict,
         scheduler: dict | None = None,
-        val_folds: int | None = None,  # unused: folds travel with the pairs; kept so older checkpoints load
         far_target: float = 1e-3,
         preprocess: dict | None = None,
-        mining: dict | None = None,
         augment: dict | None = None,
     ) -> None:
         super().__init__()
@@ -123,10 +121,8 @@ class FaceNetModule(pl.LightningModule):
                 loss=loss,
                 optimizer=optimizer,
                 scheduler=scheduler,
-                val_folds=val_folds,
                 far_target=far_target,
                 preprocess=_plain(preprocess) or {},
-                mining=_plain(mining) or {},
                 augment=_plain(augment),
             )
         )
@@ -134,16 +130,12 @@ class FaceNetModule(pl.LightningModule):
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
         self.input_size = int(backbone.get("input_size", 64))
         self.crop_size = (preprocess or {}).get("crop_size")  # centre crop applied to files before resizing
-        #: How image files become network input (``load_image`` arguments): crop, fit, grayscale. Checkpoints
-        #: written before ``fit`` existed stretched non-square images.
+        #: How image files become network input (``load_image`` arguments): crop, fit, grayscale.
         self.preprocess = {
             "crop": self.crop_size,
-            "fit": (preprocess or {}).get("fit", "stretch"),
+            "fit": (preprocess or {}).get("fit", "crop"),
             "grayscale": bool((preprocess or {}).get("grayscale", False)),
         }
-        if augment is None:  # checkpoints written before the augment group: flips unless model.flip_augment=false
-            flip = {"_target_": "kornia.augmentation.RandomHorizontalFlip", "p": 0.5}
-            augment = {"ops": {"flip": flip} if model.get("flip_augment", True) else {}}
         #: Training-only batch augmentation (``augment`` group); None: none.
         self.augment = build_augment(_plain(augment))
         self.channels_last = bool(model.get("channels_last", False))
@@ -157,8 +149,7 @@ class FaceNetModule(pl.LightningModule):
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        # miner.cross_rank (checkpoints written before it moved there: mining.cross_rank)
-        self.cross_rank = bool(miner.get("cross_rank", (mining or {}).get("cross_rank", False)))
+        self.cross_rank = bool(miner.get("cross_rank", False))
         if model.get("compile", False):  # true: inductor; or a torch.compile backend's name (eager, aot_eager, ...)
             backend = model["compile"] if isinstance(model["compile"], str) else "inductor"
             if backend not in torch._dynamo.list_backends(exclude_tags=()):

@@ -7,24 +7,10 @@ from hydra.utils import get_class, instantiate
 
 from facenet_pl.errors import ConfigError
 
-#: ``scheduler.name`` of checkpoints written before the scheduler group used ``_target_``.
-_LEGACY_SCHEDULERS = {
-    "cosine": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps"},
-    "step": {"_target_": "torch.optim.lr_scheduler.StepLR"},
-}
-
 
 def scheduler_config(cfg: dict | None) -> dict | None:
-    """The ``scheduler`` group as a plain dict with ``_target_`` (None: constant LR). Also reads the
-    ``name: cosine|step|none`` form older checkpoints carry, so their runs resume with the same schedule."""
+    """The ``scheduler`` group as a plain dict with ``_target_`` (None: constant LR)."""
     cfg = dict(cfg or {})
-    if "name" in cfg:
-        name = cfg.pop("name")
-        if name in (None, "none"):
-            return None
-        if name not in _LEGACY_SCHEDULERS:
-            raise ConfigError(f"scheduler.name={name!r}: expected cosine, step or none")
-        cfg = {**_LEGACY_SCHEDULERS[name], **cfg}
     if not cfg.get("_target_"):
         return None
     cfg["_partial_"] = True

@@ -150,13 +150,8 @@ def test_module_mines_with_current_weights_in_eval_mode_and_restores_train_mode(
     np.testing.assert_allclose([d[a, n] for a, _, n in mined], [d[a, n] for a, _, n in expected], atol=1e-5)
 
 
-@pytest.mark.parametrize("where", ["miner", "legacy mining"])
-def test_offline_mining_and_cross_rank_do_not_combine(where):
-    """miner.cross_rank, or mining.cross_rank as checkpoints written before the move carry it."""
-    miner = {"_target_": "facenet_pl.mining.SemiHardMiner", "offline": {"every_n_steps": 5}}
-    extra = {"mining": {"cross_rank": True}} if where == "legacy mining" else {}
-    if where == "miner":
-        miner["cross_rank"] = True
+def test_offline_mining_and_cross_rank_do_not_combine():
+    miner = {"_target_": "facenet_pl.mining.SemiHardMiner", "offline": {"every_n_steps": 5}, "cross_rank": True}
     with pytest.raises(ConfigError, match="cross_rank"):
         FaceNetModule(
             backbone={"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
@@ -164,7 +159,6 @@ def test_offline_mining_and_cross_rank_do_not_combine(where):
             miner=miner,
             loss={"_target_": "facenet_pl.losses.TripletLoss"},
             optimizer={"_target_": "torch.optim.AdamW"},
-            **extra,
         )
 
 

@@ -47,14 +47,6 @@ def test_step_and_none():
     assert _lrs(_yaml("none"), 5) == [0.1] * 5
 
 
-def test_checkpoints_written_with_scheduler_name_get_the_same_schedule():
-    """Older checkpoints carry ``scheduler: {name: cosine, ...}``; a resumed run must follow the same LRs."""
-    legacy = {"name": "cosine", "warmup_steps": 20, "warmup_start_factor": 0.01, "min_lr_ratio": 0.01}
-    assert _lrs(legacy, 60) == pytest.approx(_lrs(_yaml("cosine"), 60), rel=1e-9)
-    assert _lrs({"name": "step", "step_size": 2, "gamma": 0.5}, 5) == _lrs(_yaml("step", step_size=2, gamma=0.5), 5)
-    assert _lrs({"name": "none"}, 3) == [0.1] * 3
-
-
 def test_a_bad_scheduler_class_is_one_line_before_training():
     with pytest.raises(ConfigError, match="scheduler._target_='torch.optim.lr_scheduler.NoSuchLR'"):
         check_scheduler({"_target_": "torch.optim.lr_scheduler.NoSuchLR"})
