@@ -284,6 +284,7 @@ class FaceNetModule(pl.LightningModule):
             "calibration": dict(self.calibration),
             "spread_max": self.spread_max,
             "data_summary": dict(getattr(dm, "data_summary", None) or {}),
+            "data_resolved": dm.resolved_settings() if hasattr(dm, "resolved_settings") else {},
         }
 
     def on_validation_start(self) -> None:

@@ -299,6 +299,8 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         metrics["best/" + str(ckpt_cb.monitor)] = float(ckpt_cb.best_model_score)
         metrics["best_model_path"] = best_path = ckpt_cb.best_model_path
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step, fit_seconds=round(elapsed, 2))
+    if hasattr(datamodule, "resolved_settings"):  # what "auto" became: P, batches per epoch, people per split
+        metrics.update({f"data/{k}": v for k, v in datamodule.resolved_settings().items()})
     if trainer.is_global_zero:  # parameters and multiply-adds per image, for accuracy-vs-cost tables
         metrics.update(model_complexity(getattr(module.net, "_orig_mod", module.net), module.input_size))
     if trainer.is_global_zero:  # what training measured is on disk before the test phase can fail

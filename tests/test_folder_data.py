@@ -107,3 +107,44 @@ def test_missing_or_empty_root(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no identity sub-folder"):
         scan_identity_folders(tmp_path / "empty")
+
+
+def test_what_auto_became_is_recorded_in_the_checkpoint_and_metrics(tmp_path):
+    """data=folder with p, batches_per_epoch and the held-out people on auto: metrics.json and the checkpoint record
+    the values the run used, and they are what the recorded training batches show (P people per batch, that
+    many batches per epoch, that many training people in all)."""
+    import json
+
+    import torch
+
+    from .helpers import read_batches, train_in_process, write_face_folders
+
+    faces = write_face_folders(tmp_path / "faces", 30, 4)
+    rec = tmp_path / "batches.jsonl"
+    train_in_process(
+        tmp_path / "run",
+        "data=folder",
+        f"data.root={faces}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.decode_workers=0",
+        "data.val_pairs_per_fold=4",
+        "data.k=3",
+        "trainer.max_epochs=1",
+        "test=false",
+        "+callbacks.record._target_=tests.helpers.RecordBatches",
+        f"+callbacks.record.path={rec}",
+        tiny=False,
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    resolved = ckpt["facenet_pl"]["data_resolved"]
+    assert {f"data/{k}": v for k, v in resolved.items()} == {k: v for k, v in metrics.items() if k.startswith("data/")}
+    assert ckpt["hyper_parameters"] is not None and resolved["k"] == 3
+    from hydra.utils import instantiate
+
+    dm = instantiate(ckpt["facenet_pl"]["data"])  # the run's own data config: the same split and training people
+    dm.setup("fit")
+    rows = read_batches(rec)
+    people = [set(dm.train_set.labels[r["idx"]].tolist()) for r in rows]
+    assert len(rows) == resolved["batches_per_epoch"] and {len(b) for b in people} == {resolved["p"]}
+    assert resolved["train_identities"] == 30 - resolved["val_identities"] - resolved["test_identities"]

@@ -237,6 +237,18 @@ class FaceDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
 
+    def resolved_settings(self) -> dict[str, int]:
+        """What the run used where the config may say ``auto`` or leave it to the data: P, K, batches per epoch
+        (on this rank) and how many people train, validate and test. Stored in checkpoints and metrics.json."""
+        out: dict[str, int] = {"p": int(self.p), "k": int(self.k)}
+        if self.train_set is not None:
+            out["batches_per_epoch"] = self.train_batches_per_epoch()
+            out["train_identities"] = int(len(torch.unique(torch.as_tensor(self.train_set.labels))))
+        for name, split in (("val", self.val_split), ("test", self.test_split)):
+            if split is not None:
+                out[f"{name}_identities"] = len(split.identities) if split.identities else int(split.people())
+        return out
+
     def identity_splits(self) -> dict[str, list[str]]:
         """Names of the validation and test identities (checkpoints keep them; ``eval.py`` checks them)."""
         return {
