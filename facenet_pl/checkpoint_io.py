@@ -54,7 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic and refuses diverged weights.
 
     A checkpoint whose weights or BatchNorm statistics are NaN, inf or beyond ``max_abs_weight`` is not
-    written (:class:`~facenet_pl.module.DivergedWeightsError`): every checkpoint on disk is one a run can
+    written (:class:`~facenet_pl.guards.DivergedWeightsError`): every checkpoint on disk is one a run can
     resume from. A full disk is one line naming the folder and its free space; the previous file stays.
     """
 

@@ -5,6 +5,8 @@ Each error names the config key, what is wrong and what is allowed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.errors import ConfigError
@@ -88,6 +90,11 @@ def check_missing(cfg: DictConfig) -> None:
             f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no value (??? in the config): set "
             f"{'it' if len(missing) == 1 else 'them'} on the command line, e.g. {missing[0]}=<value>"
         )
+
+
+def plain(cfg: Any) -> Any:
+    """DictConfig -> plain containers (resolved), so checkpoints hold no OmegaConf objects; anything else as is."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from facenet_pl.config_checks import check_experiment_task
+from facenet_pl.config_checks import plain as _plain
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
@@ -28,7 +29,6 @@ from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.evaluation.verification import interval_note
 from facenet_pl.fileio import write_text_atomic
 from facenet_pl.inference import embed_dataset, load_model
-from facenet_pl.module import _plain
 from facenet_pl.wandb_setup import prepare_wandb
 
 log = logging.getLogger(__name__)

@@ -35,14 +35,9 @@ def _export_safetensors(module, out: Path) -> float:
 def model_metadata(module) -> dict[str, str]:
     """What a runtime needs to feed and read the exported network, as strings (ONNX metadata_props,
     TorchScript extra file ``facenet_pl.json``): the network takes float NCHW RGB images already normalised."""
-    from facenet_pl.module import _IMAGENET_MEAN, _IMAGENET_STD
+    from facenet_pl.models.normalization import normalization_formula
 
-    norm = {
-        "fixed": "(x - 127.5) / 128 on 0..255 pixel values",
-        "imagenet": f"(x - mean) / std per channel on 0..255 values, mean {list(_IMAGENET_MEAN)}, "
-        f"std {list(_IMAGENET_STD)}",
-        "unit": "x / 255",
-    }[module.normalization]
+    norm = normalization_formula(module.normalization)
     cal = getattr(module, "calibration", None) or {}
     return {
         "facenet_pl.input": f"float32 [batch, 3, {module.input_size}, {module.input_size}], RGB, NCHW",

@@ -12,9 +12,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from facenet_pl.augment import build_augment
+from facenet_pl.config_checks import plain as _plain
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector
 from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
@@ -29,11 +29,11 @@ from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.models import FaceNetEmbedding
+from facenet_pl.models.normalization import normalize_images
 from facenet_pl.schedulers import build_scheduler, scheduler_config
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("fixed", "imagenet", "unit")
 #: ``evaluate_pairs`` result key -> the name it is logged under (``val/<name>``, ``test/<name>``).
 LOGGED_PAIR_METRICS = {
     "accuracy": "acc",
@@ -61,28 +61,6 @@ COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
 #: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
 #: "Small folders": 16 and 26 training people measured).
 SMALL_FOLDER_PEOPLE = 50
-
-_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-def _plain(cfg: Any) -> Any:
-    """DictConfig -> plain containers, so checkpoints hold no OmegaConf objects."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def normalize_images(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """uint8 or float [0, 255] images -> network input. ``fixed``: (x - 127.5) / 128 (FaceNet)."""
-    x = x.float()
-    if mode == "fixed":
-        return (x - 127.5) / 128.0
-    if mode == "imagenet":
-        mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
-    if mode == "unit":
-        return x / 255.0
-    raise ValueError(f"model.normalization must be one of {NORMALIZATIONS}, got {mode!r}")
 
 
 class FaceNetModule(pl.LightningModule):

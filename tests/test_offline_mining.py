@@ -14,7 +14,8 @@ from facenet_pl.data.samplers import OfflineTripletSampler, PKSampler
 from facenet_pl.errors import ConfigError
 from facenet_pl.mining import SemiHardMiner
 from facenet_pl.mining.offline import offline_batch_triplets
-from facenet_pl.module import FaceNetModule, normalize_images
+from facenet_pl.models.normalization import normalize_images
+from facenet_pl.module import FaceNetModule
 
 from .helpers import train_error_in_process, train_in_process
 from .references import brute_semihard

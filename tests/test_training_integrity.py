@@ -213,9 +213,7 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
             raise KeyboardInterrupt  # nothing more to train
 
     dm = tiny_datamodule(image_size=32)
-    module = tiny_module(
-        scheduler={"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps"}
-    )
+    module = tiny_module(scheduler={"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps"})
     trainer = pl.Trainer(
         accelerator="cpu",
         logger=False,
