@@ -28,6 +28,18 @@ TINY = [
     "data.k=3",
     "callbacks.progress_bar.refresh_rate=0",
 ]
+#: Identity data (data=folder / data=rec) of 32 people x 4 images split like TINY: 4 validation and 4 test people, 24
+#: to train on, P x K = 4 x 3.
+SMALL_IDENTITY_DATA = [
+    "data.decode_workers=0",
+    "data.val_identities=4",
+    "data.test_identities=4",
+    "data.val_pairs_per_fold=4",
+    "data.batches_per_epoch=null",
+    "data.p=4",
+    "data.k=3",
+    "callbacks.progress_bar.refresh_rate=0",
+]
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 
 

@@ -12,25 +12,13 @@ from omegaconf import OmegaConf
 from facenet_pl.evaluation import evaluate_pairs
 from facenet_pl.inference import embed_dataset, load_model
 
-from .helpers import TINY, read_batches, run_script, tiny_labels, write_face_folders
+from .helpers import SMALL_IDENTITY_DATA, TINY, read_batches, run_script, tiny_labels, write_face_folders
 
 
 def _folder_overrides(tmp_path) -> list[str]:
     """32 people x 4 PNG files; 4 held out for validation and 4 for the test: 24 to train on, as TINY has."""
     faces = write_face_folders(tmp_path / "faces", 32, 4)
-    return [
-        "data=folder",
-        f"data.root={faces}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.decode_workers=0",
-        "data.val_identities=4",
-        "data.test_identities=4",
-        "data.val_pairs_per_fold=4",
-        "data.batches_per_epoch=null",
-        "data.p=4",
-        "data.k=3",
-        "callbacks.progress_bar.refresh_rate=0",
-    ]
+    return ["data=folder", f"data.root={faces}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL_IDENTITY_DATA]
 
 
 def _rec_overrides(tmp_path) -> list[str]:
@@ -40,8 +28,14 @@ def _rec_overrides(tmp_path) -> list[str]:
 
     x, y = _faces(32, 4)
     write_rec(tmp_path / "rec", [encode_image(i, "jpeg") for i in x], y, size=64)
-    folder = _folder_overrides(tmp_path)[2:]  # everything but the data group and its root
-    return ["data=rec", f"data.root={tmp_path / 'rec'}", *folder, "data.cache=false", "data.num_workers=1"]
+    return [
+        "data=rec",
+        f"data.root={tmp_path / 'rec'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        *SMALL_IDENTITY_DATA,
+        "data.cache=false",
+        "data.num_workers=1",
+    ]
 
 
 # data=folder (with one decoded-image cache that both ranks use) runs in CI; the built-in data and

@@ -13,7 +13,7 @@ from PIL import Image
 
 from facenet_pl.data.recordio import RecordFile, RecordIOError, index_rec, unpack_image_record
 
-from .helpers import run_entry
+from .helpers import SMALL_IDENTITY_DATA, run_entry
 from .rec_writer import KMAGIC, encode_image, write_raw_records, write_rec
 
 MAGIC = struct.pack("<I", KMAGIC)
@@ -150,17 +150,7 @@ def test_unpack_reads_extra_labels():
 
 # -- data=rec through train.py ------------------------------------------------------------------------------------
 
-REC = [
-    "data=rec",
-    "data.decode_workers=0",
-    "data.val_identities=4",
-    "data.test_identities=4",
-    "data.val_pairs_per_fold=4",
-    "data.batches_per_epoch=null",
-    "data.p=4",
-    "data.k=3",
-    "callbacks.progress_bar.refresh_rate=0",
-]
+REC = ["data=rec", *SMALL_IDENTITY_DATA]
 
 
 @pytest.fixture(scope="module")
