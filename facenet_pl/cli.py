@@ -416,9 +416,9 @@ def cmd_cache(a) -> None:
 
 
 def cmd_align(a) -> None:
-    from facenet_pl.align import align_folder
+    from facenet_pl.data.align import align_folder
 
-    logging.getLogger("facenet_pl.align").setLevel(logging.INFO)  # progress every 30 s on a long run
+    logging.getLogger("facenet_pl.data.align").setLevel(logging.INFO)  # progress every 30 s on a long run
     r = align_folder(
         a.src,
         a.dst,

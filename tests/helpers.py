@@ -126,7 +126,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 def tiny_datamodule(**overrides):
     """The TINY synthetic data module (24 training identities x 4 images, P=4, K=3), as train.py builds it."""
-    from facenet_pl.data.datamodule import SyntheticFaceDataModule
+    from facenet_pl.data.synthetic_datamodule import SyntheticFaceDataModule
 
     args = dict(
         train_identities=24,

@@ -18,7 +18,8 @@ pytest.importorskip("cv2")
 pytest.importorskip("facenet_pytorch")
 pytest.importorskip("skimage")
 
-from facenet_pl.align import (  # noqa: E402
+from facenet_pl.cli import main  # noqa: E402
+from facenet_pl.data.align import (  # noqa: E402
     ARCFACE_112,
     Face,
     MTCNNDetector,
@@ -28,8 +29,7 @@ from facenet_pl.align import (  # noqa: E402
     choose_face,
     crop_names,
 )
-from facenet_pl.align.templates import similarity_matrix  # noqa: E402
-from facenet_pl.cli import main  # noqa: E402
+from facenet_pl.data.align.templates import similarity_matrix  # noqa: E402
 from facenet_pl.errors import ConfigError  # noqa: E402
 
 S = 128  # rendered face side

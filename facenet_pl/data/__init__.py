@@ -11,7 +11,7 @@ from typing import Any
 
 _WHERE = {
     "FaceDataModule": "facenet_pl.data.datamodule",
-    "SyntheticFaceDataModule": "facenet_pl.data.datamodule",
+    "SyntheticFaceDataModule": "facenet_pl.data.synthetic_datamodule",
     "InMemoryFaceDataset": "facenet_pl.data.datasets",
     "FileFaceDataset": "facenet_pl.data.datasets",
     "FolderDataModule": "facenet_pl.data.folder",

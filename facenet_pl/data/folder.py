@@ -66,7 +66,7 @@ class FolderDataModule(FaceDataModule):
         super().__init__(**kwargs)
         self.align, self.align_template, self.align_margin = bool(align), align_template, int(align_margin)
         if self.align:
-            from facenet_pl.align.templates import check_template
+            from facenet_pl.data.align.templates import check_template
 
             check_template(align_template, image_size, self.align_margin)
         if fit not in FIT_MODES:
@@ -115,7 +115,7 @@ class FolderDataModule(FaceDataModule):
         import hashlib
         from pathlib import Path
 
-        from facenet_pl.align import align_folder, crop_names
+        from facenet_pl.data.align import align_folder, crop_names
 
         if self.cache_dir is None:
             raise ConfigError("data.align=true writes the aligned crops to data.cache_dir: set it to a folder")

@@ -1,6 +1,6 @@
 """``facenet-pl align SRC DST`` and ``data.align``: every photo of a folder -> one aligned face crop (PNG).
 
-Per photo: MTCNN finds the faces and their five landmarks (:mod:`facenet_pl.align.detect`); with several, the
+Per photo: MTCNN finds the faces and their five landmarks (:mod:`facenet_pl.data.align.detect`); with several, the
 large central one is kept (and the photo counted); the crop is made by the template (:mod:`.templates`). Photos
 are read and detected in chunks of ``batch_size`` by ``workers`` processes (one torch thread each) or, on a GPU,
 by one process. Crops already in ``dst`` are kept, so an interrupted run continues where it stopped; each is
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.align.detect import MTCNNDetector, _mtcnn_class, choose_face, resolve_device
-from facenet_pl.align.templates import DEFAULT_SIZE, arcface_crop, box_crop, check_template
+from facenet_pl.data.align.detect import MTCNNDetector, _mtcnn_class, choose_face, resolve_device
+from facenet_pl.data.align.templates import DEFAULT_SIZE, arcface_crop, box_crop, check_template
 from facenet_pl.errors import ConfigError
 from facenet_pl.fileio import write_text_atomic
 
@@ -123,7 +123,7 @@ def _centre_crop(template: str, rgb: np.ndarray, size: int, margin: int, geometr
 
 #: A face-sized placement for runs that found no face at all: the template's own geometry on the whole photo.
 def _default_geometry(template: str) -> np.ndarray:
-    from facenet_pl.align.templates import arcface_points
+    from facenet_pl.data.align.templates import arcface_points
 
     if template == "arcface":
         return arcface_points(1)  # the template scaled to the photo: the face fills it as in a crop

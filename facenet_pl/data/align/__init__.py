@@ -1,8 +1,8 @@
 """Face detection and alignment: photos in, aligned face crops out (``facenet-pl align``, ``data.align``)."""
 
-from facenet_pl.align.detect import Face, MTCNNDetector, choose_face
-from facenet_pl.align.folder import NO_FACE_MODES, align_folder, crop_names
-from facenet_pl.align.templates import ARCFACE_112, DEFAULT_SIZE, TEMPLATES, arcface_crop, arcface_points, box_crop
+from facenet_pl.data.align.detect import Face, MTCNNDetector, choose_face
+from facenet_pl.data.align.folder import NO_FACE_MODES, align_folder, crop_names
+from facenet_pl.data.align.templates import ARCFACE_112, DEFAULT_SIZE, TEMPLATES, arcface_crop, arcface_points, box_crop
 
 __all__ = [
     "ARCFACE_112",
