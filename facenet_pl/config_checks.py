@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from facenet_pl.data.images import FIT_MODES
 from facenet_pl.errors import ConfigError
 from facenet_pl.guards import parse_guard_every
 from facenet_pl.mining import MINERS
@@ -20,11 +21,17 @@ def _require(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def _number(cfg: DictConfig, key: str, kind: type = int, default=None) -> float | int:
-    """``cfg.<key>`` as a number, or a ConfigError naming the key (``data.p=eight``)."""
+def _number(cfg: DictConfig, key: str, kind: type = int, required: bool = True) -> float | int | None:
+    """``cfg.<key>`` as a number, or a ConfigError naming the key (``data.p=eight``). A key the config does not
+    have is an error when ``required``, else None (the class's own default applies: no default is written here)."""
     node: object = cfg
     for part in key.split("."):
-        node = node.get(part, default) if node is not None else default
+        if node is None or part not in node:
+            node = None
+            if not required:
+                return None
+            break
+        node = node.get(part)
     try:
         if isinstance(node, bool) or node is None:
             raise TypeError
@@ -97,13 +104,8 @@ def plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Validate the values every run depends on."""
-    check_missing(cfg)
-    check_experiment_task(cfg, "train")
-    loss, backbone = cfg.loss, cfg.backbone
-    margin = _number(cfg, "loss.margin", float, 0.2)
-    _require(margin >= 0, f"loss.margin must be >= 0, got {loss.margin}")
+def _check_margin(margin: float) -> None:
+    _require(margin >= 0, f"loss.margin must be >= 0, got {margin}")
     _require(
         margin < 4,
         f"loss.margin={margin:g} can never be met: squared distances between unit embeddings are "
@@ -118,6 +120,16 @@ def check_config(cfg: DictConfig) -> None:
             margin,
             MARGIN_WARN,
         )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Validate the values every run depends on."""
+    check_missing(cfg)
+    check_experiment_task(cfg, "train")
+    backbone = cfg.backbone
+    margin = _number(cfg, "loss.margin", float, required=False)
+    if margin is not None:
+        _check_margin(margin)
     dim = _number(cfg, "model.embedding_dim")
     _require(dim >= 1, f"model.embedding_dim must be >= 1, got {dim}")
     k = _number(cfg, "data.k")
@@ -130,20 +142,21 @@ def check_config(cfg: DictConfig) -> None:
         elif value is not None or key == "p":
             number = _number(cfg, f"data.{key}")
             _require(number >= 1, f"data.{key} must be >= 1, got {number}")
-    fit = cfg.data.get("fit", "crop")
+    fit = cfg.data.get("fit")
     _require(
-        fit in ("crop", "pad", "stretch"),
+        fit is None or fit in FIT_MODES,
         f"data.fit={fit!r}: expected crop (centre square), pad (black "
         "borders) or stretch (how a non-square image becomes square)",
     )
-    _number(cfg, "data.extra_negatives", int, 0)
+    _number(cfg, "data.extra_negatives", int, required=False)
     size = _number(cfg, "backbone.input_size")
     _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
-    _number(cfg, "optimizer.lr", float, 1e-3)
+    _number(cfg, "optimizer.lr", float, required=False)
     if cfg.get("scheduler"):
         check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
-    _number(cfg, "model.max_abs_weight", float, 1e6)
-    parse_guard_every((cfg.get("model") or {}).get("guard_every_n_steps", "auto"))
+    _number(cfg, "model.max_abs_weight", float, required=False)
+    if (cfg.get("model") or {}).get("guard_every_n_steps") is not None:
+        parse_guard_every(cfg.model.guard_every_n_steps)
     name = str(backbone.name)
     import timm
 
