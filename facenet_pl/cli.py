@@ -96,6 +96,17 @@ def _collect_images(
     return files
 
 
+def _warn_if_synthetic(model) -> None:
+    """A model that has only seen the built-in synthetic faces measures little on photos: say so (one line)."""
+    target = str((model.data_config or {}).get("_target_", ""))
+    if target.endswith("SyntheticFaceDataModule"):
+        print(
+            "warning: this model was trained on the built-in synthetic faces only; on real photos its distances, "
+            "threshold and clusters mean little. Train on real faces (docs/real-faces.md) or use such a model",
+            file=sys.stderr,
+        )
+
+
 def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256):
     import torch
 
@@ -103,6 +114,7 @@ def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: in
     from facenet_pl.inference import embed_images, load_model
 
     model = load_model(ckpt)
+    _warn_if_synthetic(model)
     flip = model.eval_flip if flip is None else flip
     pre = model.preprocess
     images, ok = decode_images(files, model.input_size, pre["crop"], fit=pre["fit"], grayscale=pre["grayscale"])

@@ -228,3 +228,26 @@ def test_plot_tells_40_identities_apart(trained, tmp_path, monkeypatch):
     out = cli("plot", trained, faces, "-o", tmp_path / "tsne.png")
     assert out.returncode == 0, out.stderr
     assert len(seen) == 40
+
+
+def test_a_model_of_the_built_in_faces_says_so_on_photos(trained, faces, tmp_path):
+    """verify / embed / cluster with a model trained only on the synthetic faces: one warning line; a model trained on
+    a folder: none."""
+    a, b = sorted(faces.rglob("*.png"))[:2]
+    out = cli("verify", trained, a, b)
+    assert out.returncode == 0 and "trained on the built-in synthetic faces only" in out.stderr
+    folder_run = tmp_path / "folder_run"
+    train_in_process(
+        folder_run,
+        "data=folder",
+        f"data.root={write_face_folders(tmp_path / 'people', 30, 4)}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.decode_workers=0",
+        "data.k=3",
+        "data.val_pairs_per_fold=4",
+        "trainer.max_epochs=1",
+        "test=false",
+        tiny=False,
+    )
+    out = cli("verify", folder_run / "checkpoints" / "last.ckpt", a, b)
+    assert out.returncode == 0 and "synthetic" not in out.stderr, out.stderr
