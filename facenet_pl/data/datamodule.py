@@ -283,11 +283,15 @@ class FaceDataModule(pl.LightningDataModule):
     def _pairs_loader(self, split: VerificationSet) -> DataLoader:
         world, rank = self._world()
         sampler = DistributedSampler(split.dataset, world, rank, shuffle=False) if world > 1 else None
+        # In this process (num_workers=0): the pair images are in memory already (decoded or rendered once and
+        # kept), so workers would only copy them. And forking workers for every validation while the training
+        # loader's persistent workers (and their queue feeder threads) are alive can deadlock the child in
+        # CPython's after-fork code: seen once in a DDP test run, rank 1 waiting on a worker stuck in fork.
         return DataLoader(
             split.dataset,
             batch_size=self.val_batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=0,
             collate_fn=collate_batch,
             generator=self._loader_generator(),
         )
