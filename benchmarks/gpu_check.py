@@ -33,6 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RESULTS: list[dict] = []
 
@@ -50,20 +51,12 @@ def _sync(device: torch.device) -> None:
 # -- 1. throughput --------------------------------------------------------------------------------------------
 
 
-def _module(backbone: str, size: int, channels_last: bool):
-    from facenet_pl.module import FaceNetModule
+def _module(backbone: str, size: int):
+    """The module bench_train_overhead.py times (same miner, loss, optimiser, schedule), at this size."""
+    from bench_train_overhead import build
 
-    torch.manual_seed(0)
     kwargs = {"widths": [16, 32, 64, 128]} if backbone == "facenet_small" else {}
-    return FaceNetModule(
-        backbone={"name": backbone, "input_size": size, "kwargs": kwargs},
-        model={"embedding_dim": 128, "normalization": "fixed", "channels_last": channels_last},
-        augment={"ops": {"flip": {"_target_": "kornia.augmentation.RandomHorizontalFlip", "p": 0.5}}},
-        miner={"_target_": "facenet_pl.mining.SemiHardMiner"},
-        loss={"_target_": "facenet_pl.losses.TripletLoss", "margin": 0.2},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 5e-4},
-        scheduler={"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": "total_steps", "warmup_steps": 5},
-    )
+    return build({"name": backbone, "input_size": size, "kwargs": kwargs})
 
 
 def _in_memory_data(n_ids: int, per: int, size: int, p: int, k: int):
@@ -163,8 +156,8 @@ def section_throughput(device, out: Path, cpu: bool) -> None:
     for backbone, size, p, k, steps, warmup in configs:
         dm = _in_memory_data(max(4 * p, 64), max(k, 8), size, p, k)
         bf16 = device.type == "cuda"
-        plain = plain_loop(_module(backbone, size, True), dm, device, steps, warmup, bf16)
-        light = lightning_loop(_module(backbone, size, True), dm, device, steps, warmup, bf16, out / backbone)
+        plain = plain_loop(_module(backbone, size), dm, device, steps, warmup, bf16)
+        light = lightning_loop(_module(backbone, size), dm, device, steps, warmup, bf16, out / backbone)
         what = f"{backbone} {size}px, batch {p}x{k}, {'bf16' if bf16 else 'fp32'}, channels_last"
         record("throughput", what, f"train.py loop {light:.0f} img/s, plain {plain:.0f} img/s", f"{light / plain:.2f}x")
 

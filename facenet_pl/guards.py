@@ -93,6 +93,8 @@ class TrainingGuards:
         self.stats = torch.tensor([float("nan"), spread_max, float("nan"), float("nan")], device=device)
         self.names: list[str] = []
         self.reads = 0
+        #: Steps between host reads (``model.guard_every_n_steps`` resolved for the device; set by the module).
+        self.every = 1
 
     def _record(self, bad: torch.Tensor, step: int, kind: int, index: torch.Tensor, value: torch.Tensor) -> None:
         first = bad & (self.first[0] < 0)

@@ -334,12 +334,12 @@ class FaceNetModule(pl.LightningModule):
         e = emb.detach().float()
         spread = 2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0) if len(e) > 1 else e.new_zeros(())
         guards.note_batch(spread, stats.mean_d_an, stats.mean_d_ap)
-        if self.global_step % guard_every(self.guard_every_n_steps, self.device) == 0:
+        if self.global_step % guards.every == 0:
             self._check_guards()  # before this step's update: a non-finite loss stops here
         bs = x.shape[0]
         # Lightning turns progress-bar values into numbers on every step (a host sync on a GPU): on the bar only when
         # there is a bar, on a CPU
-        prog_bar = self.device.type == "cpu" and self._trainer is not None and self._trainer.progress_bar_callback
+        prog_bar = self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
         self.log("train/loss", loss, prog_bar=prog_bar, batch_size=bs)
         self.log("train/spread", spread, batch_size=bs)
         self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
@@ -362,6 +362,7 @@ class FaceNetModule(pl.LightningModule):
     def _training_guards(self) -> TrainingGuards:
         if self._guards is None or self._guards.device != self.device:
             self._guards = TrainingGuards(self.device, self.max_abs_weight, self.spread_max)
+            self._guards.every = guard_every(self.guard_every_n_steps, self.device)  # resolved once, not per step
         return self._guards
 
     def _check_guards(self, when: str = "") -> GuardReading | None:

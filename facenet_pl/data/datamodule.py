@@ -125,6 +125,7 @@ class FaceDataModule(pl.LightningDataModule):
         #: insightface ``.bin`` sets also validated every epoch (``val/<name>/acc``): paths, or names in ``bins_dir``.
         self.val_bins = resolve_bins(val_bins, bins_dir)
         self._bin_splits: list[tuple[str, VerificationSet]] | None = None
+        self._train_counts: tuple[int, int] | None = None
         self.p, self.k, self.extra_negatives = p, k, extra_negatives
         self.few_images, self.batches_per_epoch = few_images, batches_per_epoch
         self.val_batch_size, self.num_workers, self.seed = val_batch_size, num_workers, seed
@@ -241,8 +242,11 @@ class FaceDataModule(pl.LightningDataModule):
         (on this rank) and how many people train, validate and test. Stored in checkpoints and metrics.json."""
         out: dict[str, int] = {"p": int(self.p), "k": int(self.k)}
         if self.train_set is not None:
-            out["batches_per_epoch"] = self.train_batches_per_epoch()
-            out["train_identities"] = int(len(torch.unique(torch.as_tensor(self.train_set.labels))))
+            if self._train_counts is None:  # once per run: checkpoints ask every time they are written
+                sampler = self._train_sampler if self._train_sampler is not None else self._pk_sampler()
+                labels = torch.as_tensor(self.train_set.labels)
+                self._train_counts = (len(sampler), int(len(torch.unique(labels))))
+            out["batches_per_epoch"], out["train_identities"] = self._train_counts
         for name, split in (("val", self.val_split), ("test", self.test_split)):
             if split is not None:
                 out[f"{name}_identities"] = len(split.identities) if split.identities else int(split.people())
@@ -272,7 +276,8 @@ class FaceDataModule(pl.LightningDataModule):
             from facenet_pl.data.binsets import bin_verification_set
 
             size = getattr(self, "decode_size", None) or getattr(self, "image_size", None) or self.cfg.image_size
-            self._bin_splits = [(Path(p).stem, bin_verification_set(p, int(size), 2)) for p in self.val_bins]
+            workers = int(getattr(self, "decode_workers", 0))  # the data's own decode setting, not a fixed count
+            self._bin_splits = [(Path(p).stem, bin_verification_set(p, int(size), workers)) for p in self.val_bins]
         return self._bin_splits
 
     def test_dataloader(self) -> DataLoader:
