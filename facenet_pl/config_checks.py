@@ -104,6 +104,11 @@ def plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def _is_classification(cfg: DictConfig) -> bool:
+    """A classification loss (loss=arcface ...): its ``loss.margin`` is the library's angle or cosine margin."""
+    return str(cfg.loss.get("_target_", "")).endswith("ClassificationLoss")
+
+
 def _check_margin(margin: float) -> None:
     _require(margin >= 0, f"loss.margin must be >= 0, got {margin}")
     _require(
@@ -127,7 +132,8 @@ def check_config(cfg: DictConfig) -> None:
     check_missing(cfg)
     check_experiment_task(cfg, "train")
     backbone = cfg.backbone
-    margin = _number(cfg, "loss.margin", float, required=False)
+    triplet_key = "loss.triplet.margin" if isinstance(cfg.loss.get("triplet"), DictConfig) else "loss.margin"
+    margin = None if _is_classification(cfg) else _number(cfg, triplet_key, float, required=False)
     if margin is not None:
         _check_margin(margin)
     dim = _number(cfg, "model.embedding_dim")
@@ -142,6 +148,13 @@ def check_config(cfg: DictConfig) -> None:
         elif value is not None or key == "p":
             number = _number(cfg, f"data.{key}")
             _require(number >= 1, f"data.{key} must be >= 1, got {number}")
+    if cfg.data.get("sampler") == "random" and not _is_classification(cfg):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "data.sampler=random with a triplet loss: random batches hold few images of one person, so the miner "
+            "finds few anchor-positive pairs. data.sampler=pk is what triplet mining needs."
+        )
     fit = cfg.data.get("fit")
     _require(
         fit is None or fit in FIT_MODES,
@@ -175,7 +188,7 @@ def check_config(cfg: DictConfig) -> None:
     target = str(cfg.miner.get("_target_", ""))
     known = {f"facenet_pl.mining.{c.__name__}" for c in MINERS.values()}
     _require(
-        target in known or "." in target,
+        target in known or "." in target or target in ("", "None"),
         f"miner._target_={target!r} is not a miner; use miner=<{'|'.join(MINERS)}>",
     )
     _require(

@@ -43,6 +43,8 @@ def check_targets(cfg: Any, where: str = "hyper_parameters") -> None:
         for key, value in cfg.items():
             path = f"{where}.{key}"
             if key == "_target_":
+                if value is None:  # miner=none: nothing to instantiate
+                    continue
                 if not isinstance(value, str) or not value.startswith(ALLOWED_TARGET_PREFIXES):
                     raise UnsafeModelFileError(
                         f"{path}={value!r} is not allowed in a model file: only classes from "
@@ -125,7 +127,8 @@ def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
     hparams["backbone"] = backbone
     try:
         module = FaceNetModule(**hparams)
-        state_dict = {k.replace("._orig_mod.", "."): v for k, v in state_dict.items()}
+        # the loss's class weights (classification losses) are training state: a model for inference has none
+        state_dict = {k.replace("._orig_mod.", "."): v for k, v in state_dict.items() if not k.startswith("criterion.")}
         module.load_state_dict(state_dict, strict=True)
     except UnsafeModelFileError:
         raise
@@ -170,7 +173,9 @@ def save_safetensors(module, path: str | Path) -> None:
         "threshold": float(module.threshold),
         "calibration": dict(getattr(module, "calibration", None) or {}),
     }
-    tensors = {k.replace("._orig_mod.", "."): v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tensors = {
+        k.replace("._orig_mod.", "."): v.detach().cpu().contiguous() for k, v in module.embedding_state_dict().items()
+    }
     save_file(tensors, str(path), metadata={"facenet_pl": json.dumps(meta)})
 
 

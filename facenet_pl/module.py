@@ -25,6 +25,7 @@ from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeig
     TrainingGuards,
     guard_every,
 )
+from facenet_pl.losses import ClassificationLoss, CombinedLoss
 from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
 from facenet_pl.mining.offline import offline_batch_triplets
@@ -61,6 +62,16 @@ COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
 #: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
 #: "Small folders": 16 and 26 training people measured).
 SMALL_FOLDER_PEOPLE = 50
+
+
+def _loss_parts(criterion) -> tuple[torch.nn.Module | None, ClassificationLoss | None]:
+    """(triplet loss, classification loss) of a ``loss`` config: either may be None; any other loss module takes
+    mined triplets like the triplet loss."""
+    if isinstance(criterion, CombinedLoss):
+        return criterion.triplet, criterion.classification
+    if isinstance(criterion, ClassificationLoss):
+        return None, criterion
+    return criterion, None
 
 
 class FaceNetModule(pl.LightningModule):
@@ -148,6 +159,15 @@ class FaceNetModule(pl.LightningModule):
             )
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
+        if self.classifier is not None and self.triplet_loss is None and self.miner is not None:
+            raise ConfigError(
+                f"loss={self.classifier.name} is a classification loss: it uses no triplets, so a miner would do "
+                f"nothing. Drop miner=... (loss={self.classifier.name} selects miner=none itself)."
+            )
+        if self.triplet_loss is not None and self.miner is None:
+            raise ConfigError("miner=none: the triplet loss needs a miner (miner=semihard, the paper's)")
+        #: Sorted training labels: a label's position is its class index (the classifier's row). Set in setup.
+        self.register_buffer("class_labels", torch.empty(0, dtype=torch.long), persistent=False)
         self.eval_flip = bool(model.get("eval_flip", False))
         self.max_abs_weight = float(model.get("max_abs_weight", MAX_ABS_WEIGHT))
         #: Steps between host reads of the guards (``auto``: 1 on a CPU, 50 on an accelerator; facenet_pl.guards).
@@ -174,17 +194,49 @@ class FaceNetModule(pl.LightningModule):
 
     # -- inference -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """Offline mining: give the data module this model's embed-and-mine function, once, before it builds
-        the training loader (Lightning sets up the data module first, then the model, then asks for loaders)."""
-        if stage != "fit" or not self.offline_mining:
+        """Classification losses: size the class weights from the data module's training identities. Offline
+        mining: give the data module this model's embed-and-mine function, once, before it builds the training
+        loader. (Lightning sets up the data module first, then the model, then restores a checkpoint, builds the
+        optimiser and asks for loaders.)"""
+        if stage != "fit":
             return
         dm = self.trainer.datamodule if self._trainer is not None else None
+        if self.classifier is not None:
+            self._build_classifier(dm)
+        if not self.offline_mining:
+            return
         if dm is None or not hasattr(dm, "use_offline_mining"):
             raise ConfigError(
                 "miner.offline.every_n_steps > 0 needs a facenet_pl data module (trainer.fit(model, datamodule=...)) "
                 "to draw its mining subsets from"
             )
         dm.use_offline_mining(self.offline_mining, self.mine_offline)
+
+    @property
+    def triplet_loss(self) -> torch.nn.Module | None:
+        """The loss's triplet part (on mined triplets); None for a classification loss."""
+        return _loss_parts(self.criterion)[0]
+
+    @property
+    def classifier(self) -> ClassificationLoss | None:
+        """The loss's classification part (with the class weights); None for the triplet loss."""
+        return _loss_parts(self.criterion)[1]
+
+    def _build_classifier(self, dm) -> None:
+        labels = getattr(getattr(dm, "train_set", None), "labels", None)
+        if labels is None:
+            raise ConfigError(
+                f"loss={self.classifier.name} sizes its class weights from the training identities: it needs a "
+                "facenet_pl data module (trainer.fit(model, datamodule=...))"
+            )
+        classes = torch.unique(torch.as_tensor(np.asarray(labels), dtype=torch.long))
+        if not self.classifier.built or self.classifier.num_classes != len(classes):
+            self.classifier.build(len(classes), self.net.embedding_dim)
+        self.class_labels = classes.to(self.class_labels.device)
+
+    def embedding_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state an embedding model file holds: everything but the loss's class weights (training only)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("criterion.")}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised network input (N, 3, H, W) -> unit embeddings (N, D)."""
@@ -263,6 +315,7 @@ class FaceNetModule(pl.LightningModule):
             "spread_max": self.spread_max,
             "data_summary": dict(getattr(dm, "data_summary", None) or {}),
             "data_resolved": dm.resolved_settings() if hasattr(dm, "resolved_settings") else {},
+            "num_classes": self.classifier.num_classes if self.classifier is not None else 0,
         }
 
     def on_validation_start(self) -> None:
@@ -282,6 +335,8 @@ class FaceNetModule(pl.LightningModule):
         run = checkpoint.get("facenet_pl") or {}
         self.calibration = dict(run.get("calibration") or {})
         self.spread_max = float(run.get("spread_max") or 0.0)
+        if self.classifier is not None and run.get("num_classes") and not self.classifier.built:
+            self.classifier.build(int(run["num_classes"]), self.net.embedding_dim)  # loading without the data
         if run.get("data") is not None and self.data_config is None:
             self.data_config = run["data"]
         rng = checkpoint.get("rng_states")
@@ -321,6 +376,42 @@ class FaceNetModule(pl.LightningModule):
         images, labels, _ = batch
         x = self._inputs(images, augment=True)
         emb = self(x)
+        bs = x.shape[0]
+        triplet_w, class_w = self._loss_weights()
+        loss = returned = None
+        stats = None
+        if triplet_w:
+            loss, returned, stats = self._triplet_part(emb, labels, triplet_w, bs)
+        if self.classifier is not None:
+            # the class weights stay in the graph with weight 0 (triplet phase): DDP expects every parameter used
+            c_loss = self.classifier(emb, torch.searchsorted(self.class_labels, labels.to(emb.device)))
+            if triplet_w:
+                self.log("train/class_loss", c_loss, batch_size=bs)
+            loss = class_w * c_loss if loss is None else loss + class_w * c_loss
+            returned = class_w * c_loss if returned is None else returned + class_w * c_loss
+        guards = self._training_guards()
+        guards.note_loss(loss, self.global_step)
+        e = emb.detach().float()
+        spread = 2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0) if len(e) > 1 else e.new_zeros(())
+        nan = e.new_full((), float("nan"))
+        guards.note_batch(spread, stats.mean_d_an if stats else nan, stats.mean_d_ap if stats else nan)
+        if self.global_step % guards.every == 0:
+            self._check_guards()  # before this step's update: a non-finite loss stops here
+        # Lightning turns progress-bar values into numbers on every step (a host sync on a GPU): on the bar only when
+        # there is a bar, on a CPU
+        prog_bar = self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
+        self.log("train/loss", loss, prog_bar=prog_bar, batch_size=bs)
+        self.log("train/spread", spread, batch_size=bs)
+        return returned
+
+    def _loss_weights(self) -> tuple[float, float]:
+        """(triplet weight, classification weight) of this epoch: host numbers, no device work."""
+        if isinstance(self.criterion, CombinedLoss):
+            return self.criterion.weights(self.current_epoch)
+        return (1.0, 0.0) if self.triplet_loss is not None else (0.0, 1.0)
+
+    def _triplet_part(self, emb: torch.Tensor, labels: torch.Tensor, weight: float, bs: int):
+        """(weighted triplet loss to log, the same as the step returns it, triplet stats)."""
         world = 1
         if self.cross_rank:  # mine the global batch; see facenet_pl.mining.cross_rank
             emb, labels, world = gather_batch(emb, labels)
@@ -328,20 +419,10 @@ class FaceNetModule(pl.LightningModule):
             triplets = offline_batch_triplets(emb.shape[0], emb.device)
         else:
             triplets = self.miner(emb, labels)
-        loss, stats = self.criterion(emb, triplets)
-        guards = self._training_guards()
-        guards.note_loss(loss, self.global_step)
-        e = emb.detach().float()
-        spread = 2 * (1 - e.mean(0).pow(2).sum()).clamp(min=0) if len(e) > 1 else e.new_zeros(())
-        guards.note_batch(spread, stats.mean_d_an, stats.mean_d_ap)
-        if self.global_step % guards.every == 0:
-            self._check_guards()  # before this step's update: a non-finite loss stops here
-        bs = x.shape[0]
-        # Lightning turns progress-bar values into numbers on every step (a host sync on a GPU): on the bar only when
-        # there is a bar, on a CPU
+        t_loss, stats = self.triplet_loss(emb, triplets)
         prog_bar = self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
-        self.log("train/loss", loss, prog_bar=prog_bar, batch_size=bs)
-        self.log("train/spread", spread, batch_size=bs)
+        if self.classifier is not None:
+            self.log("train/triplet_loss", t_loss, batch_size=bs)
         self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
         self.log("train/active_fraction", stats.active_fraction, prog_bar=prog_bar, batch_size=bs)
         if stats.num_triplets:
@@ -349,7 +430,9 @@ class FaceNetModule(pl.LightningModule):
             self.log("train/d_an", stats.mean_d_an, batch_size=bs)
         else:
             log.warning("step %d: the miner found no triplet (loss 0); check data.p/data.k", self.global_step)
-        return loss * world  # DDP averages gradients over ranks; each rank's only reach its own rows
+        # DDP averages gradients over ranks; each rank's only reach its own rows
+        loss = t_loss if weight == 1.0 else weight * t_loss
+        return loss, loss * world if world != 1 else loss, stats
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """After the optimiser step: record (on the device) whether a weight or BatchNorm statistic diverged; it is
@@ -402,7 +485,7 @@ class FaceNetModule(pl.LightningModule):
         self.spread_max = max(self.spread_max, spread)
         if self.global_step < self._next_collapse_warning:
             return
-        inside = COLLAPSE_MARGIN_FRACTION * float(getattr(self.criterion, "margin", 0.2))
+        inside = COLLAPSE_MARGIN_FRACTION * float(getattr(self.triplet_loss, "margin", 0.2))
         at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
         if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
             log.warning(
@@ -536,9 +619,21 @@ class FaceNetModule(pl.LightningModule):
         steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
         return min(steps, t.max_steps) if t.max_steps != -1 else steps
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The network's parameters; the class weights of a classification loss as their own group (their own LR
+        with ``loss.classifier_lr``)."""
+        if self.classifier is None:
+            return [{"params": list(self.parameters())}]
+        own = {id(p) for p in self.classifier.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in own]}]
+        group: dict[str, Any] = {"params": list(self.classifier.parameters())}
+        if self.classifier.classifier_lr is not None:
+            group["lr"] = self.classifier.classifier_lr
+        return [*groups, group]
+
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.optimizer)
-        opt = instantiate(opt_cfg, params=self.parameters(), _partial_=False)
+        opt = instantiate(opt_cfg, _partial_=True)(params=self._param_groups())  # param groups stay plain dicts
         if scheduler_config(self.hparams.scheduler) is None:
             return opt
         main = build_scheduler(self.hparams.scheduler, opt, self._total_training_steps())

@@ -40,6 +40,7 @@ EVAL_ABLATIONS = _ablations("eval")
 
 def test_every_ablation_of_the_paper_has_an_experiment():
     assert {"architectures", "embedding_dim", "train_size", "margin", "batch_size", "miners"} <= set(TRAIN_ABLATIONS)
+    assert "losses" in TRAIN_ABLATIONS  # beyond the paper: margin-softmax losses and the hybrids
     assert {"image_quality", "image_size"} <= set(EVAL_ABLATIONS)
 
 
@@ -156,6 +157,9 @@ def test_every_ablation_job_composes_passes_the_checks_and_builds(tmp_path, ever
                 assert module.criterion.margin == pytest.approx(float(value))
             if key == "miner":
                 assert type(module.miner).__name__ == str(cfg.miner._target_).rsplit(".", 1)[1]
+            if key == "loss":  # a classification loss has its class weights and no miner; the others mine
+                assert (module.classifier is not None) == ("arcface" in value or "face" in value or "softmax" in value)
+                assert (module.miner is None) == (module.triplet_loss is None)
     miners = ("semihard", "hardest", "random", "batch_hard", "batch_all")
     assert [j[0] for j in seen["miners"]] == [f"miner={m}" for m in miners]
     for name in EVAL_ABLATIONS:

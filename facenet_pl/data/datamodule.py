@@ -19,7 +19,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from facenet_pl.data.datasets import collate_batch
 from facenet_pl.data.pairs import VerificationSet
-from facenet_pl.data.samplers import EpochBatchSampler, OfflineTripletSampler, PKSampler
+from facenet_pl.data.samplers import SAMPLERS, EpochBatchSampler, OfflineTripletSampler, PKSampler, RandomBatchSampler
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,13 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_bins: list[str] | None = None,
         bins_dir: str | None = None,
+        sampler: str = "pk",
     ) -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler={sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        #: Training batches: ``pk`` (:class:`PKSampler`) or ``random`` (:class:`RandomBatchSampler`, same batch size).
+        self.sampler = sampler
         #: insightface ``.bin`` sets also validated every epoch (``val/<name>/acc``): paths, or names in ``bins_dir``.
         self.val_bins = resolve_bins(val_bins, bins_dir)
         self._bin_splits: list[tuple[str, VerificationSet]] | None = None
@@ -149,10 +154,19 @@ class FaceDataModule(pl.LightningDataModule):
 
     def train_batches_per_epoch(self) -> int:
         """Training batches in one epoch on this rank (before ``trainer.limit_train_batches``)."""
-        return len(self._pk_sampler())
+        return len(self._batch_sampler())
 
-    def _pk_sampler(self) -> PKSampler:
+    def _batch_sampler(self) -> PKSampler | RandomBatchSampler:
         world, rank = self._world()
+        if self.sampler == "random":
+            return RandomBatchSampler(
+                len(self.train_set),
+                self.p * self.k + self.extra_negatives,
+                batches_per_epoch=self.batches_per_epoch,
+                num_replicas=world,
+                rank=rank,
+                seed=self.seed,
+            )
         return PKSampler(
             self.train_set.labels,
             p=self.p,
@@ -173,7 +187,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
-        sampler: EpochBatchSampler = self._pk_sampler()
+        sampler: EpochBatchSampler = self._batch_sampler()
         t = self.trainer
         if self._offline is not None:
             sampler = self._offline_sampler(*self._offline, len(sampler), world, rank)
@@ -243,7 +257,7 @@ class FaceDataModule(pl.LightningDataModule):
         out: dict[str, int] = {"p": int(self.p), "k": int(self.k)}
         if self.train_set is not None:
             if self._train_counts is None:  # once per run: checkpoints ask every time they are written
-                sampler = self._train_sampler if self._train_sampler is not None else self._pk_sampler()
+                sampler = self._train_sampler if self._train_sampler is not None else self._batch_sampler()
                 labels = torch.as_tensor(self.train_set.labels)
                 self._train_counts = (len(sampler), int(len(torch.unique(labels))))
             out["batches_per_epoch"], out["train_identities"] = self._train_counts

@@ -1,5 +1,6 @@
-"""Losses over mined triplets."""
+"""Losses: the triplet loss over mined triplets; margin-softmax classification losses; their combination."""
 
+from facenet_pl.losses.classification import CLASSIFICATION_LOSSES, ClassificationLoss, CombinedLoss
 from facenet_pl.losses.triplet import TripletLoss, TripletStats
 
-__all__ = ["TripletLoss", "TripletStats"]
+__all__ = ["CLASSIFICATION_LOSSES", "ClassificationLoss", "CombinedLoss", "TripletLoss", "TripletStats"]

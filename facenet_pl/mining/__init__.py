@@ -17,15 +17,18 @@ MINERS: dict[str, type[Miner]] = {
 }
 
 
-def build_miner(cfg) -> Miner:
+def build_miner(cfg) -> Miner | None:
     """Instantiate a ``miner`` config (``_target_`` + arguments), leaving out the settings that are about
-    where the batch comes from rather than the miner (``offline``, ``cross_rank``)."""
+    where the batch comes from rather than the miner (``offline``, ``cross_rank``). ``miner=none`` (no
+    ``_target_``, for classification losses): None."""
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     cfg.pop("offline", None)
     cfg.pop("cross_rank", None)
+    if not cfg.get("_target_"):
+        return None
     return instantiate(cfg)
 
 

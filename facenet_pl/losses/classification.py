@@ -1,0 +1,125 @@
+"""Margin-softmax losses (ArcFace, CosFace, sub-center ArcFace, normalised softmax) from pytorch-metric-learning.
+
+They classify each training image among the training identities against one learned weight vector per identity
+(the class weights), with a margin on the angle or the cosine. The class weights exist only while training: their
+number comes from the data (:meth:`ClassificationLoss.build`, called by the model's ``setup``), they are in the
+optimiser and in checkpoints, and never in an exported embedding model.
+
+The losses themselves are pytorch-metric-learning's (a well-kept, tested library: the formulas, margins and
+numerics are theirs, not rewritten here); this module only names them (a registry, so a checkpoint's config names
+``arcface``, never a class to import) and sizes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from facenet_pl.errors import ConfigError
+
+
+def _registry() -> dict[str, type]:
+    from pytorch_metric_learning import losses
+
+    return {
+        "arcface": losses.ArcFaceLoss,
+        "cosface": losses.CosFaceLoss,
+        "subcenter_arcface": losses.SubCenterArcFaceLoss,
+        "normalized_softmax": losses.NormalizedSoftmaxLoss,
+    }
+
+
+#: ``loss.name`` values of :class:`ClassificationLoss` (``conf/loss/<name>.yaml``).
+CLASSIFICATION_LOSSES = ("arcface", "cosface", "subcenter_arcface", "normalized_softmax")
+
+
+class ClassificationLoss(nn.Module):
+    """One of pytorch-metric-learning's classification losses over the training identities.
+
+    ``name``: arcface | cosface | subcenter_arcface | normalized_softmax. ``classifier_lr``: learning rate of the
+    class weights (None: ``optimizer.lr``). ``loss_kwargs``: the library's own arguments (``margin``, ``scale``,
+    ``sub_centers``, ``temperature``), passed through unchanged. Call :meth:`build` with the number of training
+    identities and the embedding size before the first step; ``forward(embeddings, class_indices)`` -> loss.
+    """
+
+    def __init__(self, name: str, classifier_lr: float | None = None, **loss_kwargs: Any) -> None:
+        super().__init__()
+        if name not in CLASSIFICATION_LOSSES:
+            raise ConfigError(f"loss.name={name!r}: expected one of {', '.join(CLASSIFICATION_LOSSES)}")
+        if classifier_lr is not None and not float(classifier_lr) > 0:
+            raise ConfigError(f"loss.classifier_lr must be > 0 (or null: optimizer.lr), got {classifier_lr}")
+        self.name, self.loss_kwargs = name, dict(loss_kwargs)
+        self.classifier_lr = None if classifier_lr is None else float(classifier_lr)
+        self.loss: nn.Module | None = None
+        self.num_classes = 0
+        self._make(2, 2)  # bad library arguments (a misspelt key) fail now, in one line, not after data loading
+        self.loss = None
+
+    def _make(self, num_classes: int, embedding_dim: int) -> nn.Module:
+        try:
+            return _registry()[self.name](num_classes=num_classes, embedding_size=embedding_dim, **self.loss_kwargs)
+        except TypeError as e:
+            raise ConfigError(f"loss={self.name}: {e} (loss.* keys are pytorch-metric-learning's arguments)") from None
+
+    @property
+    def built(self) -> bool:
+        return self.loss is not None
+
+    def build(self, num_classes: int, embedding_dim: int) -> None:
+        """Make the class weights for ``num_classes`` training identities (the library's initialisation)."""
+        if num_classes < 2:
+            raise ConfigError(f"loss={self.name} needs >= 2 training identities; the data has {num_classes}")
+        self.loss = self._make(int(num_classes), int(embedding_dim))
+        self.num_classes = int(num_classes)
+
+    def forward(self, embeddings: torch.Tensor, class_indices: torch.Tensor) -> torch.Tensor:
+        if self.loss is None:
+            raise RuntimeError("ClassificationLoss.build(num_classes, embedding_dim) was not called")
+        return self.loss(embeddings.float(), class_indices)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, classes={self.num_classes}, " + ", ".join(
+            f"{k}={v!r}" for k, v in self.loss_kwargs.items()
+        )
+
+
+class CombinedLoss(nn.Module):
+    """Triplet loss (on mined triplets) + a classification loss, weighted; or one after the other.
+
+    ``classification_epochs`` None: ``triplet_weight * triplet + classification_weight * classification`` every
+    step. ``classification_epochs=N``: the first N epochs train the classification loss alone, then the triplet loss
+    alone (with the run's miner): the schedule often used on small data, where softmax gives the embedding its first
+    shape and triplets refine it.
+    """
+
+    def __init__(
+        self,
+        triplet: nn.Module,
+        classification: ClassificationLoss,
+        triplet_weight: float = 1.0,
+        classification_weight: float = 1.0,
+        classification_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(classification, ClassificationLoss):
+            raise ConfigError("loss.classification must be a ClassificationLoss (loss=arcface's settings)")
+        if triplet_weight < 0 or classification_weight < 0 or triplet_weight + classification_weight <= 0:
+            raise ConfigError(
+                f"loss.triplet_weight={triplet_weight}, loss.classification_weight={classification_weight}: both must "
+                "be >= 0 and one > 0"
+            )
+        if classification_epochs is not None and int(classification_epochs) < 0:
+            raise ConfigError(f"loss.classification_epochs must be >= 0 or null, got {classification_epochs}")
+        self.triplet, self.classification = triplet, classification
+        self.triplet_weight, self.classification_weight = float(triplet_weight), float(classification_weight)
+        self.classification_epochs = None if classification_epochs is None else int(classification_epochs)
+
+    def weights(self, epoch: int) -> tuple[float, float]:
+        """(triplet weight, classification weight) in ``epoch``."""
+        if self.classification_epochs is None:
+            return self.triplet_weight, self.classification_weight
+        if epoch < self.classification_epochs:
+            return 0.0, self.classification_weight or 1.0
+        return self.triplet_weight or 1.0, 0.0
