@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from facenet_pl.augment import build_augment
 from facenet_pl.config_checks import plain as _plain
+from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector
 from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
@@ -122,19 +123,18 @@ class FaceNetModule(pl.LightningModule):
         #: How image files become network input (``load_image`` arguments): crop, fit, grayscale.
         self.preprocess = {
             "crop": self.crop_size,
-            "fit": (preprocess or {}).get("fit", "crop"),
+            "fit": (preprocess or {}).get("fit", DEFAULT_FIT),
             "grayscale": bool((preprocess or {}).get("grayscale", False)),
         }
         #: Training-only batch augmentation (``augment`` group); None: none.
         self.augment = build_augment(_plain(augment))
         self.channels_last = bool(model.get("channels_last", False))
+        # the network's own defaults (FaceNetEmbedding) apply to what the config leaves out: written once, there
         self.net = FaceNetEmbedding(
             backbone=backbone["name"],
-            embedding_dim=model.get("embedding_dim", 128),
-            pretrained=backbone.get("pretrained", False),
-            dropout=model.get("dropout", 0.0),
             backbone_kwargs=backbone.get("kwargs") or {},
-            head=model.get("head", "linear"),
+            **{k: backbone[k] for k in ("pretrained",) if k in backbone},
+            **{k: model[k] for k in ("embedding_dim", "dropout", "head") if k in model},
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -485,7 +485,8 @@ class FaceNetModule(pl.LightningModule):
         self.spread_max = max(self.spread_max, spread)
         if self.global_step < self._next_collapse_warning:
             return
-        inside = COLLAPSE_MARGIN_FRACTION * float(getattr(self.triplet_loss, "margin", 0.2))
+        margin = getattr(self.triplet_loss, "margin", None)  # (a classification loss has no triplets: d_an is NaN)
+        inside = COLLAPSE_MARGIN_FRACTION * float(margin) if margin is not None else float("nan")
         at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
         if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
             log.warning(

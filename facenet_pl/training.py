@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
 from facenet_pl.config_tree import print_config_tree
+from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.errors import ConfigError
 from facenet_pl.fileio import remove_stale_temps, write_text_atomic
 from facenet_pl.guards import NonFiniteLossError
@@ -113,10 +114,10 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         loss=cfg.loss,
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler"),
-        far_target=cfg.get("far_target", 1e-3),
+        far_target=cfg.far_target,
         preprocess={
             "crop_size": cfg.data.get("crop_size"),
-            "fit": cfg.data.get("fit", "crop"),
+            "fit": cfg.data.get("fit", DEFAULT_FIT),
             "grayscale": bool(cfg.data.get("grayscale", False)),
         },
         augment=cfg.get("augment") or {"ops": {}},

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from facenet_pl.data.images import DEFAULT_FIT
+
 log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, labels, dataset indices
@@ -88,7 +90,7 @@ class FileFaceDataset(Dataset):
         labels,
         size: int,
         crop: int | None = None,
-        fit: str = "crop",
+        fit: str = DEFAULT_FIT,
         grayscale: bool = False,
     ) -> None:
         if len(paths) != len(labels):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.fileio import atomic_write, free_space, is_disk_full, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def cache_key(
     paths: Sequence[Path],
     size: int,
     crop: int | None,
-    fit: str = "crop",
+    fit: str = DEFAULT_FIT,
     grayscale: bool = False,
     stats: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> str:
@@ -280,7 +281,7 @@ def build_cache(
     crop: int | None,
     num_workers: int = 0,
     source: str = "",
-    fit: str = "crop",
+    fit: str = DEFAULT_FIT,
     grayscale: bool = False,
 ) -> None:
     """Decode ``paths`` into the cache ``files``, chunk by chunk (see the module docstring): resumable, memory
@@ -359,7 +360,7 @@ def cached_decode(
     cache_dir: str | Path | None,
     num_workers: int = 0,
     source: str = "",
-    fit: str = "crop",
+    fit: str = DEFAULT_FIT,
     grayscale: bool = False,
     stats: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

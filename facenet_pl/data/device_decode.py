@@ -15,6 +15,7 @@ import logging
 import torch
 
 from facenet_pl.data.datasets import FileFaceDataset, read_source
+from facenet_pl.data.images import DEFAULT_FIT
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def decode_on_device(
     device: torch.device | str,
     size: int,
     crop: int | None = None,
-    fit: str = "crop",
+    fit: str = DEFAULT_FIT,
     grayscale: bool = False,
 ) -> torch.Tensor:
     """A batch from :class:`EncodedFaceDataset` -> uint8 (N, 3, size, size) on ``device``: the encoded JPEGs

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.data.samplers.pk import min_images_to_anchor
 from facenet_pl.errors import ConfigError
 
 AUTO = "auto"
@@ -167,7 +168,7 @@ def plan_folder(
                 f"{MIN_HELD_OUT} (2 folds of 2), or 0 for none"
             )
     train_ids = np.setdiff1d(ids, np.concatenate([val_ids, test_ids]))
-    min_count = k if few_images == "skip" else 2
+    min_count = min_images_to_anchor(k, few_images)
     eligible = int((counts[np.isin(ids, train_ids)] >= min_count).sum())
     if eligible < 2 * world_size:
         raise ConfigError(

@@ -104,10 +104,12 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
 
 #: How a non-square image becomes square: centre ``crop`` (default), ``pad`` (black borders), ``stretch``.
 FIT_MODES = ("crop", "pad", "stretch")
+#: How a non-square image becomes square when nothing says otherwise (``data.fit``'s default).
+DEFAULT_FIT = "crop"
 
 
 def load_image(
-    path: str | Path, size: int, crop: int | None = None, fit: str = "crop", grayscale: bool = False
+    path: str | Path, size: int, crop: int | None = None, fit: str = DEFAULT_FIT, grayscale: bool = False
 ) -> np.ndarray | None:
     """RGB uint8 (3, size, size): optional centre crop of ``crop`` px, then made square by ``fit``, then resized.
     None if unreadable.
@@ -176,7 +178,7 @@ def decode_images(
     crop: int | None = None,
     num_workers: int = 0,
     batch_size: int = 256,
-    fit: str = "crop",
+    fit: str = DEFAULT_FIT,
     grayscale: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode all ``paths`` (:func:`load_image`): uint8 (N, 3, size, size) and a bool mask of readable files."""

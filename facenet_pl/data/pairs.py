@@ -169,7 +169,7 @@ class VerificationSet:
         return float(np.mean((np.asarray(distances)[t] < threshold) == self.issame[t]))
 
     def evaluate(
-        self, distances: np.ndarray, far_target: float = 1e-3, val_threshold: float | None = None
+        self, distances: np.ndarray, far_target: float | None = None, val_threshold: float | None = None
     ) -> dict[str, Any]:
         """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on.
 
@@ -180,8 +180,9 @@ class VerificationSet:
         """
         from facenet_pl.evaluation import evaluate_pairs
 
+        far = {} if far_target is None else {"far_target": far_target}  # None: evaluate_pairs's own default
         res: dict[str, Any] = evaluate_pairs(
-            distances, self.issame, far_target=far_target, folds=self.folds, test_folds=self.test_folds
+            distances, self.issame, folds=self.folds, test_folds=self.test_folds, **far
         )
         res.update(pairs=int(self.tested().sum()), identities=self.people(), on=self.name)
         if self.trained_on_other_folds:

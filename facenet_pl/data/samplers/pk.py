@@ -13,6 +13,12 @@ from facenet_pl.errors import ConfigError
 FEW_IMAGES_POLICIES = ("replace", "skip")
 
 
+def min_images_to_anchor(k: int, few_images: str) -> int:
+    """Images an identity needs to be one of a PK batch's P: ``k`` when identities with fewer are skipped, else 2
+    (one anchor-positive pair; the K are then drawn with replacement). The data plan counts identities by this too."""
+    return k if few_images == "skip" else 2
+
+
 class PKSampler(EpochBatchSampler):
     """Batch sampler yielding index lists of ``p`` identities x ``k`` images (+ ``extra_negatives``).
 
@@ -60,7 +66,7 @@ class PKSampler(EpochBatchSampler):
         order = np.argsort(labels, kind="stable")
         ids, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
         self._order, self._starts, self._counts = order, starts, counts
-        min_count = self.k if few_images == "skip" else 2
+        min_count = min_images_to_anchor(self.k, few_images)
         self._eligible = np.flatnonzero(counts >= min_count)  # positions into ids
         self.identities = ids
         per_step = self.p * self.num_replicas
