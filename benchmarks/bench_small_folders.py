@@ -61,6 +61,7 @@ def baselines(root: str, folds: list[list[str]], data_args: dict, size: int = 64
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     from facenet_pl.data.folder import FolderDataModule
+    from facenet_pl.evaluation import score_split
 
     out: dict[str, list[dict]] = {"raw pixels": [], "PCA (eigenfaces)": [], "PCA + LDA (fisherfaces)": []}
     for test_people in folds:
@@ -84,7 +85,7 @@ def baselines(root: str, folds: list[list[str]], data_args: dict, size: int = 64
             ("PCA + LDA (fisherfaces)", lda.transform(pca_lda.transform(x_test))),
         ):
             emb = torch.nn.functional.normalize(torch.as_tensor(feats, dtype=torch.float32), dim=1)
-            res = split.evaluate(split.distances(emb))
+            res = score_split(split, split.distances(emb))
             out[name].append({"test/acc": res["accuracy"], "test/pairs": res["pairs"], "test/auc": res["auc"]})
     return out
 

@@ -186,7 +186,8 @@ def cmd_calibrate(a) -> None:
     import torch
 
     from facenet_pl.data.images import scan_identity_folders
-    from facenet_pl.data.pairs import VerificationSet
+    from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
+    from facenet_pl.evaluation import score_split
     from facenet_pl.evaluation.verification import best_threshold, threshold_at_far
     from facenet_pl.model_files import save_calibrated
 
@@ -200,8 +201,7 @@ def cmd_calibrate(a) -> None:
     model, files, emb = _embed_files(a.ckpt, paths, a.flip)
     keep = np.isin([str(p) for p in paths], [str(f) for f in files])
     labels = labels[keep]
-    ids, counts = np.unique(labels, return_counts=True)
-    multi = ids[counts >= 2]
+    multi = identities_with_pairs(labels)
     rows = np.flatnonzero(np.isin(labels, multi))
     split = VerificationSet.draw(
         None,
@@ -214,7 +214,7 @@ def cmd_calibrate(a) -> None:
         key="people with >= 2 readable images",
     )
     d = split.distances(torch.from_numpy(emb[rows]))
-    res = split.evaluate(d)
+    res = score_split(split, d)
     thr = (
         threshold_at_far(d, split.issame, a.far_target)
         if a.far_target is not None

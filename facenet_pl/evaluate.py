@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 
 from facenet_pl.config_checks import check_experiment_task
 from facenet_pl.config_checks import plain as _plain
-from facenet_pl.data.pairs import VerificationSet
+from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
 from facenet_pl.errors import ConfigError
-from facenet_pl.evaluation import clustering_scores, knn_topk_accuracy, split_gallery_probe
+from facenet_pl.evaluation import accuracy_at, clustering_scores, knn_topk_accuracy, score_split, split_gallery_probe
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.evaluation.verification import interval_note
@@ -218,7 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     d = split.distances(emb)
     if not same_data:  # what the model trained on is not this data's other folds: plain k-fold thresholds
         split.trained_on_other_folds = False
-    res: dict[str, Any] = split.evaluate(d, far_target=cfg.far_target, val_threshold=float(module.threshold))
+    res: dict[str, Any] = score_split(split, d, far_target=cfg.far_target, val_threshold=float(module.threshold))
     res.update(
         far_target=cfg.far_target,
         split=split_name,
@@ -233,7 +233,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     thr = float(module.threshold)
     if math.isfinite(thr):
         res.update(
-            acc_at_model_threshold=split.accuracy_at(d, thr),
+            acc_at_model_threshold=accuracy_at(split, d, thr),
             model_threshold=thr,
             model_calibrated_on=(module.calibration or {}).get("on", "unknown data"),
         )
@@ -243,8 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if len(p):
             res.update({f"knn/{k}": v for k, v in knn_topk_accuracy(emb[g], labels[g], emb[p], labels[p]).items()})
     if cfg.get("clustering", True):
-        ids, counts = np.unique(labels, return_counts=True)
-        keep = np.isin(labels, ids[counts >= 2])  # clusters of one image say nothing
+        keep = np.isin(labels, identities_with_pairs(labels))  # clusters of one image say nothing
         if keep.sum() > 2:
             res.update(clustering_scores(emb[keep].numpy(), labels[keep], seed=seed))
     out = Path(cfg.paths.output_dir)

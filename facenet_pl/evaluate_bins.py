@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from facenet_pl.data.binsets import bin_verification_set
 from facenet_pl.errors import ConfigError
+from facenet_pl.evaluation import score_split
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.fileio import write_text_atomic
 from facenet_pl.inference import embed_dataset, load_model
@@ -65,7 +66,7 @@ def evaluate_bins(cfg: DictConfig) -> dict[str, Any]:
         split = bin_verification_set(path, module.input_size, int(bench.get("workers", 0)))
         emb = embed_dataset(module, split.dataset, int(cfg.get("batch_size", 256)), flip=flip, transform=degrade)
         d = split.distances(emb)
-        res = split.evaluate(d, far_target=far)
+        res = score_split(split, d, far_target=far)
         ok, fewest = val_measurable(split, far)
         rows[path.stem] = {
             "acc": res["accuracy"],

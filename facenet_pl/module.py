@@ -17,7 +17,7 @@ from facenet_pl.augment import build_augment
 from facenet_pl.config_checks import plain as _plain
 from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.errors import ConfigError
-from facenet_pl.evaluation import EmbeddingCollector
+from facenet_pl.evaluation import EmbeddingCollector, accuracy_at, score_split
 from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
     MAX_ABS_WEIGHT,
     DivergedWeightsError,
@@ -535,7 +535,7 @@ class FaceNetModule(pl.LightningModule):
             split = dict(dm.bin_splits())[name]
             if self.trainer.sanity_checking or idx.numel() != len(split.dataset):
                 continue
-            res = split.evaluate(split.distances(emb), far_target=self.far_target)
+            res = score_split(split, split.distances(emb), far_target=self.far_target)
             for key, short in (("accuracy", "acc"), ("accuracy_std", "acc_std"), ("auc", "auc"), ("eer", "eer")):
                 self.log(f"val/{name}/{short}", float(res[key]))
 
@@ -564,7 +564,7 @@ class FaceNetModule(pl.LightningModule):
         if res is None or not math.isfinite(float(self.threshold)):
             return
         d, split, _ = self.last_eval["test"]  # the stored threshold, as verify/cluster apply it:
-        self.log("test/acc_at_val_threshold", split.accuracy_at(d, float(self.threshold)))
+        self.log("test/acc_at_val_threshold", accuracy_at(split, d, float(self.threshold)))
 
     def _pair_metrics(self, stage: str) -> dict[str, Any] | None:
         """Verification table of the ``stage`` split's pairs, logged as ``{stage}/...``; None when skipped."""
@@ -588,7 +588,7 @@ class FaceNetModule(pl.LightningModule):
             )
         # test: pairs whose other folds' people were trained on (LFW fold=i) are scored at the validation threshold
         val_threshold = float(self.threshold) if stage == "test" else None
-        res = split.evaluate(d, far_target=self.far_target, val_threshold=val_threshold)
+        res = score_split(split, d, far_target=self.far_target, val_threshold=val_threshold)
         self.last_eval[stage] = (d, split, res)
         for key, name in LOGGED_PAIR_METRICS.items():
             self.log(f"{stage}/{name}", float(res[key]), prog_bar=name == "acc")

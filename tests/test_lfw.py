@@ -184,12 +184,14 @@ def test_fold_mode_scores_the_test_fold_at_the_validation_threshold(caplog):
     pairs = np.zeros((40, 2), int)
     folds = np.repeat([0, 1], 20)
     kw = dict(pairs=pairs, issame=np.r_[issame, issame], folds=folds, name="t", test_folds=[1], labels=np.zeros(1))
-    plain = VerificationSet(None, **kw).evaluate(d)
+    from facenet_pl.evaluation import score_split
+
+    plain = score_split(VerificationSet(None, **kw), d)
     assert plain["accuracy"] == 0.5 and "threshold_from" not in plain
     split = VerificationSet(None, **kw, trained_on_other_folds=True)
-    res = split.evaluate(d, val_threshold=1.2)
+    res = score_split(split, d, val_threshold=1.2)
     assert res["accuracy"] == 1.0 and res["threshold"] == 1.2 and res["accuracy_other_folds_threshold"] == 0.5
     assert res["threshold_from"].startswith("validation people")
     with caplog.at_level("WARNING"):
-        res = split.evaluate(d, val_threshold=float("nan"))
+        res = score_split(split, d, val_threshold=float("nan"))
     assert res["accuracy"] == 0.5 and "biased" in caplog.text and "data.val_identities" in caplog.text

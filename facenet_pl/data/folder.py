@@ -14,7 +14,7 @@ from facenet_pl.data.device_decode import EncodedFaceDataset, check_decode_on, d
 from facenet_pl.data.file_index import load_index, select_files
 from facenet_pl.data.folder_plan import FolderPlan, plan_folder
 from facenet_pl.data.images import FIT_MODES, gray_fraction, report_unreadable, scan_identity_folders
-from facenet_pl.data.pairs import VerificationSet
+from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,12 @@ class FolderDataModule(FaceDataModule):
     def whole_folder_split(self) -> VerificationSet:
         """Every identity with >= 2 readable images as test identities: pairs over the whole folder."""
         images, labels, rows, names = self._decode()
-        ids, counts = np.unique(labels, return_counts=True)
         return self._pairs(
-            images, labels, rows, names, ids[counts >= 2], "all identities", "people with >= 2 readable images"
+            images,
+            labels,
+            rows,
+            names,
+            identities_with_pairs(labels),
+            "all identities",
+            "people with >= 2 readable images",
         )

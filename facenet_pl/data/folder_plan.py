@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet_pl.data.pairs import identities_with_pairs
 from facenet_pl.data.samplers.pk import min_images_to_anchor
 from facenet_pl.errors import ConfigError
 
@@ -119,7 +120,7 @@ def plan_folder(
     """
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
-    multi = ids[counts >= 2]
+    multi = identities_with_pairs(labels)
     index = {name: i for i, name in enumerate(names)}
     derived: list[str] = []
 
@@ -225,8 +226,7 @@ def plan_folder(
 def cv_test_folds(labels: np.ndarray, names: list[str], n_folds: int, seed: int, root: str) -> list[list[str]]:
     """``cv=N`` on a folder: the identities with >= 2 images split into ``n_folds`` disjoint groups (drawn by
     ``seed``), each the test people of one run; every such person is tested exactly once."""
-    ids, counts = np.unique(np.asarray(labels), return_counts=True)
-    multi = np.random.default_rng(seed).permutation(ids[counts >= 2])
+    multi = np.random.default_rng(seed).permutation(identities_with_pairs(labels))
     if n_folds < 2:
         raise ConfigError(f"cv={n_folds}: give at least 2 folds")
     if len(multi) // n_folds < MIN_HELD_OUT:

@@ -16,7 +16,7 @@ from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.decode_cache import cached_decode
 from facenet_pl.data.images import report_unreadable, scan_identity_folders
 from facenet_pl.data.lfw import find_image_ext, find_image_root, image_path, read_pairs, read_people
-from facenet_pl.data.pairs import VerificationSet
+from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
 from facenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class LFWDataModule(FaceDataModule):
         tlabels = tlabels[rows]
         train = np.ones(len(rows), bool)
         if self.val_identities:
-            ids, counts = np.unique(tlabels, return_counts=True)
-            multi = ids[counts >= 2]
+            multi = identities_with_pairs(tlabels)
             if len(multi) < self.val_identities + 2:
                 raise ConfigError(
                     f"{what} has {len(multi)} people with >= 2 images: lower data.val_identities="

@@ -19,6 +19,13 @@ from torch.utils.data import Dataset
 log = logging.getLogger(__name__)
 
 
+def identities_with_pairs(labels: np.ndarray) -> np.ndarray:
+    """The identities with >= 2 images (sorted): the only ones a positive pair, a held-out person or a cluster can
+    be made of."""
+    ids, counts = np.unique(np.asarray(labels), return_counts=True)
+    return ids[counts >= 2]
+
+
 def make_pairs(
     labels, n_folds: int = 10, pairs_per_fold: int = 150, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,47 +169,6 @@ class VerificationSet:
     def people(self) -> int:
         """How many identities the reported pairs hold."""
         return int(len(np.unique(self.labels[self.pairs[self.tested()].ravel()])))
-
-    def accuracy_at(self, distances: np.ndarray, threshold: float) -> float:
-        """Accuracy of "same iff distance < threshold" on the reported pairs (one fixed threshold)."""
-        t = self.tested()
-        return float(np.mean((np.asarray(distances)[t] < threshold) == self.issame[t]))
-
-    def evaluate(
-        self, distances: np.ndarray, far_target: float | None = None, val_threshold: float | None = None
-    ) -> dict[str, Any]:
-        """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) with what it was measured on.
-
-        With ``trained_on_other_folds``, ``accuracy`` is measured at ``val_threshold`` (calibrated on validation
-        people, held out of training) and ``threshold_from`` says so; the accuracy at the threshold fit on the
-        other folds is kept as ``accuracy_other_folds_threshold``. Without a finite ``val_threshold`` the
-        other folds' threshold is used, with a warning that it is biased.
-        """
-        from facenet_pl.evaluation import evaluate_pairs
-
-        far = {} if far_target is None else {"far_target": far_target}  # None: evaluate_pairs's own default
-        res: dict[str, Any] = evaluate_pairs(
-            distances, self.issame, folds=self.folds, test_folds=self.test_folds, **far
-        )
-        res.update(pairs=int(self.tested().sum()), identities=self.people(), on=self.name)
-        if self.trained_on_other_folds:
-            res["accuracy_other_folds_threshold"] = res["accuracy"]
-            if val_threshold is not None and np.isfinite(val_threshold):
-                res.update(
-                    accuracy=self.accuracy_at(distances, float(val_threshold)),
-                    threshold=float(val_threshold),
-                    threshold_from="validation people (held out of training)",
-                )
-            else:
-                res["threshold_from"] = "the other folds' pairs (people the model trained on)"
-                log.warning(
-                    "%s: the accuracy threshold is fit on the other folds' pairs, whose people the model trained "
-                    "on; it is biased once the model fits them closely (longer training lowers this accuracy while "
-                    "AUC rises). Hold out validation people (data.val_identities > 0) to calibrate it on people the "
-                    "model never saw.",
-                    self.name,
-                )
-        return res
 
     def describe(self) -> dict[str, Any]:
         """What a threshold calibrated on these pairs was calibrated on (stored in checkpoints)."""
