@@ -183,12 +183,8 @@ def cmd_verify(a) -> None:
 
 def cmd_calibrate(a) -> None:
     """Fit the verification threshold on pairs of a labelled folder (root/<identity>/<images>) and store it."""
-    import torch
-
     from facenet_pl.data.images import scan_identity_folders
-    from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
-    from facenet_pl.evaluation import score_split
-    from facenet_pl.evaluation.verification import best_threshold, threshold_at_far
+    from facenet_pl.evaluation.splits import calibrate_threshold
     from facenet_pl.model_files import save_calibrated
 
     out = Path(a.output)
@@ -201,24 +197,8 @@ def cmd_calibrate(a) -> None:
     model, files, emb = _embed_files(a.ckpt, paths, a.flip)
     keep = np.isin([str(p) for p in paths], [str(f) for f in files])
     labels = labels[keep]
-    multi = identities_with_pairs(labels)
-    rows = np.flatnonzero(np.isin(labels, multi))
-    split = VerificationSet.draw(
-        None,
-        labels[rows],
-        [names[i] for i in multi],
-        a.folds,
-        a.pairs_per_fold,
-        a.seed,
-        name=f"{Path(a.folder).resolve()}",
-        key="people with >= 2 readable images",
-    )
-    d = split.distances(torch.from_numpy(emb[rows]))
-    res = score_split(split, d)
-    thr = (
-        threshold_at_far(d, split.issame, a.far_target)
-        if a.far_target is not None
-        else best_threshold(d, split.issame)[0]
+    thr, res, split = calibrate_threshold(
+        emb, labels, names, str(Path(a.folder).resolve()), a.folds, a.pairs_per_fold, a.seed, a.far_target
     )
     flip = model.eval_flip if a.flip is None else a.flip
     calibration = {
@@ -264,20 +244,17 @@ def _contact_sheet(paths: list[Path], size: int, out: Path, cols: int = 8) -> No
 
 
 def cmd_cluster(a) -> None:
-    from sklearn.cluster import AgglomerativeClustering
+    from facenet_pl.evaluation.clustering import cluster_at_threshold
 
     out = Path(a.output)
     _no_overwrite(out / "clusters.csv", a.force)
     model, files, emb = _embed_files(a.ckpt, _collect_images([a.folder]), a.flip)
-    if a.n_clusters:
-        algo = AgglomerativeClustering(n_clusters=a.n_clusters, linkage="average")
-    else:
+    thr = None
+    if not a.n_clusters:
         thr = a.threshold if a.threshold is not None else float(model.threshold)
         if math.isnan(thr):
             raise CLIError("no calibrated threshold in the checkpoint: pass --threshold or --n-clusters")
-        # Average linkage on Euclidean distance; the threshold is on squared distance.
-        algo = AgglomerativeClustering(n_clusters=None, distance_threshold=math.sqrt(thr), linkage="average")
-    labels = algo.fit_predict(emb) if len(files) > 1 else np.zeros(1, int)
+    labels = cluster_at_threshold(emb, thr, a.n_clusters)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "clusters.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -333,11 +310,7 @@ def cmd_pack_bin(a) -> None:
 
 
 def cmd_plot(a) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
+    from facenet_pl.evaluation.plots import save_tsne
 
     out = Path(a.output)
     _no_overwrite(out, a.force)
@@ -347,23 +320,7 @@ def cmd_plot(a) -> None:
     ids = [
         p.resolve().relative_to(root).parts[0] if len(p.resolve().relative_to(root).parts) > 1 else "." for p in files
     ]
-    names, codes = np.unique(ids, return_inverse=True)
-    xy = TSNE(
-        n_components=2, perplexity=min(30.0, max(2.0, (len(files) - 1) / 3)), init="pca", random_state=0
-    ).fit_transform(emb)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    # 20 colours x 6 markers: up to 120 identities look apart (tab20 alone repeats colours after 20)
-    colours, markers = plt.get_cmap("tab20").colors, "osD^vP"
-    for c in np.unique(codes):
-        at = codes == c
-        label = names[c] if len(names) <= 40 else None
-        ax.scatter(xy[at, 0], xy[at, 1], color=colours[c % 20], marker=markers[(c // 20) % 6], s=14, label=label)
-    if len(names) <= 40:
-        ax.legend(fontsize=6, loc="best", markerscale=0.8, ncol=2 if len(names) > 20 else 1)
-    ax.set(title=f"t-SNE of {len(files)} embeddings, {len(names)} identities", xticks=[], yticks=[])
-    fig.tight_layout()
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp)
+    save_tsne(emb, ids, out)
     print(f"wrote {out}")
 
 
@@ -385,7 +342,7 @@ def cmd_report(a) -> None:
 
 
 def cmd_cache(a) -> None:
-    from facenet_pl.data.decode_cache import list_caches
+    from facenet_pl.data.decode_cache import describe_cache, list_caches, prunable
 
     directory = Path(a.cache_dir).expanduser()
     if not directory.is_dir():  # a fresh clone: nothing cached yet is not an error
@@ -398,15 +355,11 @@ def cmd_cache(a) -> None:
     if a.action == "list":
         print(f"{'key':16}  {'state':11}  {'MB':>8}  {'images':>7}  {'px':>4}  {'created':19}  source")
         for e in entries:
-            m = e.meta or e.progress or {}
-            print(
-                f"{e.files.key:16}  {e.state:11}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
-                f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}"
-            )
+            print(describe_cache(e))
         if not entries:
             print(f"(no caches in {directory})")
         return
-    doomed = [e for e in entries if e.state != "building" and (a.all or e.state != "current")]
+    doomed = prunable(entries, a.all)
     if not doomed:
         print(f"nothing to prune in {directory}: every cache is the newest of its data ({len(entries)} kept)")
         return

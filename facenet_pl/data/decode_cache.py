@@ -530,3 +530,18 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
             e.state = "superseded"
         seen.add(what)
     return entries
+
+
+def prunable(entries: list[CacheEntry], everything: bool = False) -> list[CacheEntry]:
+    """The caches ``facenet-pl cache prune`` removes: superseded, damaged and interrupted ones (``everything``: the
+    current ones too); never one being built."""
+    return [e for e in entries if e.state != "building" and (everything or e.state != "current")]
+
+
+def describe_cache(e: CacheEntry) -> str:
+    """One listing line: key, state, size, images, pixels, creation time, source."""
+    m = e.meta or e.progress or {}
+    return (
+        f"{e.files.key:16}  {e.state:11}  {e.files.nbytes() / 1e6:8.1f}  {m.get('n', '?'):>7}  "
+        f"{m.get('size', '?'):>4}  {m.get('created', '?'):19}  {m.get('source', '')}"
+    )

@@ -29,6 +29,22 @@ def cluster_embeddings(embeddings, n_clusters: int, method: str = "kmeans", seed
     raise ValueError(f"clustering method must be 'kmeans' or 'agglomerative', got {method!r}")
 
 
+def cluster_at_threshold(embeddings, threshold: float | None, n_clusters: int | None = None) -> np.ndarray:
+    """Cluster labels of unit ``embeddings`` as the verification rule groups them: average linkage, merged while
+    the clusters are closer than ``threshold`` (a squared distance, as the model's threshold is); or into
+    ``n_clusters`` clusters when that is given."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    x = np.asarray(embeddings)
+    if len(x) < 2:
+        return np.zeros(len(x), int)
+    if n_clusters:
+        return AgglomerativeClustering(n_clusters=n_clusters, linkage="average").fit_predict(x)
+    # average linkage on Euclidean distance: the squared-distance threshold becomes its square root
+    algo = AgglomerativeClustering(n_clusters=None, distance_threshold=float(np.sqrt(threshold)), linkage="average")
+    return algo.fit_predict(x)
+
+
 def clustering_scores(
     embeddings, labels, methods: tuple[str, ...] = ("kmeans", "agglomerative"), seed: int = 0
 ) -> dict[str, float]:

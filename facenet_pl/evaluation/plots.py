@@ -87,6 +87,33 @@ def save_pair_plots(
     }
 
 
+def save_tsne(embeddings: np.ndarray, identities: list[str], path: str | Path) -> Path:
+    """t-SNE of ``embeddings`` coloured by identity (20 colours x 6 markers: up to 120 identities look apart;
+    names in the legend up to 40), written whole or not at all."""
+    plt = _plt()
+    from sklearn.manifold import TSNE
+
+    names, codes = np.unique(identities, return_inverse=True)
+    n = len(embeddings)
+    xy = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (n - 1) / 3)), init="pca", random_state=0).fit_transform(
+        embeddings
+    )
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    colours, markers = plt.get_cmap("tab20").colors, "osD^vP"
+    for c in np.unique(codes):
+        at = codes == c
+        label = names[c] if len(names) <= 40 else None
+        ax.scatter(xy[at, 0], xy[at, 1], color=colours[c % 20], marker=markers[(c // 20) % 6], s=14, label=label)
+    if len(names) <= 40:
+        ax.legend(fontsize=6, loc="best", markerscale=0.8, ncol=2 if len(names) > 20 else 1)
+    ax.set(title=f"t-SNE of {n} embeddings, {len(names)} identities", xticks=[], yticks=[])
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return Path(path)
+
+
 def log_images(loggers, images: dict[str, Path], step: int | None = None) -> None:
     """Send PNGs to the loggers that take images (W&B, TensorBoard); the CSV logger keeps files only."""
     for lg in loggers or []:

@@ -49,3 +49,41 @@ def score_split(
                 split.name,
             )
     return res
+
+
+def calibrate_threshold(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    name: str,
+    folds: int,
+    pairs_per_fold: int,
+    seed: int,
+    far_target: float | None = None,
+):
+    """A verification threshold from a labelled set: pairs drawn among its people with >= 2 images (``folds`` x
+    ``pairs_per_fold``, by ``seed``), the threshold at ``far_target`` (None: best accuracy). Returns (threshold,
+    the pairs' verification table, the pairs)."""
+    import torch
+
+    from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
+    from facenet_pl.evaluation.verification import best_threshold, threshold_at_far
+
+    multi = identities_with_pairs(labels)
+    rows = np.flatnonzero(np.isin(labels, multi))
+    split = VerificationSet.draw(
+        None,
+        labels[rows],
+        [names[i] for i in multi],
+        folds,
+        pairs_per_fold,
+        seed,
+        name=name,
+        key="people with >= 2 readable images",
+    )
+    d = split.distances(torch.from_numpy(np.asarray(embeddings)[rows]))
+    res = score_split(split, d)
+    thr = (
+        threshold_at_far(d, split.issame, far_target) if far_target is not None else best_threshold(d, split.issame)[0]
+    )
+    return float(thr), res, split
