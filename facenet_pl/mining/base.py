@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +34,19 @@ def empty_triplets(device: torch.device) -> Triplets:
     return e, e.clone(), e.clone()
 
 
-class Miner(ABC):
+@dataclass
+class PairBatch:
+    """What every pair miner starts from: the label masks and every (anchor, positive) pair whose anchor has a
+    negative (row-major order); ``distances`` (B, B) squared, None for a miner that needs none."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+    anchors: torch.Tensor
+    positives: torch.Tensor
+    distances: torch.Tensor | None
+
+
+class Miner:
     """An online miner: ``miner(embeddings, labels) -> (anchor_idx, positive_idx, negative_idx)``.
 
     Indices are 1-D LongTensors on the embeddings' device. Mining never needs gradients: the
@@ -54,9 +66,23 @@ class Miner(ABC):
                 x = x.float()  # distances in half precision lose the ordering the miner needs
             return self.mine(x, labels)
 
-    @abstractmethod
+    #: Whether :meth:`select` reads ``PairBatch.distances`` (computed only then).
+    needs_distances: bool = True
+
     def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        """Return the triplets for detached float embeddings."""
+        """Return the triplets for detached float embeddings. The shared start, once: label masks, the (a, p) pairs
+        with a negative, no triplets when there are none, the distances; then :meth:`select` picks the negatives.
+        A miner that is not per (a, p) pair (batch-hard: per anchor) overrides this instead."""
+        positive, negative = label_masks(labels)
+        a, p = pairs_with_negatives(positive, negative)
+        if a.numel() == 0:
+            return empty_triplets(embeddings.device)
+        d = pairwise_sq_distances(embeddings) if self.needs_distances else None
+        return self.select(embeddings, PairBatch(positive, negative, a, p, d))
+
+    def select(self, embeddings: torch.Tensor, batch: PairBatch) -> Triplets:
+        """(anchors, positives, negatives) for the batch's (a, p) pairs: what a pair miner implements."""
+        raise NotImplementedError(f"{type(self).__name__}: implement select(embeddings, batch), or override mine()")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facenet_pl.mining.base import (
-    Miner,
-    Triplets,
-    empty_triplets,
-    label_masks,
-    pairs_with_negatives,
-    pairwise_sq_distances,
-)
+from facenet_pl.mining.base import Miner, PairBatch, Triplets
 
 
 class BatchAllMiner(Miner):
@@ -25,12 +18,8 @@ class BatchAllMiner(Miner):
         self.margin = margin
         self.max_elements = max_elements
 
-    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = pairwise_sq_distances(embeddings)
-        positive, negative = label_masks(labels)
-        a, p = pairs_with_negatives(positive, negative)
-        if a.numel() == 0:
-            return empty_triplets(embeddings.device)
+    def select(self, embeddings: torch.Tensor, batch: PairBatch) -> Triplets:
+        d, negative, a, p = batch.distances, batch.negative, batch.anchors, batch.positives
         b = d.shape[0]
         chunk = max(1, self.max_elements // b)
         out_a, out_p, out_n = [], [], []

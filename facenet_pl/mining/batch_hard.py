@@ -8,7 +8,8 @@ from facenet_pl.mining.base import Miner, Triplets, empty_triplets, label_masks,
 
 
 class BatchHardMiner(Miner):
-    """One triplet per anchor with a positive and a negative: farthest positive, closest negative.
+    """One triplet per anchor with a positive and a negative: farthest positive, closest negative. (Per anchor, not
+    per (a, p) pair: it overrides ``mine`` rather than the pair miners' ``select``.)
 
     Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person Re-Identification" (2017).
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facenet_pl.mining.base import Miner, Triplets, empty_triplets, label_masks, pairs_with_negatives
+from facenet_pl.mining.base import Miner, PairBatch, Triplets
 
 
 class RandomMiner(Miner):
@@ -24,11 +24,10 @@ class RandomMiner(Miner):
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         return self._generator
 
-    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        positive, negative = label_masks(labels)
-        a, p = pairs_with_negatives(positive, negative)
-        if a.numel() == 0:
-            return empty_triplets(embeddings.device)
+    needs_distances = False
+
+    def select(self, embeddings: torch.Tensor, batch: PairBatch) -> Triplets:
+        negative, a, p = batch.negative, batch.anchors, batch.positives
         n_neg = negative.sum(dim=1)
         # Row a of neg_order lists the anchor's negatives first (stable: in index order).
         neg_order = torch.argsort((~negative).to(torch.int8), dim=1, stable=True)

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facenet_pl.mining.base import (
-    Miner,
-    Triplets,
-    empty_triplets,
-    label_masks,
-    pairs_with_negatives,
-    pairwise_sq_distances,
-)
+from facenet_pl.mining.base import Miner, PairBatch, Triplets
 
 
 class SemiHardMiner(Miner):
@@ -22,12 +15,8 @@ class SemiHardMiner(Miner):
     with ``searchsorted``: O(B^2 log B) time and O(B^2) memory, never a B x B x B tensor.
     """
 
-    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = pairwise_sq_distances(embeddings)
-        positive, negative = label_masks(labels)
-        a, p = pairs_with_negatives(positive, negative)
-        if a.numel() == 0:
-            return empty_triplets(embeddings.device)
+    def select(self, embeddings: torch.Tensor, batch: PairBatch) -> Triplets:
+        d, negative, a, p = batch.distances, batch.negative, batch.anchors, batch.positives
         neg_d = d.masked_fill(~negative, float("inf"))
         sorted_d, sorted_idx = neg_d.sort(dim=1)  # negatives first, ascending; +inf after them
         n_neg = negative.sum(dim=1)
