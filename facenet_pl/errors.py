@@ -75,3 +75,7 @@ def exit_on_user_error(logger_name: str = "facenet_pl") -> Iterator[None]:
         _to_log_files(logger_name, message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+class UnsafeModelFileError(ConfigError):
+    """A model file that would run code, or name code to run, when opened."""

@@ -16,7 +16,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +116,24 @@ def free_space(directory: str | os.PathLike) -> str:
 def is_disk_full(e: BaseException) -> bool:
     """ENOSPC or EDQUOT: no room to write."""
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def safe_torch_load(path: str | Path, name: str, hint: str, kind: str) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU: a file that would run code is an :class:`UnsafeModelFileError`,
+    an unreadable one a :class:`ConfigError`; ``name`` starts each message (the path, or ``key=path``), ``hint`` says
+    what to do, ``kind`` what the file should have been."""
+    import pickle
+
+    import torch
+
+    from facenet_pl.errors import ConfigError, UnsafeModelFileError
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeModelFileError(
+            f"{name} holds Python objects that would run code when opened (not only tensors and plain data): "
+            f"refusing to load it ({str(e).splitlines()[0]}). {hint}"
+        ) from None
+    except Exception as e:  # truncated, not a torch file at all
+        raise ConfigError(f"{name} is not a readable {kind} ({type(e).__name__}: {e})") from None

@@ -14,13 +14,16 @@ size and verification threshold. It is the format to share a model in.
 from __future__ import annotations
 
 import json
-import pickle
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.errors import ConfigError, UnsafeModelFileError
+from facenet_pl.fileio import safe_torch_load
+
+log = logging.getLogger(__name__)
 
 #: Module prefixes a ``_target_`` in a model file's hyperparameters may name.
 ALLOWED_TARGET_PREFIXES = ("facenet_pl.", "torch.optim.", "timm.")
@@ -31,10 +34,6 @@ _INFERENCE_PARTS = {
     "loss": {"_target_": "facenet_pl.losses.TripletLoss"},
     "optimizer": {"_target_": "torch.optim.AdamW"},
 }
-
-
-class UnsafeModelFileError(ConfigError):
-    """A model file that would run code, or name code to run, when opened."""
 
 
 def check_targets(cfg: Any, where: str = "hyper_parameters") -> None:
@@ -73,21 +72,6 @@ def check_backbone_kwargs(hparams: dict[str, Any]) -> None:
                 f"hyper_parameters.backbone.kwargs.{key} is not allowed in a model file: it would make timm load "
                 "weights from elsewhere; the file's own weights are used"
             )
-
-
-def safe_torch_load(path: str | Path, name: str, hint: str, kind: str) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU: a file that would run code is an :class:`UnsafeModelFileError`,
-    an unreadable one a :class:`ConfigError`; ``name`` starts each message (the path, or ``key=path``), ``hint`` says
-    what to do, ``kind`` what the file should have been."""
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeModelFileError(
-            f"{name} holds Python objects that would run code when opened (not only tensors and plain data): "
-            f"refusing to load it ({str(e).splitlines()[0]}). {hint}"
-        ) from None
-    except Exception as e:  # truncated, not a torch file at all
-        raise ConfigError(f"{name} is not a readable {kind} ({type(e).__name__}: {e})") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -264,3 +248,43 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
     run["calibration"] = dict(calibration)
     ckpt["facenet_pl"] = run
     atomic_torch_save(ckpt, out)
+
+
+def init_from_model(module: Any, path: str | Path) -> None:
+    """Copy the embedding network of the facenet-pl model file at ``path`` (``.ckpt`` or ``.safetensors``) into
+    ``module.net``: fine-tuning starts from it with a new optimiser, schedule and threshold."""
+    what = "model.init_from"
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}={str(path)!r} is not a file")
+    try:
+        source = load_model_file(path)
+    except (ConfigError, FileNotFoundError) as e:
+        raise ConfigError(f"{what}: {e}") from None
+    net = getattr(module.net, "_orig_mod", module.net)
+    src_hp, own_hp = source.hparams, module.hparams
+    theirs = {
+        "backbone.name": src_hp["backbone"].get("name"),
+        "backbone.kwargs": dict(src_hp["backbone"].get("kwargs") or {}),
+        "model.embedding_dim": source.net.embedding_dim,
+        "model.head": (src_hp["model"] or {}).get("head", "linear"),
+    }
+    ours = {
+        "backbone.name": own_hp["backbone"].get("name"),
+        "backbone.kwargs": dict(own_hp["backbone"].get("kwargs") or {}),
+        "model.embedding_dim": net.embedding_dim,
+        "model.head": (own_hp["model"] or {}).get("head", "linear"),
+    }
+    differ = [f"{k}={theirs[k]!r} (this run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them")
+    net.load_state_dict(source.net.state_dict())
+    for key, theirs_v, ours_v in (
+        ("backbone.input_size", source.input_size, module.input_size),
+        ("model.normalization", source.normalization, module.normalization),
+    ):
+        if theirs_v != ours_v:
+            log.warning(
+                "%s: %s=%s in %s, %s in this run: the weights saw other inputs", what, key, theirs_v, path, ours_v
+            )
+    log.info("model.init_from: started from the network of %s (%s)", path, theirs["backbone.name"])

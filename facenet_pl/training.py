@@ -130,7 +130,8 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
 def start_from_weights(module: FaceNetModule, cfg: DictConfig) -> None:
     """``backbone.weights`` (a backbone state dict) and/or ``model.init_from`` (a facenet-pl model file): the
     weights a new run starts from, read without running code from the files."""
-    from facenet_pl.models.weights import init_from_model, load_backbone_weights
+    from facenet_pl.model_files import init_from_model
+    from facenet_pl.models.weights import load_backbone_weights
 
     weights, init_from = cfg.backbone.get("weights"), cfg.model.get("init_from")
     if weights and init_from:

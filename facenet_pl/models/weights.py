@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -46,7 +45,7 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ConfigError(f"{what}={path}: not a readable .safetensors file ({e})") from None
-    from facenet_pl.model_files import safe_torch_load
+    from facenet_pl.fileio import safe_torch_load
 
     obj = safe_torch_load(
         path, f"{what}={path}", "Re-save its state_dict with torch.save(model.state_dict(), ...).", "weights file"
@@ -105,45 +104,3 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, name: str) -> N
         path,
         f" (dropped the classifier: {_names(dropped)})" if dropped else "",
     )
-
-
-def init_from_model(module: Any, path: str | Path) -> None:
-    """Copy the embedding network of the facenet-pl model file at ``path`` (``.ckpt`` or ``.safetensors``) into
-    ``module.net``: fine-tuning starts from it with a new optimiser, schedule and threshold."""
-    from facenet_pl.model_files import load_model_file
-
-    what = "model.init_from"
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{what}={str(path)!r} is not a file")
-    try:
-        source = load_model_file(path)
-    except (ConfigError, FileNotFoundError) as e:
-        raise ConfigError(f"{what}: {e}") from None
-    net = getattr(module.net, "_orig_mod", module.net)
-    src_hp, own_hp = source.hparams, module.hparams
-    theirs = {
-        "backbone.name": src_hp["backbone"].get("name"),
-        "backbone.kwargs": dict(src_hp["backbone"].get("kwargs") or {}),
-        "model.embedding_dim": source.net.embedding_dim,
-        "model.head": (src_hp["model"] or {}).get("head", "linear"),
-    }
-    ours = {
-        "backbone.name": own_hp["backbone"].get("name"),
-        "backbone.kwargs": dict(own_hp["backbone"].get("kwargs") or {}),
-        "model.embedding_dim": net.embedding_dim,
-        "model.head": (own_hp["model"] or {}).get("head", "linear"),
-    }
-    differ = [f"{k}={theirs[k]!r} (this run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k]]
-    if differ:
-        raise ConfigError(f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them")
-    net.load_state_dict(source.net.state_dict())
-    for key, theirs_v, ours_v in (
-        ("backbone.input_size", source.input_size, module.input_size),
-        ("model.normalization", source.normalization, module.normalization),
-    ):
-        if theirs_v != ours_v:
-            log.warning(
-                "%s: %s=%s in %s, %s in this run: the weights saw other inputs", what, key, theirs_v, path, ours_v
-            )
-    log.info("model.init_from: started from the network of %s (%s)", path, theirs["backbone.name"])
