@@ -13,7 +13,15 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_metric_learning import losses as pml
 
-from .helpers import SMALL_IDENTITY_DATA, read_batches, run_script, run_train, write_face_folders
+from .helpers import (
+    SMALL_IDENTITY_DATA,
+    one_torch_thread,
+    read_batches,
+    run_script,
+    run_train,
+    train_in_forked_process,
+    write_face_folders,
+)
 
 #: loss config -> (pytorch-metric-learning class, its arguments as the YAML gives them)
 PML = {
@@ -136,7 +144,8 @@ def test_hybrid_is_the_weighted_sum_and_two_phase_switches(tmp_path):
 def test_resume_restores_class_weights_and_continues_the_same_losses(tmp_path):
     common = ["loss=arcface", "data.batches_per_epoch=3", "trainer.max_epochs=2", "test=false"]
     whole = tmp_path / "whole"
-    out = run_train(whole, *common, *_reference(whole))
+    with one_torch_thread():  # as the forked run below: same float sums, step by step
+        out = run_train(whole, *common, *_reference(whole))
     assert out.returncode == 0, out.stderr[-3000:]
     part = tmp_path / "part"
     kill = [  # SIGKILL after the 4th step, before its checkpoint: the resume starts from step 3's
@@ -145,11 +154,11 @@ def test_resume_restores_class_weights_and_continues_the_same_losses(tmp_path):
         "+callbacks.record.kill_at_step=4",
         "callbacks.last_checkpoint.every_n_train_steps=1",
     ]
-    out = run_train(part, *common, *_reference(part), *kill, new_process=True)
-    assert out.returncode != 0
+    assert train_in_forked_process(part, *common, *_reference(part), *kill) == -9
     ckpt = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3 and any(k.startswith("criterion.") for k in ckpt["state_dict"])
-    out = run_train(part, *common, "ckpt_path=last", *_reference(part))
+    with one_torch_thread():
+        out = run_train(part, *common, "ckpt_path=last", *_reference(part))
     assert out.returncode == 0, out.stderr[-3000:]
     a = {r["step"]: r for r in _rows(whole / "ref.jsonl")}
     b = {r["step"]: r for r in _rows(part / "ref.jsonl")}  # the resumed run's row of a step replaces the killed one's
@@ -203,7 +212,8 @@ def test_random_batches_train_with_a_classification_loss_and_resume_mid_epoch(tm
     common = ["loss=arcface", "data.sampler=random", "trainer.max_epochs=2", "test=false"]
     rec = ["+callbacks.record._target_=tests.helpers.RecordBatches"]
     whole = tmp_path / "whole"
-    out = run_train(whole, *common, *rec, f"+callbacks.record.path={whole / 'b.jsonl'}")
+    with one_torch_thread():
+        out = run_train(whole, *common, *rec, f"+callbacks.record.path={whole / 'b.jsonl'}")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_batches(whole / "b.jsonl")
     # TINY: 96 training images, batches of P x K = 12: 8 per epoch, each image once per epoch
@@ -212,17 +222,17 @@ def test_random_batches_train_with_a_classification_loss_and_resume_mid_epoch(tm
         seen = [i for r in rows if r["epoch"] == epoch for i in r["idx"]]
         assert sorted(seen) == list(range(96))
     killed = tmp_path / "killed"
-    out = run_train(
+    code = train_in_forked_process(
         killed,
         *common,
         *rec,
         f"+callbacks.record.path={killed / 'b.jsonl'}",
         "+callbacks.record.kill_at_step=11",
         "callbacks.last_checkpoint.every_n_train_steps=1",
-        new_process=True,
     )
-    assert out.returncode != 0
-    out = run_train(killed, *common, *rec, f"+callbacks.record.path={killed / 'b.jsonl'}", "ckpt_path=last")
+    assert code == -9
+    with one_torch_thread():
+        out = run_train(killed, *common, *rec, f"+callbacks.record.path={killed / 'b.jsonl'}", "ckpt_path=last")
     assert out.returncode == 0, out.stderr[-3000:]
     resumed = {r["step"]: r for r in read_batches(killed / "b.jsonl")}  # step 11 trained again after the kill
     assert [r["idx"] for r in resumed.values()] == [r["idx"] for r in rows]
