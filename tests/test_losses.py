@@ -279,3 +279,22 @@ def test_ddp_classification_loss_is_the_loss_of_the_concatenated_batch(tmp_path)
             assert float(ref(emb, classes)) == pytest.approx((r0["loss"] + r1["loss"]) / 2, rel=1e-4)
         # ... and each rank's own loss is the library's loss on its own slice (no world-size scaling)
         assert r0["loss"] == pytest.approx(r0["pml"], rel=1e-4) and r1["loss"] == pytest.approx(r1["pml"], rel=1e-4)
+
+
+def test_random_batches_split_each_step_between_ranks_and_are_fixed_by_seed_and_epoch():
+    from facenet_pl.data.samplers import RandomBatchSampler
+
+    def batches(rank, epoch, seed=0, skip=0):
+        s = RandomBatchSampler(50, 6, num_replicas=2, rank=rank, seed=seed)
+        s.resume(epoch, skip)
+        return list(s)
+
+    r0, r1 = batches(0, 3), batches(1, 3)
+    assert len(r0) == len(r1) == 50 // 12  # whole global steps only
+    seen = [i for a, b in zip(r0, r1) for i in a + b]
+    assert len(seen) == len(set(seen)) == 48  # each image at most once per epoch, ranks disjoint
+    assert batches(0, 3) == r0 and batches(0, 4) != r0 and batches(0, 3, seed=1) != r0
+    assert batches(0, 3, skip=2) == r0[2:]  # resuming after 2 batches yields the rest of that epoch
+    many = RandomBatchSampler(50, 6, batches_per_epoch=10, seed=0)  # more steps than one pass: a new permutation
+    drawn = list(many)
+    assert len(drawn) == 10 and len({i for b in drawn[:8] for i in b}) == 48  # the first pass: 8 steps, no repeat
