@@ -90,7 +90,7 @@ class CombinedLoss(nn.Module):
 
     ``classification_epochs`` None: ``triplet_weight * triplet + classification_weight * classification`` every
     step. ``classification_epochs=N``: the first N epochs train the classification loss alone, then the triplet loss
-    alone (with the run's miner): the schedule often used on small data, where softmax gives the embedding its first
+    alone (with the run's miner), each unweighted: the schedule often used on small data, where softmax gives the embedding its first
     shape and triplets refine it.
     """
 
@@ -120,6 +120,5 @@ class CombinedLoss(nn.Module):
         """(triplet weight, classification weight) in ``epoch``."""
         if self.classification_epochs is None:
             return self.triplet_weight, self.classification_weight
-        if epoch < self.classification_epochs:
-            return 0.0, self.classification_weight or 1.0
-        return self.triplet_weight or 1.0, 0.0
+        # one loss at a time: each at full weight (the weights balance the two only when they are summed)
+        return (0.0, 1.0) if epoch < self.classification_epochs else (1.0, 0.0)
