@@ -80,7 +80,7 @@ def _in_memory_data(n_ids: int, per: int, size: int, p: int, k: int):
 def plain_loop(module, dm, device, steps: int, warmup: int, bf16: bool) -> float:
     """img/s of a hand-written loop over the same PK batches, every batch on the device before timing."""
     module = module.to(device).train()
-    sampler = dm._pk_sampler()
+    sampler = dm._batch_sampler()
     sampler.set_epoch(0)
     batches = []
     for idx in list(iter(sampler))[: warmup + steps]:
