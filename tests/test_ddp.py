@@ -22,7 +22,9 @@ def _folder_overrides(tmp_path) -> list[str]:
 
 
 def _rec_overrides(tmp_path) -> list[str]:
-    """The same people as one insightface RecordIO set (JPEG records), read by one DataLoader worker per rank."""
+    """The same people as one insightface RecordIO set (JPEG records), read by one DataLoader worker per rank; trained
+    with loss=arcface, its class weights checked against pytorch-metric-learning on the concatenated batch
+    (tests/test_losses.py:check_ddp_reference)."""
     from .rec_writer import encode_image, write_rec
     from .test_recordio import _faces
 
@@ -35,6 +37,10 @@ def _rec_overrides(tmp_path) -> list[str]:
         *SMALL_IDENTITY_DATA,
         "data.cache=false",
         "data.num_workers=1",
+        "loss=arcface",
+        "augment=none",
+        "+callbacks.ref._target_=tests.test_losses.ReferenceLoss",
+        f"+callbacks.ref.path={tmp_path / 'ref.jsonl'}",
     ]
 
 
@@ -59,7 +65,7 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "trainer.max_epochs=2",
-        f"miner.cross_rank={str(cross_rank).lower()}",
+        *([f"miner.cross_rank={str(cross_rank).lower()}"] if data != "rec" else []),
         "+callbacks.record._target_=tests.helpers.RecordBatches",
         f"+callbacks.record.path={rec}",
         timeout=600,
@@ -83,6 +89,10 @@ def test_ddp_trains_and_validation_equals_one_process_on_the_checkpoint(tmp_path
         assert not list(cache.glob("*.partial")) and not list(cache.glob("progress-*"))
     elif data == "synthetic":
         assert np.array_equal(labels, tiny_labels())
+    else:  # rec, trained with loss=arcface
+        from .test_losses import check_ddp_reference
+
+        check_ddp_reference(tmp_path / "ref.jsonl")
 
     # What each rank trained: in every step the ranks' identities are disjoint and together cover 2 x P;
     # every epoch covers all 24 training identities and differs from the other epoch on each rank.

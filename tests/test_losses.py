@@ -14,13 +14,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_metric_learning import losses as pml
 
 from .helpers import (
-    SMALL_IDENTITY_DATA,
     one_torch_thread,
     read_batches,
-    run_script,
     run_train,
     train_in_forked_process,
-    write_face_folders,
 )
 
 #: loss config -> (pytorch-metric-learning class, its arguments as the YAML gives them)
@@ -141,34 +138,6 @@ def test_hybrid_is_the_weighted_sum_and_two_phase_switches(tmp_path):
         assert r["loss"] == pytest.approx(r["triplet"], rel=1e-4, abs=1e-6)
 
 
-def test_resume_restores_class_weights_and_continues_the_same_losses(tmp_path):
-    common = ["loss=arcface", "data.batches_per_epoch=3", "trainer.max_epochs=2", "test=false"]
-    whole = tmp_path / "whole"
-    with one_torch_thread():  # as the forked run below: same float sums, step by step
-        out = run_train(whole, *common, *_reference(whole))
-    assert out.returncode == 0, out.stderr[-3000:]
-    part = tmp_path / "part"
-    kill = [  # SIGKILL after the 4th step, before its checkpoint: the resume starts from step 3's
-        "+callbacks.record._target_=tests.helpers.RecordBatches",
-        f"+callbacks.record.path={part / 'b.jsonl'}",
-        "+callbacks.record.kill_at_step=4",
-        "callbacks.last_checkpoint.every_n_train_steps=1",
-    ]
-    assert train_in_forked_process(part, *common, *_reference(part), *kill) == -9
-    ckpt = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 3 and any(k.startswith("criterion.") for k in ckpt["state_dict"])
-    with one_torch_thread():
-        out = run_train(part, *common, "ckpt_path=last", *_reference(part))
-    assert out.returncode == 0, out.stderr[-3000:]
-    a = {r["step"]: r for r in _rows(whole / "ref.jsonl")}
-    b = {r["step"]: r for r in _rows(part / "ref.jsonl")}  # the resumed run's row of a step replaces the killed one's
-    assert sorted(b) == sorted(a) == list(range(6))
-    for step in range(3, 6):  # after the restore: same batches, class weights and losses as the uninterrupted run
-        assert a[step]["idx"] == b[step]["idx"]
-        assert a[step]["W"] == pytest.approx(b[step]["W"], abs=1e-6)
-        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5)
-
-
 def test_exported_models_hold_no_class_weights(tmp_path):
     from safetensors.torch import load_file
 
@@ -208,12 +177,15 @@ def test_bad_loss_settings_are_one_line(tmp_path, overrides, message):
     assert message in err and "Traceback" not in err
 
 
-def test_random_batches_train_with_a_classification_loss_and_resume_mid_epoch(tmp_path):
+def test_random_batches_and_class_weights_resume_mid_epoch(tmp_path):
+    """loss=arcface on data.sampler=random, SIGKILLed after step 11 (before its checkpoint), resumed with
+    ckpt_path=last: last.ckpt holds the class weights, and the resumed steps have the uninterrupted run's batches,
+    class weights and losses."""
     common = ["loss=arcface", "data.sampler=random", "trainer.max_epochs=2", "test=false"]
     rec = ["+callbacks.record._target_=tests.helpers.RecordBatches"]
     whole = tmp_path / "whole"
     with one_torch_thread():
-        out = run_train(whole, *common, *rec, f"+callbacks.record.path={whole / 'b.jsonl'}")
+        out = run_train(whole, *common, *rec, f"+callbacks.record.path={whole / 'b.jsonl'}", *_reference(whole))
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_batches(whole / "b.jsonl")
     # TINY: 96 training images, batches of P x K = 12: 8 per epoch, each image once per epoch
@@ -229,55 +201,46 @@ def test_random_batches_train_with_a_classification_loss_and_resume_mid_epoch(tm
         f"+callbacks.record.path={killed / 'b.jsonl'}",
         "+callbacks.record.kill_at_step=11",
         "callbacks.last_checkpoint.every_n_train_steps=1",
+        *_reference(killed),
     )
     assert code == -9
+    ckpt = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 10 and any(k.startswith("criterion.") for k in ckpt["state_dict"])
     with one_torch_thread():
-        out = run_train(killed, *common, *rec, f"+callbacks.record.path={killed / 'b.jsonl'}", "ckpt_path=last")
+        out = run_train(
+            killed, *common, *rec, f"+callbacks.record.path={killed / 'b.jsonl'}", "ckpt_path=last", *_reference(killed)
+        )
     assert out.returncode == 0, out.stderr[-3000:]
     resumed = {r["step"]: r for r in read_batches(killed / "b.jsonl")}  # step 11 trained again after the kill
     assert [r["idx"] for r in resumed.values()] == [r["idx"] for r in rows]
     assert [r["loss"] for r in resumed.values()] == pytest.approx([r["loss"] for r in rows], rel=1e-5)
+    a = {r["step"]: r for r in _rows(whole / "ref.jsonl")}
+    b = {
+        r["step"]: r for r in _rows(killed / "ref.jsonl")
+    }  # the resumed run's row of step 10 replaces the killed one's
+    for step in range(10, 16):  # from the restored checkpoint on: the same class weights as the uninterrupted run
+        assert a[step]["W"] == pytest.approx(b[step]["W"], abs=1e-6), step
 
 
-def test_ddp_classification_loss_is_the_loss_of_the_concatenated_batch(tmp_path):
-    """2 CPU ranks, loss=arcface: each rank's batch is its own slice of the step; the mean of the ranks' losses is
-    pytorch-metric-learning's loss on both ranks' embeddings together with the same class weights (what one process
-    would compute on the concatenated batch), and the class weights stay the same on both ranks after each step."""
-    faces = write_face_folders(tmp_path / "faces", 32, 4)
-    out = run_script(
-        "train.py",
-        tmp_path,
-        "data=folder",
-        f"data.root={faces}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        *SMALL_IDENTITY_DATA,
-        "loss=arcface",
-        "augment=none",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.max_epochs=1",
-        "test=false",
-        *_reference(tmp_path),
-        timeout=600,
-        new_process=True,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = _rows(tmp_path / "ref.jsonl")
+def check_ddp_reference(path) -> None:
+    """What tests/test_ddp.py's rec run (2 CPU ranks, loss=arcface, augment=none, :class:`ReferenceLoss`) trained: each
+    rank's batch is its own slice of the step; the mean of the ranks' losses is pytorch-metric-learning's loss on both
+    ranks' embeddings together with the same class weights (what one process computes on the concatenated batch),
+    each rank's own loss is the library's on its slice (no world-size scaling), and the class weights are the same on
+    both ranks at every step (DDP keeps them in step)."""
+    rows = _rows(path)
     steps = sorted({r["step"] for r in rows})
     assert len(steps) >= 2
     for step in steps:
         r0, r1 = sorted((r for r in rows if r["step"] == step), key=lambda r: r["rank"])
-        assert not set(r0["idx"]) & set(r1["idx"])  # disjoint slices of the global batch
-        assert r0["W"] == pytest.approx(r1["W"], abs=1e-7)  # DDP keeps the class weights in step
-        # the library's loss on the concatenated batch, with the class weights of this step
+        assert not set(r0["idx"]) & set(r1["idx"])
+        assert r0["W"] == pytest.approx(r1["W"], abs=1e-7)
         emb = torch.tensor(r0["emb"] + r1["emb"])
         classes = torch.tensor(r0["classes"] + r1["classes"])
         ref = pml.ArcFaceLoss(num_classes=24, embedding_size=emb.shape[1], margin=28.6, scale=64)
         ref.W.data.copy_(torch.tensor(r0["W"]).reshape(ref.W.shape))
         with torch.no_grad():
             assert float(ref(emb, classes)) == pytest.approx((r0["loss"] + r1["loss"]) / 2, rel=1e-4)
-        # ... and each rank's own loss is the library's loss on its own slice (no world-size scaling)
         assert r0["loss"] == pytest.approx(r0["pml"], rel=1e-4) and r1["loss"] == pytest.approx(r1["pml"], rel=1e-4)
 
 
