@@ -96,7 +96,7 @@ class FaceNetModule(pl.LightningModule):
         loss: dict,
         optimizer: dict,
         scheduler: dict | None = None,
-        far_target: float = 1e-3,
+        far_target: float | None = None,
         preprocess: dict | None = None,
         augment: dict | None = None,
     ) -> None:

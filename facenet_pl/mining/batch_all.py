@@ -14,7 +14,7 @@ class BatchAllMiner(Miner):
     chunks of pairs (``max_elements`` booleans at a time); each chunk is fully vectorised.
     """
 
-    def __init__(self, margin: float = 0.2, max_elements: int = 1 << 25) -> None:
+    def __init__(self, margin: float, max_elements: int = 1 << 25) -> None:
         self.margin = margin
         self.max_elements = max_elements
 
