@@ -385,7 +385,7 @@ class FaceNetModule(pl.LightningModule):
         if self.classifier is not None:
             # the class weights stay in the graph with weight 0 (triplet phase): DDP expects every parameter used
             c_loss = self.classifier(emb, torch.searchsorted(self.class_labels, labels.to(emb.device)))
-            if triplet_w:
+            if isinstance(self.criterion, CombinedLoss):  # each part's curve through both phases
                 self.log("train/class_loss", c_loss, batch_size=bs)
             loss = class_w * c_loss if loss is None else loss + class_w * c_loss
             returned = class_w * c_loss if returned is None else returned + class_w * c_loss
@@ -397,12 +397,15 @@ class FaceNetModule(pl.LightningModule):
         guards.note_batch(spread, stats.mean_d_an if stats else nan, stats.mean_d_ap if stats else nan)
         if self.global_step % guards.every == 0:
             self._check_guards()  # before this step's update: a non-finite loss stops here
-        # Lightning turns progress-bar values into numbers on every step (a host sync on a GPU): on the bar only when
-        # there is a bar, on a CPU
-        prog_bar = self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
-        self.log("train/loss", loss, prog_bar=prog_bar, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=self._on_bar, batch_size=bs)
         self.log("train/spread", spread, batch_size=bs)
         return returned
+
+    @property
+    def _on_bar(self) -> bool:
+        """Whether step values go on the progress bar: Lightning turns them into numbers on every step (a host sync
+        on a GPU), so only when there is a bar, on a CPU."""
+        return self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
 
     def _loss_weights(self) -> tuple[float, float]:
         """(triplet weight, classification weight) of this epoch: host numbers, no device work."""
@@ -420,11 +423,10 @@ class FaceNetModule(pl.LightningModule):
         else:
             triplets = self.miner(emb, labels)
         t_loss, stats = self.triplet_loss(emb, triplets)
-        prog_bar = self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
-        if self.classifier is not None:
+        if isinstance(self.criterion, CombinedLoss):
             self.log("train/triplet_loss", t_loss, batch_size=bs)
         self.log("train/num_triplets", float(stats.num_triplets), batch_size=bs)
-        self.log("train/active_fraction", stats.active_fraction, prog_bar=prog_bar, batch_size=bs)
+        self.log("train/active_fraction", stats.active_fraction, prog_bar=self._on_bar, batch_size=bs)
         if stats.num_triplets:
             self.log("train/d_ap", stats.mean_d_ap, batch_size=bs)
             self.log("train/d_an", stats.mean_d_an, batch_size=bs)

@@ -5,6 +5,7 @@ same embeddings; class weights in checkpoints, on resume, out of exported models
 from __future__ import annotations
 
 import copy
+import csv
 import json
 
 import numpy as np
@@ -127,6 +128,7 @@ def test_hybrid_is_the_weighted_sum_and_two_phase_switches(tmp_path):
         "trainer.max_epochs=2",
         "augment=none",
         "test=false",
+        "trainer.log_every_n_steps=1",
         *_reference(phased),
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -136,6 +138,15 @@ def test_hybrid_is_the_weighted_sum_and_two_phase_switches(tmp_path):
         assert r["loss"] == pytest.approx(r["pml"], rel=1e-4, abs=1e-4)
     for r in rows[2:]:  # then the triplet loss alone, on the semi-hard miner's triplets
         assert r["loss"] == pytest.approx(r["triplet"], rel=1e-4, abs=1e-6)
+    # as the logger received them: the classification part's curve through both phases (its class weights are in
+    # the graph anyway), the triplet part's from its phase on (nothing is mined before)
+    logged = [r for r in csv.DictReader(open(phased / "csv" / "metrics.csv")) if r.get("train/loss")]
+    assert len(logged) == 4
+    for ref, got in zip(rows, logged):
+        assert float(got["train/class_loss"]) == pytest.approx(ref["pml"], rel=1e-4, abs=1e-4)
+    assert [got["train/triplet_loss"] for got in logged[:2]] == ["", ""]
+    for ref, got in zip(rows[2:], logged[2:]):
+        assert float(got["train/triplet_loss"]) == pytest.approx(ref["triplet"], rel=1e-4, abs=1e-6)
 
 
 def test_exported_models_hold_no_class_weights(tmp_path):

@@ -95,7 +95,9 @@ def test_batch_all_chunking_gives_the_same_triplets():
     assert full == chunked and len(full) > 0
 
 
-@pytest.mark.parametrize("miner", [SemiHardMiner(), HardestMiner(), RandomMiner(0), BatchAllMiner(margin=0.2), BatchHardMiner()])
+@pytest.mark.parametrize(
+    "miner", [SemiHardMiner(), HardestMiner(), RandomMiner(0), BatchAllMiner(margin=0.2), BatchHardMiner()]
+)
 @pytest.mark.parametrize("labels", [[0, 0, 0, 0], [0, 1, 2, 3], [5]], ids=["one-identity", "all-singletons", "single"])
 def test_no_valid_triplet_gives_empty_long_tensors(miner, labels):
     emb = torch.randn(len(labels), 4)

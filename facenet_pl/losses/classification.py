@@ -90,8 +90,8 @@ class CombinedLoss(nn.Module):
 
     ``classification_epochs`` None: ``triplet_weight * triplet + classification_weight * classification`` every
     step. ``classification_epochs=N``: the first N epochs train the classification loss alone, then the triplet loss
-    alone (with the run's miner), each unweighted: the schedule often used on small data, where softmax gives the embedding its first
-    shape and triplets refine it.
+    alone (with the run's miner), each unweighted: the schedule often used on small data, where softmax gives the
+    embedding its first shape and triplets refine it.
     """
 
     def __init__(
