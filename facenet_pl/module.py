@@ -493,18 +493,38 @@ class FaceNetModule(pl.LightningModule):
         if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
             log.warning(
                 "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
-                "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point (the "
-                "paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
-                "loss.margin.",
+                "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point%s",
                 self.global_step,
                 spread,
                 100 * spread / max(self.spread_max, 1e-12),
                 self.spread_max,
                 d_an,
                 d_ap,
+                self._collapse_advice(),
             )
             self.collapse_warnings += 1
             self._next_collapse_warning = self.global_step + 100
+
+    def _collapse_advice(self) -> str:
+        """What to change, for this run's loss: every suggestion is one the run's config accepts (a classification
+        loss refuses miner=...)."""
+        triplet = (
+            " (the paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
+            "loss.margin."
+        )
+        if self.classifier is None:
+            return triplet
+        if self.triplet_loss is None:
+            return (
+                f". loss={self.classifier.name} packs the embeddings into a narrow cone when each training person is "
+                "seen few times (docs/losses.md): use loss=triplet_arcface (the triplet loss plus ArcFace at weight "
+                "0.01), more images per person, or a lower optimizer.lr."
+            )
+        return (
+            f" (hardest negatives, or the {self.classifier.name} part at too large a weight packing the embeddings "
+            "into a narrow cone). Try a lower loss.classification_weight (0.01 measured best; docs/losses.md), "
+            "miner=semihard, or a lower optimizer.lr."
+        )
 
     # -- validation and test ---------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

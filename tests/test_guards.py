@@ -66,6 +66,39 @@ def test_collapse_is_detected_and_warned(caplog):
     assert m2.collapse_warnings == 0
 
 
+@pytest.mark.parametrize(
+    "loss,miner,says,never",
+    [
+        ({"_target_": "facenet_pl.losses.TripletLoss"}, "semihard", "miner=semihard", "loss=triplet_arcface"),
+        (
+            {"_target_": "facenet_pl.losses.ClassificationLoss", "name": "arcface"},
+            None,
+            "loss=triplet_arcface",
+            "miner=",
+        ),
+        (
+            {
+                "_target_": "facenet_pl.losses.CombinedLoss",
+                "triplet": {"_target_": "facenet_pl.losses.TripletLoss"},
+                "classification": {"_target_": "facenet_pl.losses.ClassificationLoss", "name": "arcface"},
+            },
+            "semihard",
+            "loss.classification_weight",
+            "loss=triplet_arcface",
+        ),
+    ],
+    ids=["triplet", "arcface", "triplet_arcface"],
+)
+def test_collapse_advice_is_one_the_runs_loss_accepts(caplog, loss, miner, says, never):
+    """A classification loss refuses miner=..., so its collapse warning must not suggest one; a hybrid's names its
+    classification weight."""
+    target = {"_target_": "facenet_pl.mining.SemiHardMiner"} if miner else {"_target_": None}
+    m = tiny_module(loss=loss, miner=target)
+    with caplog.at_level(logging.WARNING):
+        m._check_collapse(0.0, float("nan"), float("nan"))
+    assert m.collapse_warnings == 1 and says in caplog.text and never not in caplog.text, caplog.text
+
+
 def test_non_finite_loss_raises_in_training_step(monkeypatch):
     m = tiny_module()
     monkeypatch.setattr(m, "log", lambda *a, **k: None)
