@@ -13,6 +13,7 @@ size and verification threshold. It is the format to share a model in.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -109,6 +110,14 @@ def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
     backbone = dict(hparams.get("backbone") or {})
     backbone["pretrained"] = False  # the file holds the weights: never download any
     hparams["backbone"] = backbone
+    unknown = sorted(set(hparams) - set(inspect.signature(FaceNetModule.__init__).parameters))
+    if unknown:  # settings an earlier version took (0.1.0 keeps no compatibility with unreleased ones)
+        raise ConfigError(
+            f"{path} was written by another facenet-pl version: its hyper_parameters name "
+            f"{', '.join(unknown)}, which this version does not take. Export its network with the version that wrote "
+            "it (facenet-pl export CKPT -o model.safetensors: weights, settings and threshold, which this version "
+            "reads), or train it again."
+        )
     try:
         module = FaceNetModule(**hparams)
         # the loss's class weights (classification losses) are training state: a model for inference has none

@@ -155,6 +155,15 @@ def test_init_from_starts_with_the_source_networks_embeddings(tmp_path):
     assert "model.init_from=" in msg and "model.embedding_dim=128 (this run: 64)" in msg
     msg = train_error_in_process(tmp_path / "both", f"model.init_from={ckpt}", f"backbone.weights={ckpt}")
     assert "backbone.weights and model.init_from both set" in msg
+    # a checkpoint of an earlier (unreleased) version, whose FaceNetModule took val_folds and mining: one line
+    # naming them and the way out (its export), not "not a facenet-pl model" from a TypeError
+    old = torch.load(ckpt, map_location="cpu", weights_only=True)
+    old["hyper_parameters"].update(val_folds=10, mining={"cross_rank": False})
+    torch.save(old, tmp_path / "old.ckpt")
+    msg = train_error_in_process(tmp_path / "from_old", f"model.init_from={tmp_path / 'old.ckpt'}")
+    assert "another facenet-pl version" in msg and "mining, val_folds" in msg and "export" in msg, msg
+    with pytest.raises(ConfigError, match="another facenet-pl version"):
+        load_model(tmp_path / "old.ckpt")
 
 
 def test_resume_takes_the_weights_from_the_checkpoint_not_the_file(tmp_path):
