@@ -121,7 +121,9 @@ def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
     try:
         module = FaceNetModule(**hparams)
         # the loss's class weights (classification losses) are training state: a model for inference has none
-        state_dict = {k.replace("._orig_mod.", "."): v for k, v in state_dict.items() if not k.startswith("criterion.")}
+        state_dict = {
+            k.replace("._orig_mod.", "."): v for k, v in state_dict.items() if not FaceNetModule.is_training_state(k)
+        }
         module.load_state_dict(state_dict, strict=True)
     except UnsafeModelFileError:
         raise

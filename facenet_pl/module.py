@@ -234,9 +234,14 @@ class FaceNetModule(pl.LightningModule):
             self.classifier.build(len(classes), self.net.embedding_dim)
         self.class_labels = classes.to(self.class_labels.device)
 
+    @staticmethod
+    def is_training_state(key: str) -> bool:
+        """Whether a state-dict key is training-only state (the loss's class weights), absent from model files."""
+        return key.startswith("criterion.")
+
     def embedding_state_dict(self) -> dict[str, torch.Tensor]:
         """The state an embedding model file holds: everything but the loss's class weights (training only)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("criterion.")}
+        return {k: v for k, v in self.state_dict().items() if not self.is_training_state(k)}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised network input (N, 3, H, W) -> unit embeddings (N, D)."""
@@ -522,7 +527,7 @@ class FaceNetModule(pl.LightningModule):
             )
         return (
             f" (hardest negatives, or the {self.classifier.name} part at too large a weight packing the embeddings "
-            "into a narrow cone). Try a lower loss.classification_weight (0.01 measured best; docs/losses.md), "
+            "into a narrow cone). Try a lower loss.classification_weight (0.01, the default, did better than 1; docs/losses.md), "
             "miner=semihard, or a lower optimizer.lr."
         )
 

@@ -19,20 +19,21 @@ from torch import nn
 
 from facenet_pl.errors import ConfigError
 
+#: ``loss.name`` of :class:`ClassificationLoss` (``conf/loss/<name>.yaml``) -> pytorch-metric-learning's class name
+#: (imported when a loss is made: the library is not loaded by a triplet run).
+_LIBRARY_CLASSES = {
+    "arcface": "ArcFaceLoss",
+    "cosface": "CosFaceLoss",
+    "subcenter_arcface": "SubCenterArcFaceLoss",
+    "normalized_softmax": "NormalizedSoftmaxLoss",
+}
+CLASSIFICATION_LOSSES = tuple(_LIBRARY_CLASSES)
 
-def _registry() -> dict[str, type]:
+
+def _library_class(name: str) -> type:
     from pytorch_metric_learning import losses
 
-    return {
-        "arcface": losses.ArcFaceLoss,
-        "cosface": losses.CosFaceLoss,
-        "subcenter_arcface": losses.SubCenterArcFaceLoss,
-        "normalized_softmax": losses.NormalizedSoftmaxLoss,
-    }
-
-
-#: ``loss.name`` values of :class:`ClassificationLoss` (``conf/loss/<name>.yaml``).
-CLASSIFICATION_LOSSES = ("arcface", "cosface", "subcenter_arcface", "normalized_softmax")
+    return getattr(losses, _LIBRARY_CLASSES[name])
 
 
 class ClassificationLoss(nn.Module):
@@ -59,7 +60,7 @@ class ClassificationLoss(nn.Module):
 
     def _make(self, num_classes: int, embedding_dim: int) -> nn.Module:
         try:
-            return _registry()[self.name](num_classes=num_classes, embedding_size=embedding_dim, **self.loss_kwargs)
+            return _library_class(self.name)(num_classes=num_classes, embedding_size=embedding_dim, **self.loss_kwargs)
         except TypeError as e:
             raise ConfigError(f"loss={self.name}: {e} (loss.* keys are pytorch-metric-learning's arguments)") from None
 
