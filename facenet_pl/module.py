@@ -527,8 +527,8 @@ class FaceNetModule(pl.LightningModule):
             )
         return (
             f" (hardest negatives, or the {self.classifier.name} part at too large a weight packing the embeddings "
-            "into a narrow cone). Try a lower loss.classification_weight (0.01, the default, did better than 1; docs/losses.md), "
-            "miner=semihard, or a lower optimizer.lr."
+            "into a narrow cone). Try a lower loss.classification_weight (0.01, the default, did better than 1; "
+            "docs/losses.md), miner=semihard, or a lower optimizer.lr."
         )
 
     # -- validation and test ---------------------------------------------------------------
