@@ -490,6 +490,18 @@ def small_filesystem(path: Path, size: str = "3m"):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+class ScoreAt(Callback):
+    """A monitored value the test chooses: logs ``name`` = ``scores[epoch]`` at each validation's end, before the
+    checkpoint callbacks read it (Lightning runs them last), so which epoch is best does not depend on training."""
+
+    def __init__(self, scores: list[float], name: str = "chosen/score") -> None:
+        self.scores, self.name = [float(s) for s in scores], name
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            pl_module.log(self.name, self.scores[trainer.current_epoch])
+
+
 class ScrambleHeadAt(Callback):
     """Fault injection: re-draw the embedding head's weights when epoch ``epoch`` starts, so that epoch validates
     badly (a resumed run's later epoch that must not be taken for the best)."""
