@@ -11,6 +11,7 @@ facenet-pl report  MULTIRUN_DIR [--x model/macs_per_image]  ablation table + plo
 facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
 facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
 facenet-pl align   SRC DST [--template arcface|box --size N --no-face skip|center]  photos -> aligned face crops
+facenet-pl import-weights facenet-casia|dlib -o MODEL.safetensors [--from FILE]  a published trained face model
 """
 
 from __future__ import annotations
@@ -282,6 +283,23 @@ def cmd_export(a) -> None:
             print(f"  {key.removeprefix('facenet_pl.')}: {value}")
 
 
+def cmd_import_weights(a) -> None:
+    from facenet_pl.import_weights import import_published
+
+    out = Path(a.output)
+    _no_overwrite(out, a.force)
+    with atomic_output(out) as tmp:
+        info = import_published(a.name, tmp, a.source)
+    print(f"wrote {out}: {info['about']}")
+    print(f"  from {info['file']} ({info['package']})")
+    t = info["template"]
+    geometry = " ".join(f"--{k} {v}" for k, v in t.items() if k != "template")
+    print(
+        f"  {info['backbone']}, {info['input_size']} px, {info['embedding_dim']}-d, normalisation "
+        f"{info['normalization']}; align photos with: facenet-pl align SRC DST --template {t['template']} {geometry}"
+    )
+
+
 def cmd_pack_bin(a) -> None:
     """Pairs of an LFW pairs file, their image files' bytes as they are (JPEG, PNG), in insightface's layout."""
     from facenet_pl.data.binsets import write_bin
@@ -514,6 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the run (keeps every file, e.g. the LFW images pairs.txt names)",
     )
     p.set_defaults(fn=cmd_align)
+    p = sub.add_parser("import-weights", help="a published trained face model as a facenet-pl model file")
+    from facenet_pl.models.published import PUBLISHED
+
+    p.add_argument("name", choices=sorted(PUBLISHED), help="; ".join(f"{k}: {v.about}" for k, v in PUBLISHED.items()))
+    p.add_argument("-o", "--output", required=True, help="the model file to write (.safetensors)")
+    p.add_argument("--from", dest="source", help="the weights file itself (default: the one its package installed)")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(fn=cmd_import_weights)
     p = sub.add_parser("pack-bin", help="write an insightface .bin verification set from a folder and a pairs file")
     p.add_argument("root", help="faces in LFW's layout, root/<Name>/<Name>_NNNN.<ext> (e.g. facenet-pl align's crops)")
     p.add_argument("pairs", help="an LFW pairs file (pairs.txt: 10 folds of matched then mismatched pairs)")

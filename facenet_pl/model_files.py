@@ -151,8 +151,9 @@ def load_checkpoint_model(path: str | Path):
     return module
 
 
-def save_safetensors(module, path: str | Path) -> None:
-    """Write the embedding network's weights + a JSON description (``facenet_pl`` metadata) to ``path``."""
+def save_safetensors(module, path: str | Path, source: dict[str, Any] | None = None) -> None:
+    """Write the embedding network's weights + a JSON description (``facenet_pl`` metadata) to ``path``;
+    ``source``: where the weights came from (an imported published model), kept in the file."""
     from safetensors.torch import save_file
 
     hp = module.hparams
@@ -168,6 +169,9 @@ def save_safetensors(module, path: str | Path) -> None:
         "threshold": float(module.threshold),
         "calibration": dict(getattr(module, "calibration", None) or {}),
     }
+    source = source or getattr(module, "source", None)
+    if source:
+        meta["source"] = dict(source)
     tensors = {
         k.replace("._orig_mod.", "."): v.detach().cpu().contiguous() for k, v in module.embedding_state_dict().items()
     }
@@ -216,6 +220,8 @@ def load_safetensors_model(path: str | Path):
     }
     module = _build(hparams, tensors, path)
     module.calibration = dict(meta.get("calibration") or {})
+    if isinstance(meta.get("source"), dict):  # an imported published model: kept through calibrate and export
+        module.source = dict(meta["source"])
     return module
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import facenet_pl.models.dlib_resnet  # noqa: F401  (registers dlib_resnet with timm)
 import facenet_pl.models.inception_resnet_v1  # noqa: F401  (registers inception_resnet_v1 with timm)
 import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
 from facenet_pl.errors import ConfigError
@@ -23,7 +24,7 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         raise ConfigError(
             f"backbone.name={name!r} is not a timm model.{hint} "
             "Use a config from conf/backbone/ (backbone=inception|inception_resnet_v1|inception_resnet_v2|resnet18|"
-            "resnet50|mobilenetv3|small) or any name from timm.list_models()."
+            "resnet50|mobilenetv3|small|dlib_resnet) or any name from timm.list_models()."
         )
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
