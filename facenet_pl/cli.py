@@ -10,7 +10,7 @@ facenet-pl summary MULTIRUN_DIR                          one row per Hydra multi
 facenet-pl report  MULTIRUN_DIR [--x model/macs_per_image]  ablation table + plot (accuracy vs the swept value)
 facenet-pl download lfw --root data/lfw                  MD5-verified LFW download
 facenet-pl cache list|prune [--cache-dir DIR]            decoded-image caches: what they hold, remove old ones
-facenet-pl align   SRC DST [--template arcface|box --size N --no-face skip|center]  photos -> aligned face crops
+facenet-pl align   SRC DST [--template arcface|dlib|box --size N --no-face skip|center]  photos -> aligned face crops
 facenet-pl import-weights facenet-casia|dlib -o MODEL.safetensors [--from FILE]  a published trained face model
 """
 
@@ -513,12 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output folder for the crops (same relative paths, .png)")
     p.add_argument(
         "--template",
-        choices=("arcface", "box"),
+        choices=("arcface", "dlib", "box"),
         default="arcface",
-        help="arcface: five landmarks onto insightface's 112 px points (default); box: the detector's box + "
+        help="arcface: five landmarks onto insightface's 112 px points (default); dlib: onto where they sit in "
+        "dlib's 150 px face chips (for import-weights dlib); box: the detector's box + "
         "--margin, no rotation (davidsandberg/facenet)",
     )
-    p.add_argument("--size", type=int, help="crop side in px (default 112 for arcface, 160 for box)")
+    p.add_argument("--size", type=int, help="crop side in px (default 112 for arcface, 150 for dlib, 160 for box)")
     p.add_argument("--margin", type=int, default=32, help="box template: border in px of the photo (default 32)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes on a CPU (default: all cores)")
     p.add_argument("--batch-size", type=int, default=32, help="photos read and detected together (default 32)")

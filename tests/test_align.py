@@ -79,20 +79,25 @@ def detector():
     return MTCNNDetector("cpu")
 
 
-def test_landmarks_that_are_a_similarity_of_the_template_land_on_it():
-    """Five dots drawn at the ArcFace points rotated by 25 degrees, scaled by 2.3 and moved: after the crop they
-    sit on the published 112 px points, and on those points x size / 112 at another size."""
+@pytest.mark.parametrize("template", ["arcface", "dlib"])
+def test_landmarks_that_are_a_similarity_of_the_template_land_on_it(template):
+    """Five dots drawn at the template's points (ArcFace's published 112 px ones; dlib's 150 px fit) rotated by 25
+    degrees, scaled by 2.3 and moved: after the crop they sit on those points, and on points x size / side at
+    another size."""
+    from facenet_pl.data.align.templates import LANDMARK_TEMPLATES
+
+    points, side = LANDMARK_TEMPLATES[template]
     t, scale = math.radians(25), 2.3
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    pts = ARCFACE_112 @ rot.T * scale + np.array([130.0, 60.0])
-    img = np.full((420, 400, 3), 220, np.uint8)
+    pts = points @ rot.T * scale + np.array([130.0, 60.0])
+    img = np.full((520, 500, 3), 220, np.uint8)
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
     for (x, y), c in zip(pts, colours):
         img[(xx - x) ** 2 + (yy - y) ** 2 <= 20] = c
-    for size in (112, 160):
-        crop = arcface_crop(img, pts, size).astype(int)
-        for (tx, ty), c in zip(ARCFACE_112 * size / 112, colours):
+    for size in (side, 160):
+        crop = arcface_crop(img, pts, size, template).astype(int)
+        for (tx, ty), c in zip(points * size / side, colours):
             mask = np.abs(crop - np.array(c)).sum(-1) < 60
             ys, xs = np.nonzero(mask)
             assert len(xs) > 3
@@ -318,8 +323,8 @@ def test_no_face_center_keeps_the_photo_at_the_median_face_placement(photos, tmp
 def test_bad_settings_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="align size must be >= 16"):
         align_folder(tmp_path, tmp_path / "o", size=8)
-    with pytest.raises(ConfigError, match="template 'dlib'"):
-        align_folder(tmp_path, tmp_path / "o", template="dlib")
+    with pytest.raises(ConfigError, match="template 'dlip'"):
+        align_folder(tmp_path, tmp_path / "o", template="dlip")
     with pytest.raises(ConfigError, match="is not a folder"):
         align_folder("/nonexistent/photos", "/tmp/x")
 

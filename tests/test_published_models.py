@@ -210,3 +210,27 @@ def test_import_weights_never_overwrites_a_model_file(tmp_path, imported):
     out.write_bytes(b"mine")
     r = run_cli("import-weights", "dlib", "-o", out)
     assert r.returncode != 0 and out.read_bytes() == b"mine"
+
+
+def test_fine_tuning_starts_from_the_imported_dlib_model(tmp_path, imported):
+    """``experiment=finetune_dlib`` through train.py on a folder of faces: at learning rate 0 the trained
+    checkpoint holds exactly the imported weights (the run started from them, with the model's input and head);
+    the folder is read at the model's 150 px."""
+    from facenet_pl.inference import load_model
+    from facenet_pl.models.published import read_published
+
+    from .helpers import SMALL_IDENTITY_DATA, run_entry, write_face_folders
+
+    faces = write_face_folders(tmp_path / "faces", 32, 4)
+    run = tmp_path / "run"
+    r = run_entry(
+        "train.py", "experiment=finetune_dlib", f"model.init_from={imported / 'dlib.safetensors'}",
+        f"data.root={faces}", *SMALL_IDENTITY_DATA, "optimizer.lr=0", "optimizer.weight_decay=0",
+        "trainer.max_epochs=1", "data.batches_per_epoch=2", "test=false", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    module = load_model(run / "checkpoints" / "last.ckpt")
+    assert (module.input_size, module.normalization, module.net.embedding_dim) == (150, "dlib", 128)
+    state, _ = read_published("dlib")
+    own = module.net.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items())

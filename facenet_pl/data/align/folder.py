@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from facenet_pl.data.align.detect import MTCNNDetector, _mtcnn_class, choose_face, resolve_device
-from facenet_pl.data.align.templates import DEFAULT_SIZE, arcface_crop, box_crop, check_template
+from facenet_pl.data.align.templates import DEFAULT_SIZE, LANDMARK_TEMPLATES, arcface_crop, box_crop, check_template
 from facenet_pl.errors import ConfigError
 from facenet_pl.fileio import write_text_atomic
 
@@ -62,13 +62,15 @@ def _geometry(template: str, face, shape: tuple[int, ...]) -> np.ndarray:
     """The face's landmarks (arcface) or box (box) relative to the image width and height: the median over a run
     places the crop of a photo without a detectable face (``no_face="center"``)."""
     h, w = shape[:2]
-    if template == "arcface":
+    if template in LANDMARK_TEMPLATES:
         return face.landmarks / np.array([w, h])
     return np.asarray(face.box[:4], np.float64) / np.array([w, h, w, h])
 
 
 def _crop(template: str, rgb: np.ndarray, size: int, margin: int, landmarks=None, box=None) -> np.ndarray:
-    return arcface_crop(rgb, landmarks, size) if template == "arcface" else box_crop(rgb, box, size, margin)
+    if template in LANDMARK_TEMPLATES:
+        return arcface_crop(rgb, landmarks, size, template)
+    return box_crop(rgb, box, size, margin)
 
 
 class _Worker:
@@ -116,8 +118,8 @@ def _run_chunk(jobs):
 def _centre_crop(template: str, rgb: np.ndarray, size: int, margin: int, geometry: np.ndarray) -> np.ndarray:
     """The crop of a photo without a detected face at the run's median face geometry (relative to the photo)."""
     h, w = rgb.shape[:2]
-    if template == "arcface":
-        return arcface_crop(rgb, geometry * np.array([w, h]), size)
+    if template in LANDMARK_TEMPLATES:
+        return arcface_crop(rgb, geometry * np.array([w, h]), size, template)
     return box_crop(rgb, geometry * np.array([w, h, w, h]), size, margin)
 
 
@@ -125,8 +127,8 @@ def _centre_crop(template: str, rgb: np.ndarray, size: int, margin: int, geometr
 def _default_geometry(template: str) -> np.ndarray:
     from facenet_pl.data.align.templates import arcface_points
 
-    if template == "arcface":
-        return arcface_points(1)  # the template scaled to the photo: the face fills it as in a crop
+    if template in LANDMARK_TEMPLATES:
+        return arcface_points(1, template)  # the template scaled to the photo: the face fills it as in a crop
     return np.array([0.2, 0.2, 0.8, 0.8])
 
 

@@ -1,4 +1,5 @@
-"""Where a face goes in the crop: five-point similarity alignment (``arcface``) or the detector's box (``box``).
+"""Where a face goes in the crop: five-point similarity alignment (``arcface``, ``dlib``) or the detector's box
+(``box``).
 
 ``arcface``: the five landmarks (eye centres, nose tip, mouth corners) are mapped by the least-squares similarity
 transform (rotation, uniform scale, translation; scikit-image's ``SimilarityTransform``, the estimator insightface's
@@ -6,6 +7,10 @@ transform (rotation, uniform scale, translation; scikit-image's ``SimilarityTran
 ``size / 112`` for other sizes (insightface shifts its 128 px variant sideways instead; here a crop of any size
 frames the face the same way). The warp is OpenCV's bilinear ``warpAffine`` with black borders, as ``norm_crop``;
 a face shrunk by more than 2x is first reduced with area averaging, so a large photo does not alias.
+
+``dlib``: the same five-point alignment onto where MTCNN's points fall in the 150 px chips dlib's face model was
+trained on (``get_face_chip(img, shape5, size=150, padding=0.25)``, cut around dlib's own 5-point shape): fit with
+``benchmarks/fit_dlib_template.py`` on LFW photos where both dlib's HOG detector and MTCNN found the face.
 
 ``box``: davidsandberg/facenet's ``align_dataset_mtcnn``: the detector's box grown by ``margin`` pixels of the
 source photo (half on each side), clipped to the photo, resized to ``size`` x ``size`` without rotation (its LFW
@@ -24,9 +29,19 @@ ARCFACE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
-TEMPLATES = ("arcface", "box")
-#: Default crop side per template: insightface's 112, davidsandberg's 160.
-DEFAULT_SIZE = {"arcface": 112, "box": 160}
+#: MTCNN's five points (same order) in dlib's 150 x 150 face chip (padding 0.25): the mean over 994 deep-funneled LFW
+#: photos where both detectors found the face, carried into chip pixels by dlib's own chip geometry
+#: (``python benchmarks/fit_dlib_template.py --photos 1000``, dlib-bin 20.0.1, 2026-12-07). Spread of the eyes
+#: 1.6-2.0 px, nose and mouth 4-6 px (dlib places the face by its eye corners and nose base, not the mouth).
+DLIB_150 = np.array(
+    [[47.9454, 46.0047], [102.2647, 46.0751], [74.8842, 78.0999], [50.5054, 105.3971], [98.6538, 105.5415]],
+    dtype=np.float64,
+)
+#: Templates that place five landmarks: their points and the crop side they are given for.
+LANDMARK_TEMPLATES = {"arcface": (ARCFACE_112, 112), "dlib": (DLIB_150, 150)}
+TEMPLATES = ("arcface", "dlib", "box")
+#: Default crop side per template: insightface's 112, dlib's 150, davidsandberg's 160.
+DEFAULT_SIZE = {"arcface": 112, "dlib": 150, "box": 160}
 
 
 def check_template(template: str, size: int, margin: int) -> None:
@@ -39,9 +54,10 @@ def check_template(template: str, size: int, margin: int) -> None:
         raise ConfigError(f"align margin must be >= 0 px (the box template's border), got {margin}")
 
 
-def arcface_points(size: int) -> np.ndarray:
-    """The five template points (5, 2) for a ``size`` x ``size`` crop."""
-    return ARCFACE_112 * (float(size) / 112.0)
+def arcface_points(size: int, template: str = "arcface") -> np.ndarray:
+    """The five points (5, 2) of a landmark template (``arcface`` or ``dlib``) for a ``size`` x ``size`` crop."""
+    points, side = LANDMARK_TEMPLATES[template]
+    return points * (float(size) / side)
 
 
 def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -75,9 +91,10 @@ def _warp(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
 
 
-def arcface_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The ``size`` x ``size`` crop of RGB uint8 ``rgb`` whose five ``landmarks`` (5, 2) land on the template."""
-    return _warp(rgb, similarity_matrix(landmarks, arcface_points(size)), size)
+def arcface_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112, template: str = "arcface") -> np.ndarray:
+    """The ``size`` x ``size`` crop of RGB uint8 ``rgb`` whose five ``landmarks`` (5, 2) land on the points of
+    ``template`` (``arcface`` or ``dlib``)."""
+    return _warp(rgb, similarity_matrix(landmarks, arcface_points(size, template)), size)
 
 
 def box_crop(rgb: np.ndarray, box: np.ndarray, size: int = 160, margin: int = 32) -> np.ndarray:
