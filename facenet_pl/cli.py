@@ -108,7 +108,10 @@ def _warn_if_synthetic(model) -> None:
         )
 
 
-def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256):
+def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256, aligned: bool = True):
+    """Embed image files with the model at ``ckpt``. A model that names the alignment it was trained with (an
+    imported published model) gets photos detected and cropped that way first, unless ``aligned`` says the files
+    are such crops already."""
     import torch
 
     from facenet_pl.data.images import decode_images
@@ -118,10 +121,18 @@ def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: in
     _warn_if_synthetic(model)
     flip = model.eval_flip if flip is None else flip
     pre = model.preprocess
-    images, ok = decode_images(files, model.input_size, pre["crop"], fit=pre["fit"], grayscale=pre["grayscale"])
+    align = dict((model.hparams.get("preprocess") or {}).get("align") or {})
+    if align and not aligned:
+        from facenet_pl.data.align import align_images
+
+        images, ok = align_images(files, align["template"], model.input_size, int(align.get("margin", 32)))
+        what = "unreadable or faceless"
+    else:
+        images, ok = decode_images(files, model.input_size, pre["crop"], fit=pre["fit"], grayscale=pre["grayscale"])
+        what = "unreadable"
     bad = [str(f) for f, k in zip(files, ok) if not k]
     if bad:
-        print(f"warning: skipped {len(bad)} unreadable file(s): {', '.join(bad[:3])}", file=sys.stderr)
+        print(f"warning: skipped {len(bad)} {what} file(s): {', '.join(bad[:3])}", file=sys.stderr)
     files = [f for f, k in zip(files, ok) if k]
     if not files:
         raise CLIError("none of the inputs is a readable image")
@@ -143,7 +154,7 @@ def _no_overwrite(path: Path, force: bool) -> None:
 def cmd_embed(a) -> None:
     out = Path(a.output)
     _no_overwrite(out, a.force)
-    _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs, a.include, a.exclude), a.flip)
+    _, files, emb = _embed_files(a.ckpt, _collect_images(a.inputs, a.include, a.exclude), a.flip, aligned=a.aligned)
     names = [str(f) for f in files]
     if out.suffix == ".npy":
         with atomic_output(out.with_suffix(".files.txt")) as tmp:
@@ -166,7 +177,7 @@ def cmd_embed(a) -> None:
 
 
 def cmd_verify(a) -> None:
-    model, files, emb = _embed_files(a.ckpt, [Path(a.image1), Path(a.image2)], a.flip)
+    model, files, emb = _embed_files(a.ckpt, [Path(a.image1), Path(a.image2)], a.flip, aligned=a.aligned)
     if len(files) != 2:
         raise CLIError("both images must be readable")
     d = float(((emb[0] - emb[1]) ** 2).sum())
@@ -195,7 +206,7 @@ def cmd_calibrate(a) -> None:
     if Path(a.ckpt).resolve() == out.resolve():
         raise CLIError("-o must be a new file: the original model is kept as it is")
     paths, labels, names = scan_identity_folders(a.folder, min_images=1)
-    model, files, emb = _embed_files(a.ckpt, paths, a.flip)
+    model, files, emb = _embed_files(a.ckpt, paths, a.flip, aligned=a.aligned)
     keep = np.isin([str(p) for p in paths], [str(f) for f in files])
     labels = labels[keep]
     thr, res, split = calibrate_threshold(
@@ -249,7 +260,7 @@ def cmd_cluster(a) -> None:
 
     out = Path(a.output)
     _no_overwrite(out / "clusters.csv", a.force)
-    model, files, emb = _embed_files(a.ckpt, _collect_images([a.folder]), a.flip)
+    model, files, emb = _embed_files(a.ckpt, _collect_images([a.folder]), a.flip, aligned=a.aligned)
     thr = None
     if not a.n_clusters:
         thr = a.threshold if a.threshold is not None else float(model.threshold)
@@ -333,7 +344,7 @@ def cmd_plot(a) -> None:
     out = Path(a.output)
     _no_overwrite(out, a.force)
     files = _collect_images([a.folder])
-    _, files, emb = _embed_files(a.ckpt, files, a.flip)
+    _, files, emb = _embed_files(a.ckpt, files, a.flip, aligned=a.aligned)
     root = Path(a.folder).resolve()
     ids = [
         p.resolve().relative_to(root).parts[0] if len(p.resolve().relative_to(root).parts) > 1 else "." for p in files
@@ -434,8 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def common(p, output=True):
+    def common(p, output=True, images=True):
         p.add_argument("ckpt", help="a facenet-pl checkpoint (.ckpt) or exported weights (.safetensors)")
+        if images:
+            p.add_argument(
+                "--aligned",
+                action="store_true",
+                help="the images are face crops aligned as the model expects already (a model that names its "
+                "alignment, e.g. one from import-weights, otherwise detects and aligns each photo itself)",
+            )
         p.add_argument(
             "--flip",
             action=argparse.BooleanOptionalAction,
@@ -471,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float)
     p.add_argument("--n-clusters", type=int)
     p.set_defaults(fn=cmd_cluster)
-    p = common(sub.add_parser("export", help="ONNX, TorchScript or safetensors (to share a model)"))
+    p = common(sub.add_parser("export", help="ONNX, TorchScript or safetensors (to share a model)"), images=False)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=["onnx", "torchscript", "safetensors"], help="default: from the file extension")
     p.set_defaults(fn=cmd_export)

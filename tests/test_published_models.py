@@ -234,3 +234,30 @@ def test_fine_tuning_starts_from_the_imported_dlib_model(tmp_path, imported):
     state, _ = read_published("dlib")
     own = module.net.backbone.state_dict()
     assert all(torch.equal(own[k], v) for k, v in state.items())
+
+
+def test_a_model_that_names_its_alignment_aligns_raw_photos_itself(tmp_path, imported):
+    """``embed`` with an imported model on raw photos = ``align --template dlib`` then ``embed --aligned`` on the
+    crops; the same face pasted at two places embeds the same; a photo without a face is skipped and said."""
+    from PIL import Image
+
+    from .test_align import FOUND, _photo, _render
+
+    faces, _ = _render(FOUND[:1])
+    face = faces[FOUND[0]]
+    src = tmp_path / "photos"
+    (src / "p").mkdir(parents=True)
+    Image.fromarray(_photo(face)).save(src / "p" / "a.png")
+    Image.fromarray(_photo(face, left=100, top=140)).save(src / "p" / "b.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 40, (200, 200, 3)).astype(np.uint8)).save(src / "p" / "c.png")
+    model = imported / "dlib.safetensors"
+    r = run_cli("embed", model, src, "-o", tmp_path / "raw.npy")
+    assert r.returncode == 0 and "skipped 1 unreadable or faceless file(s)" in r.stderr, r.stderr
+    assert run_cli("align", src, tmp_path / "crops", "--template", "dlib", "--device", "cpu").returncode == 0
+    r = run_cli("embed", model, tmp_path / "crops", "--aligned", "-o", tmp_path / "crops.npy")
+    assert r.returncode == 0, r.stderr
+    raw, crops = np.load(tmp_path / "raw.npy"), np.load(tmp_path / "crops.npy")
+    assert raw.shape == crops.shape == (2, 128) and np.abs(raw - crops).max() < 1e-5
+    assert ((raw[0] - raw[1]) ** 2).sum() < 0.01  # the face found and placed alike wherever it was
+    r = run_cli("embed", model, src / "p" / "a.png", "--aligned", "-o", tmp_path / "unaligned.npy")
+    assert ((np.load(tmp_path / "unaligned.npy")[0] - raw[0]) ** 2).sum() > 0.05  # the photo as is: another input

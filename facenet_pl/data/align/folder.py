@@ -132,6 +132,29 @@ def _default_geometry(template: str) -> np.ndarray:
     return np.array([0.2, 0.2, 0.8, 0.8])
 
 
+def align_images(
+    paths: Sequence[Path], template: str, size: int, margin: int = 32, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detect and crop the face of each photo in memory, as :func:`align_folder` would write it: uint8
+    (N, 3, size, size) crops and a mask of the photos where a face was found (unreadable or faceless: False)."""
+    from facenet_pl.data.images import load_rgb
+
+    check_template(template, size, margin)
+    detector = MTCNNDetector(resolve_device(device))
+    out = np.zeros((len(paths), 3, size, size), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    for start in range(0, len(paths), 16):
+        chunk = list(range(start, min(start + 16, len(paths))))
+        images = {i: load_rgb(paths[i]) for i in chunk}
+        readable = [i for i in chunk if images[i] is not None]
+        for i, faces in zip(readable, detector.detect([images[i] for i in readable])):
+            if faces:
+                face = choose_face(faces, images[i].shape)
+                out[i] = _crop(template, images[i], size, margin, face.landmarks, face.box).transpose(2, 0, 1)
+                ok[i] = True
+    return out, ok
+
+
 def align_folder(
     src: str | Path,
     dst: str | Path,
