@@ -1,12 +1,14 @@
 """LFW 10-fold verification of imported face models, and of dlib's own pipeline, on the same pairs.
 
-``eval.py benchmark=bins`` is the pipeline's own table for a model file; this script scores the same ``.bin`` with
-the same code (:func:`~facenet_pl.evaluation.score_split` on :func:`~facenet_pl.inference.embed_dataset`) but lets
-one setting change at test time (``--normalization``, ``--flip``), so a choice such as Sandberg's input
-standardisation is decided on LFW, and scores ``benchmarks/dlib_reference.py``'s output (dlib's descriptors, its
-Euclidean distances) on the official folds.
+``eval.py benchmark=bins`` is the pipeline's own table for a model file (it embeds a ``.bin``'s 12,000 images);
+this script embeds each of the 7,701 distinct photos once, keeps the embeddings, and scores the pairs with the
+same :func:`~facenet_pl.evaluation.evaluate_pairs` (the official folds, each threshold fit on the other 9) under
+settings changed at test time (``--normalization``, ``--flip``), so a choice such as Sandberg's input
+standardisation is decided on LFW. It also scores ``benchmarks/dlib_reference.py``'s output (dlib's descriptors,
+its Euclidean distances) on the same folds.
 
-    python benchmarks/bench_trained_models.py model --bin BINS/lfw.bin --model casia.safetensors [--normalization N]
+    python benchmarks/bench_trained_models.py model --crops CROPS --pairs pairs.txt --model casia.safetensors \
+        --normalization fixed prewhiten --flip
     python benchmarks/bench_trained_models.py dlib-reference --npz dlib_lfw.npz --pairs pairs.txt
 """
 
@@ -34,22 +36,69 @@ def _row(name: str, res: dict, seconds: float) -> dict:
     return row
 
 
+def _pair_files(pairs):
+    """Each distinct photo of an LFW pairs file, and the indices of each pair's two photos in that list."""
+    names = [f"{n}/{n}_{int(k):04d}" for n, k in zip(pairs.name1, pairs.num1)]
+    names2 = [f"{n}/{n}_{int(k):04d}" for n, k in zip(pairs.name2, pairs.num2)]
+    files = sorted(set(names) | set(names2))
+    index = {f: i for i, f in enumerate(files)}
+    return files, np.array([index[f] for f in names]), np.array([index[f] for f in names2])
+
+
 def score_model(a) -> None:
+    """Embed each distinct crop once (and its mirror image with --flip), under each --normalization, caching the
+    embeddings in --cache; score every combination on the official folds."""
+    from pathlib import Path
+
     import torch
 
-    from facenet_pl.data.binsets import bin_verification_set
-    from facenet_pl.evaluation import score_split
-    from facenet_pl.inference import embed_dataset, load_model
+    from facenet_pl.data.images import decode_images
+    from facenet_pl.data.lfw import read_pairs
+    from facenet_pl.evaluation import evaluate_pairs
+    from facenet_pl.inference import load_model
 
     torch.manual_seed(0)
     module = load_model(a.model)
-    if a.normalization:
-        module.normalization = a.normalization
-    t0 = time.perf_counter()
-    split = bin_verification_set(a.bin, module.input_size)
-    emb = embed_dataset(module, split.dataset, 128, flip=a.flip)
-    res = score_split(split, split.distances(emb))
-    _row(f"{a.model} normalization={module.normalization} flip={a.flip}", res, time.perf_counter() - t0)
+    pairs = read_pairs(a.pairs)
+    files, i1, i2 = _pair_files(pairs)
+    paths = [Path(a.crops) / f"{f}.png" for f in files]
+    cache = Path(a.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    images = None
+    for norm in a.normalization or [module.normalization]:
+        module.normalization = norm
+        embs = {}
+        for flip in (False, True) if a.flip else (False,):
+            f = cache / f"{Path(a.model).stem}-{norm}-{'flipped' if flip else 'plain'}.npy"
+            t0 = time.perf_counter()
+            if not f.exists():
+                if images is None:
+                    images, ok = decode_images(paths, module.input_size, num_workers=2)
+                    assert ok.all(), [str(p) for p, k in zip(paths, ok) if not k][:3]
+                x = torch.from_numpy(images)
+                with torch.no_grad():
+                    e = torch.cat([module(module_input(module, x[i : i + 64], flip)) for i in range(0, len(x), 64)])
+                np.save(f, e.numpy())
+            embs[flip] = np.load(f)
+            print(f"{f.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        variants = [("off", embs[False])]
+        if a.flip:
+            both = embs[False] + embs[True]
+            variants.append(
+                ("on (mean of the image's and its mirror's)", both / np.linalg.norm(both, axis=1, keepdims=True))
+            )
+        for flip_name, e in variants:
+            d = ((e[i1].astype(np.float64) - e[i2]) ** 2).sum(1)
+            res = evaluate_pairs(d, pairs.issame)
+            res["pairs"] = len(d)
+            _row(f"{Path(a.model).name} normalization={norm} flip={flip_name}", res, 0.0)
+
+
+def module_input(module, images, flip: bool):
+    from facenet_pl.models.normalization import normalize_images
+
+    x = normalize_images(images, module.normalization)
+    return x.flip(-1) if flip else x
 
 
 def score_dlib(a) -> None:
@@ -75,10 +124,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("model")
-    p.add_argument("--bin", required=True)
+    p.add_argument("--crops", required=True, help="the pairs' photos aligned as the model expects (facenet-pl align)")
+    p.add_argument("--pairs", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--normalization", help="override the model file's (e.g. prewhiten)")
-    p.add_argument("--flip", action="store_true")
+    p.add_argument("--normalization", nargs="+", help="override the model file's, e.g. fixed prewhiten")
+    p.add_argument("--flip", action="store_true", help="also score flip averaging")
+    p.add_argument("--cache", default="trained_model_embeddings", help="folder for the embeddings")
     p.set_defaults(fn=score_model)
     p = sub.add_parser("dlib-reference")
     p.add_argument("--npz", required=True)
