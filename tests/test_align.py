@@ -351,3 +351,20 @@ def test_data_align_trains_on_the_crops(photos, tmp_path):
     assert np.bincount(labels).tolist() == [2, 2, 2, 2]
     images, _, _, _ = dm._decode()
     assert images.shape == (8, 3, 32, 32)
+
+
+def test_photos_too_small_to_hold_a_face_are_counted_not_fatal(rendered, tmp_path, capsys):
+    """1 x 1, 1 x 300 and 13 x 13 photos beside a real one: the run goes on, they count as having no face (a 1 x 1
+    photo once aborted the whole run inside MTCNN with an empty torch.cat)."""
+    from facenet_pl.cli import main
+
+    faces, _ = rendered
+    src = tmp_path / "src" / "p"
+    src.mkdir(parents=True)
+    Image.fromarray(_photo(faces[FOUND[0]])).save(src / "face.png")
+    for name, shape in (("dot", (1, 1, 3)), ("line", (1, 300, 3)), ("small", (13, 13, 3))):
+        Image.fromarray(np.full(shape, 128, np.uint8)).save(src / f"{name}.png")
+    assert main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--device", "cpu", "--workers", "1"]) == 0
+    report = json.loads((tmp_path / "dst" / "align_report.json").read_text())
+    assert (report["aligned"], report["no_face"], report["unreadable"]) == (1, 3, 0)
+    assert sorted(p.name for p in (tmp_path / "dst" / "p").iterdir()) == ["face.png"]

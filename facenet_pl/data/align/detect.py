@@ -72,7 +72,7 @@ class MTCNNDetector:
     ) -> None:
         mtcnn = _mtcnn_class()
         self.device = resolve_device(device)
-        self.max_side, self.batch_pixels = int(max_side), int(batch_pixels)
+        self.max_side, self.batch_pixels, self.min_face_size = int(max_side), int(batch_pixels), int(min_face_size)
         # keep_all: every face, so the choice (and the count of photos with several) is ours
         self.mtcnn = mtcnn(keep_all=True, min_face_size=int(min_face_size), device=self.device).eval()
 
@@ -92,7 +92,8 @@ class MTCNNDetector:
         reduced = [self._reduced(im) for im in images]
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (im, _) in enumerate(reduced):
-            groups[im.shape].append(i)
+            if min(im.shape[:2]) >= self.min_face_size:  # a smaller photo cannot hold a face MTCNN looks for
+                groups[im.shape].append(i)
         out: list[list[Face]] = [[] for _ in images]
         batches = []
         for shape, idx in groups.items():  # MTCNN's pyramid of a batch scales with its pixels: bound them
