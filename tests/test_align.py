@@ -368,3 +368,25 @@ def test_photos_too_small_to_hold_a_face_are_counted_not_fatal(rendered, tmp_pat
     report = json.loads((tmp_path / "dst" / "align_report.json").read_text())
     assert (report["aligned"], report["no_face"], report["unreadable"]) == (1, 3, 0)
     assert sorted(p.name for p in (tmp_path / "dst" / "p").iterdir()) == ["face.png"]
+
+
+def test_a_run_killed_before_its_first_report_keeps_its_geometry(photos, tmp_path, monkeypatch):
+    """The crop geometry is on record before the first crop: a run that dies while cropping (here: the crop loop
+    raises, as a kill would stop it) leaves a report a rerun with another --size is refused by; the same settings
+    continue."""
+    import facenet_pl.data.align.folder as folder
+
+    dst = tmp_path / "dst"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        align_folder(photos, dst, size=112, device="cpu")
+    monkeypatch.undo()
+    assert json.loads((dst / "align_report.json").read_text())["complete"] is False
+    with pytest.raises(ConfigError, match="holds crops made with"):
+        align_folder(photos, dst, size=160, device="cpu")
+    report = align_folder(photos, dst, size=112, device="cpu")
+    assert report["complete"] is True and report["size"] == 112 and report["aligned"] > 0

@@ -215,6 +215,9 @@ def align_folder(
             continue
         jobs.append((str(p), str(out)))
 
+    if jobs and (previous is None or force):  # the geometry is on record before the first crop: a run killed
+        dst.mkdir(parents=True, exist_ok=True)  # early cannot be continued with another template or size
+        write_text_atomic(dst / "align_report.json", json.dumps({"source": str(src), **settings, "complete": False}))
     t0 = time.perf_counter()
     results = _run(jobs, (template, size, margin, device, max_side, min_face), workers, batch_size, device)
     counts: Counter = Counter(status for status, _, _ in results)
@@ -242,6 +245,7 @@ def align_folder(
     report = {
         "source": str(src),
         **settings,
+        "complete": True,
         "device": device,
         "photos": len(files),
         "aligned": counts["aligned"],
