@@ -154,7 +154,7 @@ def load_checkpoint_model(path: str | Path):
 def save_safetensors(module, path: str | Path, source: dict[str, Any] | None = None) -> None:
     """Write the embedding network's weights + a JSON description (``facenet_pl`` metadata) to ``path``;
     ``source``: where the weights came from (an imported published model), kept in the file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     hp = module.hparams
     meta = {
@@ -175,7 +175,9 @@ def save_safetensors(module, path: str | Path, source: dict[str, Any] | None = N
     tensors = {
         k.replace("._orig_mod.", "."): v.detach().cpu().contiguous() for k, v in module.embedding_state_dict().items()
     }
-    save_file(tensors, str(path), metadata={"facenet_pl": json.dumps(meta)})
+    # serialised in memory and written as an ordinary file: safetensors' save_file writes through its own
+    # mkstemp file (mode 0600, left behind by a kill); the callers make the write atomic (fileio.atomic_output)
+    Path(path).write_bytes(save(tensors, metadata={"facenet_pl": json.dumps(meta)}))
 
 
 def load_safetensors_model(path: str | Path):

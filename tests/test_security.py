@@ -130,6 +130,10 @@ def test_safetensors_round_trip_and_every_command_accepts_it(ckpt, faces, tmp_pa
     assert cli(["export", str(ckpt), "-o", str(st)]) == 0
     assert "max |embedding difference|" in capsys.readouterr().out
     assert st.read_bytes()[8:9] == b"{"  # a JSON header and raw tensors: nothing to unpickle
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # the mode any other output gets here (umask), not safetensors' mkstemp 0600
+    assert st.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "plain"]  # no temp file left
     a, b = load_model(ckpt), load_model(st)
     x = torch.randint(0, 256, (6, 3, a.input_size, a.input_size), dtype=torch.uint8)
     ea, eb = embed_images(a, x, flip=True), embed_images(b, x, flip=True)
@@ -152,6 +156,14 @@ def test_safetensors_round_trip_and_every_command_accepts_it(ckpt, faces, tmp_pa
         eval_in_process(st, out / "eval")
     res = eval_in_process(st, out / "eval", "data=synthetic", *(o for o in TINY if o.startswith("data.")))
     assert res["accuracy"] == pytest.approx(eval_in_process(ckpt, out / "eval_ckpt")["accuracy"])
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
