@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,3 +391,67 @@ def test_a_run_killed_before_its_first_report_keeps_its_geometry(photos, tmp_pat
         align_folder(photos, dst, size=160, device="cpu")
     report = align_folder(photos, dst, size=112, device="cpu")
     assert report["complete"] is True and report["size"] == 112 and report["aligned"] > 0
+
+
+def _children(pid: int) -> list[int]:
+    """Pool processes (multiprocessing's spawn entry point) whose parent is ``pid``, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"multiprocessing" in cmd:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_align_workers_die_with_a_killed_parent(rendered, tmp_path):
+    """``kill -9`` of ``facenet-pl align`` while its 2 worker processes crop: they end too (they once went on
+    cropping, then idled at ~0.9 GB each, forever, with parent 1)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .helpers import ENV
+
+    faces, _ = rendered
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"p{i}").mkdir(parents=True)
+        Image.fromarray(_photo(faces[FOUND[i % 3]], left=20 + i)).save(src / f"p{i}" / "a.png")
+    code = "from facenet_pl.cli import main; raise SystemExit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "align", str(src), str(tmp_path / "dst"), "--workers", "2", "--batch-size", "1",
+         "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while len(_children(proc.pid)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, "the workers never started"
+        while not any((tmp_path / "dst").rglob("*.png")) and time.time() < deadline:
+            time.sleep(0.2)  # they are cropping
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 15
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
+        assert not alive, f"worker processes {alive} outlived their killed parent"
+    finally:
+        proc.kill()
+        for w in _children(proc.pid):
+            os.kill(w, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -103,10 +103,26 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _init_worker(*args) -> None:
+def _die_with(parent: int) -> None:
+    """Make this pool process end when ``parent`` does, however it ends (``kill -9`` included): Linux's parent-death
+    signal, and a check that the parent did not die before it was set. Elsewhere the pool's own shutdown applies."""
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int, *args) -> None:
     global _WORKER
     import torch
 
+    _die_with(parent)
     torch.set_num_threads(1)  # one process per core
     _WORKER = _Worker(*args)
 
@@ -292,8 +308,9 @@ def _run(jobs, worker_args, workers: int, batch_size: int, device: str) -> list:
         return results
     if workers > 1 and not device.startswith("cuda"):  # a GPU is driven by one process
         import multiprocessing as mp
+        import os
 
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, worker_args) as pool:
+        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (os.getpid(), *worker_args)) as pool:
             for part in pool.map(_run_chunk, chunks):
                 results += part
                 progress()
