@@ -27,7 +27,13 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     import sys
 
-    from facenet_pl.run_dirs import lock_run_dir, release_run_lock, resume_record_argv, unwritable_output
+    from facenet_pl.run_dirs import (
+        discard_resume_record,
+        lock_run_dir,
+        release_run_lock,
+        resume_record_argv,
+        unwritable_output,
+    )
 
     # Before Hydra writes anything: a run directory that cannot be written (Hydra would print a traceback), one
     # train.py per run directory, and a resume's record kept beside the run's original one.
@@ -39,4 +45,5 @@ if __name__ == "__main__":
     try:
         main()
     finally:
+        discard_resume_record()  # a resume that was refused (or never got past its checks) leaves no trace
         release_run_lock()

@@ -63,9 +63,17 @@ def _resuming(argv: list[str]) -> bool:
     return value not in (None, "", "null", "None")
 
 
+#: A resume's record while it is not yet accepted: (its folder, the ``.hydra/resume-N`` it becomes, the run's
+#: ``train.log`` and that log's size before this process wrote to it, -1 when there was none).
+_PENDING_RESUME: tuple[Path, Path, Path, int] | None = None
+
+
 def resume_record_argv(argv: list[str]) -> list[str]:
     """Resuming into an existing run directory: Hydra writes its record of the resume (config, overrides) beside
-    the run's original ``.hydra/`` files, in ``.hydra/resume-N/``, so the run still shows how it was made."""
+    the run's original ``.hydra/`` files, first in a pending folder that becomes ``.hydra/resume-N/`` once the
+    resume is accepted (:func:`accept_resume_record`); a refused resume leaves no record and no log line
+    (:func:`discard_resume_record`), so the run still shows exactly how it was made."""
+    global _PENDING_RESUME
     run_dir = _explicit_run_dir(argv)
     if run_dir is None or not _resuming(argv) or any(a.startswith("hydra.output_subdir=") for a in argv):
         return argv
@@ -74,7 +82,52 @@ def resume_record_argv(argv: list[str]) -> list[str]:
     n = 1
     while (run_dir / ".hydra" / f"resume-{n}").exists():
         n += 1
-    return [*argv, f"hydra.output_subdir=.hydra/resume-{n}"]
+    pending = f".hydra/.resume-{n}.pending-{os.getpid()}"
+    log = run_dir / "train.log"
+    _PENDING_RESUME = (
+        run_dir / pending,
+        run_dir / ".hydra" / f"resume-{n}",
+        log,
+        log.stat().st_size if log.is_file() else -1,
+    )
+    return [*argv, f"hydra.output_subdir={pending}"]
+
+
+def accept_resume_record() -> Path | None:
+    """The resume passed its checks: its record becomes ``.hydra/resume-N``; returns that folder (None when this
+    process has no pending resume record)."""
+    global _PENDING_RESUME
+    if _PENDING_RESUME is None:
+        return None
+    pending, final, _, _ = _PENDING_RESUME
+    _PENDING_RESUME = None
+    if not pending.is_dir():
+        return None
+    pending.rename(final)
+    return final
+
+
+def discard_resume_record() -> None:
+    """At exit: a resume never accepted (refused, or failed before its checks passed) leaves nothing in the run:
+    its pending record is removed and the run's ``train.log`` cut back to what it held before."""
+    global _PENDING_RESUME
+    if _PENDING_RESUME is None:
+        return
+    pending, _, log, size = _PENDING_RESUME
+    _PENDING_RESUME = None
+    import logging
+    import shutil
+
+    for handler in logging.getLogger().handlers:  # Hydra's file handler: flushed before the cut
+        handler.flush()
+    shutil.rmtree(pending, ignore_errors=True)
+    try:
+        if size < 0:
+            log.unlink(missing_ok=True)
+        elif log.is_file():
+            os.truncate(log, size)
+    except OSError:
+        pass
 
 
 #: The lock of the run this process trains (held open for the process's life).

@@ -79,11 +79,14 @@ def _last_good_checkpoint(folder: Path) -> str:
     return " No checkpoint was written before it."
 
 
-def _resume_record_dir(out_dir: Path) -> Path | None:
-    """Where a resume's config tree goes: beside Hydra's record of the resume (``.hydra/resume-N``), never over
-    the run's own ``config_tree.txt``; None (printed only) outside a Hydra run."""
+def _resume_record_dir(out_dir: Path, accepted: Path | None) -> Path | None:
+    """Where a resume's config tree goes: beside Hydra's record of the resume (``.hydra/resume-N``: ``accepted``,
+    where train.py recorded it), never over the run's own ``config_tree.txt``; None (printed only) outside a Hydra
+    run."""
     from hydra.core.hydra_config import HydraConfig
 
+    if accepted is not None:
+        return accepted
     try:
         sub = HydraConfig.get().output_subdir
     except ValueError:
@@ -252,13 +255,18 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         cfg = resume_config(cfg, (ckpt.get("facenet_pl") or {}).get("config"), ckpt_path)
         check_config(cfg)
         del ckpt
+    record = None
+    if ckpt_path and rank_zero_only.rank == 0:
+        from facenet_pl.run_dirs import accept_resume_record
+
+        record = accept_resume_record()  # the resume passed its checks: its record is .hydra/resume-N from here on
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     prepare_wandb(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir / "checkpoints")  # left by a run killed while writing a checkpoint
     if (cfg.get("extras") or {}).get("print_config") and rank_zero_only.rank == 0:
-        print_config_tree(cfg, out_dir if ckpt_path is None else _resume_record_dir(out_dir))
+        print_config_tree(cfg, out_dir if ckpt_path is None else _resume_record_dir(out_dir, record))
 
     datamodule = instantiate(cfg.data)
     if hasattr(datamodule, "check_training_data"):  # what only training needs, before anything is built
