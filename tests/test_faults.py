@@ -369,16 +369,44 @@ def test_a_progress_file_of_the_wrong_type_restarts_the_build(faces, tmp_path, c
     assert np.array_equal(np.asarray(images), reference)
 
 
+@pytest.mark.parametrize("bad", [[10**6], [-5]])
+def test_a_progress_file_naming_an_image_out_of_range_restarts_the_build(faces, tmp_path, bad):
+    """A progress file of the right shape and a chunk whose hash matches, but whose list of unreadable images
+    names one outside the chunk: it is damaged (the build starts again, with a warning), not an IndexError on
+    every rerun."""
+    import json
+
+    from facenet_pl.data.decode_cache import CACHE_VERSION, _chunk_hashes
+
+    root, paths = faces
+    reference, _ = decode_images(paths, 32)
+    _build(paths, tmp_path / "cache")
+    files = _files(paths, tmp_path / "cache")
+    images = np.load(files.images, mmap_mode="r")
+    chunk = {"hash": _chunk_hashes(images, [0])[0], "bad": bad, "order": 0}
+    del images
+    files.meta.unlink()  # as if the build had been killed after its first chunk
+    files.images.rename(files.partial)
+    files.progress.write_text(
+        json.dumps({"version": CACHE_VERSION, "n": len(paths), "size": 32, "chunks": {"0": chunk}})
+    )
+    with pytest.warns(UserWarning, match="cannot be continued"):
+        images, ok = _build(paths, tmp_path / "cache")
+    assert np.array_equal(np.asarray(images), reference) and ok.all()
+
+
 @pytest.mark.parametrize("content", ["null", "[]", '"x"', '{"version": 1, "dirs": 5}'])
-def test_an_index_meta_of_the_wrong_type_is_rescanned(faces, tmp_path, content):
+def test_an_index_meta_of_the_wrong_type_is_rescanned(faces, tmp_path, content, caplog):
     from facenet_pl.data.file_index import _index_files, load_index
 
     root, _ = faces
     first = load_index(root, tmp_path / "cache")
     _, meta = _index_files(tmp_path / "cache", root)
     meta.write_text(content)
-    again = load_index(root, tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        again = load_index(root, tmp_path / "cache")
     assert again.source == "scanned" and again.rel == first.rel
+    assert "is damaged" in caplog.text
 
 
 def test_special_files_are_skipped_and_counted_not_waited_on(faces, tmp_path, caplog):
@@ -480,3 +508,13 @@ def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metric
     assert r.returncode == 1 and len(lines) == 1 and "disk full writing" in lines[0] and "free" in lines[0], r.stderr
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert kept["epochs"] == 1 and "best/val/acc" in kept and "test/acc" not in kept
+
+
+@pytest.mark.parametrize("content", ["null", "{not json", "[1, 2]"])
+def test_a_cache_meta_file_that_is_not_a_description_is_listed_as_damaged(faces, tmp_path, content):
+    """`null` (or no JSON at all) where the meta file should describe the cache: damaged, which prune removes; not
+    'incomplete', which reads as a build still to finish."""
+    root, paths = faces
+    _build(paths, tmp_path / "cache")
+    _files(paths, tmp_path / "cache").meta.write_text(content)
+    assert [e.state for e in list_caches(tmp_path / "cache")] == ["damaged"]

@@ -75,7 +75,9 @@ def test_index_is_reused_until_the_tree_changes(tree, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncated rows", "garbled meta", "rows of another tree"])
-def test_a_damaged_index_is_rescanned_not_trusted(tree, tmp_path, damage):
+def test_a_damaged_index_is_rescanned_not_trusted(tree, tmp_path, damage, caplog):
+    import logging
+
     cache = tmp_path / "cache"
     first = load_index(tree, cache)
     rows = next(cache.glob("index-*.csv"))
@@ -86,8 +88,11 @@ def test_a_damaged_index_is_rescanned_not_trusted(tree, tmp_path, damage):
         meta.write_text("{not json")
     else:  # same number of rows, other content: the fingerprint says so
         rows.write_text(rows.read_text().replace("person4", "person9"))
-    again = load_index(tree, cache)
+    with caplog.at_level(logging.INFO):
+        again = load_index(tree, cache)
     assert again.source == "scanned" and again.rel == first.rel
+    damaged = [r for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(damaged) == 1 and damaged[0].levelno == logging.WARNING  # said, not an INFO line among others
 
 
 def test_index_check_is_validated(tree, tmp_path):

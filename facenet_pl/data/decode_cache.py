@@ -234,6 +234,13 @@ def _resume_state(files: CacheFiles, n: int, size: int, header: bytes) -> dict[i
         if prog.get("version") != CACHE_VERSION or prog.get("n") != n or prog.get("size") != size:
             raise ValueError("other images")
         done = {int(c): v for c, v in prog["chunks"].items()}
+        for c, v in done.items():  # every index the finish will use is inside its chunk: else the file is damaged
+            span = min(CHUNK, n - c * CHUNK)
+            bad = v["bad"]
+            if not 0 <= c * CHUNK < n or not isinstance(bad, list):
+                raise ValueError(f"chunk {c} is not one of these images' chunks")
+            if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < span for b in bad):
+                raise ValueError(f"chunk {c} names unreadable images outside it")
         with open(files.partial, "rb") as f:
             if f.read(len(header)) != header:
                 raise ValueError("header")
@@ -492,10 +499,14 @@ def list_caches(cache_dir: str | Path) -> list[CacheEntry]:
         files = CacheFiles(directory, key)
         try:
             meta = json.loads(files.meta.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             meta = None
+        except (OSError, ValueError):
+            meta = "unreadable"
         state = "current"
-        if meta is not None and not _meta_fits(files, meta):  # valid JSON of the wrong shape, or files cut short
+        # a meta file that is there but not a description of these files (not JSON, `null`, the wrong shape, files
+        # cut short) is damaged; only a missing one means the build never finished
+        if files.meta.exists() and (not isinstance(meta, dict) or not _meta_fits(files, meta)):
             entries.append(CacheEntry(files, None, "damaged"))
             continue
         if meta is None:

@@ -160,21 +160,29 @@ def write_index(index: FileIndex, cache_dir: str | Path) -> Path:
     return rows_path
 
 
-def _read_index(root: Path, cache_dir: Path) -> tuple[FileIndex, dict] | None:
+def _read_index(root: Path, cache_dir: Path) -> tuple[FileIndex, dict] | str | None:
+    """The stored index of ``root``: (index, meta); None when there is none (or one of another version); a string
+    saying what is wrong when its files are damaged (truncated, not JSON/CSV, rows that are not the meta's)."""
     rows_path, meta_path = _index_files(cache_dir, root)
+    if not meta_path.exists() and not rows_path.exists():
+        return None
     try:
         meta = json.loads(meta_path.read_text())
         with open(rows_path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             if next(reader) != ["path", "identity", "size", "mtime_ns"]:
-                return None
+                return f"{rows_path.name} has no index header"
             rows = list(reader)
-    except (OSError, ValueError, StopIteration):
-        return None
+    except (OSError, ValueError, StopIteration, csv.Error) as e:
+        return f"{type(e).__name__}: {str(e)[:80]}"
     if not isinstance(meta, dict) or not isinstance(meta.get("dirs"), dict):
-        return None  # valid JSON of the wrong shape: as corrupt as a truncated file
-    if meta.get("version") != INDEX_VERSION or meta.get("files") != len(rows):
-        return None
+        return (
+            f"{meta_path.name} is not an index description"  # valid JSON of the wrong shape: as corrupt as a cut file
+        )
+    if meta.get("version") != INDEX_VERSION:
+        return None  # written by another version: rescanned, nothing wrong with it
+    if meta.get("files") != len(rows):
+        return f"{rows_path.name} holds {len(rows)} rows, its description {meta.get('files')}"
     try:
         cols = list(zip(*rows)) if rows else [(), (), (), ()]
         index = FileIndex(
@@ -186,10 +194,10 @@ def _read_index(root: Path, cache_dir: Path) -> tuple[FileIndex, dict] | None:
             {k: int(v) for k, v in meta["dirs"].items()},
             source="reused",
         )
-    except (ValueError, KeyError, TypeError):
-        return None
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{rows_path.name}: {type(e).__name__}"
     if index.fingerprint() != meta.get("fingerprint"):
-        return None  # the rows are not the ones the meta file was written for
+        return f"{rows_path.name} is not the list its description was written for"
     return index, meta
 
 
@@ -224,7 +232,9 @@ def load_index(root: str | Path, cache_dir: str | Path | None, check: str = "fil
     directory = None if cache_dir is None else Path(cache_dir).expanduser()
     if directory is not None and directory.is_dir():
         found = _read_index(root, directory)
-        if found is not None:
+        if isinstance(found, str):
+            log.warning("the file index of data.root=%s in %s is damaged (%s): rescanning", root, directory, found)
+        elif found is not None:
             index, _ = found
             changed = _unchanged(index, check)
             if changed is None:
