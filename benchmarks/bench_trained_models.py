@@ -92,6 +92,36 @@ def score_model(a) -> None:
             res = evaluate_pairs(d, pairs.issame)
             res["pairs"] = len(d)
             _row(f"{Path(a.model).name} normalization={norm} flip={flip_name}", res, 0.0)
+        if a.sandberg:
+            plain = embs[False].astype(np.float64)
+            rows = [("off", plain)] + ([("concatenated", np.concatenate([plain, embs[True]], 1))] if a.flip else [])
+            for flip_name, e in rows:
+                acc = sandberg_protocol(e, i1, i2, np.asarray(pairs.issame))
+                name = f"{Path(a.model).name} normalization={norm} flip={flip_name}, validate_on_lfw scoring"
+                print(
+                    json.dumps(
+                        {"name": name, "accuracy": round(100 * np.mean(acc), 2), "std": round(100 * np.std(acc), 2)}
+                    )
+                )
+
+
+def sandberg_protocol(e: np.ndarray, i1: np.ndarray, i2: np.ndarray, same: np.ndarray) -> list[float]:
+    """davidsandberg/facenet's ``validate_on_lfw --distance_metric 1 --subtract_mean``: per fold, the mean
+    embedding of the other 9 folds' pairs is subtracted, the distance is the angle / pi, the threshold the most
+    accurate on those 9 folds (here: the midpoint rule of :func:`best_threshold` instead of their 0.01 grid)."""
+    from facenet_pl.evaluation import best_threshold
+
+    accs = []
+    for f in range(10):
+        test = np.arange(len(same) // 10 * f, len(same) // 10 * (f + 1))
+        train = np.setdiff1d(np.arange(len(same)), test)
+        mean = np.concatenate([e[i1[train]], e[i2[train]]]).mean(0)
+        x, y = e[i1] - mean, e[i2] - mean
+        cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+        d = np.arccos(np.clip(cos, -1, 1)) / np.pi
+        t, _ = best_threshold(d[train], same[train])
+        accs.append(float(np.mean((d[test] < t) == same[test])))
+    return accs
 
 
 def module_input(module, images, flip: bool):
@@ -130,6 +160,7 @@ def main() -> None:
     p.add_argument("--normalization", nargs="+", help="override the model file's, e.g. fixed prewhiten")
     p.add_argument("--flip", action="store_true", help="also score flip averaging")
     p.add_argument("--cache", default="trained_model_embeddings", help="folder for the embeddings")
+    p.add_argument("--sandberg", action="store_true", help="also davidsandberg's validate_on_lfw scoring")
     p.set_defaults(fn=score_model)
     p = sub.add_parser("dlib-reference")
     p.add_argument("--npz", required=True)
