@@ -3,15 +3,11 @@ that does not work beside torch, and an extra that does not import, in one line 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from facenet_pl import install_check
 
 
-def test_this_environment_passes():
-    r = subprocess.run([sys.executable, "-m", "facenet_pl.install_check"], capture_output=True, text=True)
-    assert r.returncode == 0 and "work together" in r.stdout, r.stderr
+def test_this_environment_passes(capsys):
+    assert install_check.main() == 0 and "work together" in capsys.readouterr().out
 
 
 def test_a_torchvision_from_another_index_is_one_line(monkeypatch):
