@@ -99,13 +99,11 @@ def _collect_images(
 
 def _warn_if_synthetic(model) -> None:
     """A model that has only seen the built-in synthetic faces measures little on photos: say so (one line)."""
-    target = str((model.data_config or {}).get("_target_", ""))
-    if target.endswith("SyntheticFaceDataModule"):
-        print(
-            "warning: this model was trained on the built-in synthetic faces only; on real photos its distances, "
-            "threshold and clusters mean little. Train on real faces (docs/real-faces.md) or use such a model",
-            file=sys.stderr,
-        )
+    from facenet_pl.model_files import synthetic_only_warning
+
+    warning = synthetic_only_warning(model)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: int = 256, aligned: bool = True):

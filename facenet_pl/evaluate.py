@@ -210,6 +210,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     degrade = Degradation.from_config(cfg.get("degrade"))  # a bad setting fails before the model loads
     module = load_model(cfg.ckpt_path)
     data_cfg, same_data = resolve_data_config(cfg, module)
+    if not str(data_cfg.get("_target_", "")).endswith("SyntheticFaceDataModule"):  # real faces, synthetic model
+        from facenet_pl.model_files import synthetic_only_warning
+
+        warning = synthetic_only_warning(module)
+        if warning:
+            log.warning(warning)
     split_name = str(cfg.get("split", "test"))
     dm = instantiate(data_cfg, _convert_="all")
     split = select_split(dm, split_name, module, same_data)

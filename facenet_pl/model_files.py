@@ -269,6 +269,19 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
     atomic_torch_save(ckpt, out)
 
 
+def synthetic_only_warning(model: Any) -> str | None:
+    """What to say of a model that has only seen the built-in synthetic faces (its distances and threshold mean
+    little on photos), or None."""
+    target = str((getattr(model, "data_config", None) or {}).get("_target_", ""))
+    if not target.endswith("SyntheticFaceDataModule"):
+        return None
+    return (
+        "this model was trained on the built-in synthetic faces only; on real photos its distances, threshold and "
+        "clusters mean little. Use a trained face model (facenet-pl import-weights dlib -o dlib.safetensors: "
+        "docs/trained-models.md) or train on real faces (docs/real-faces.md)"
+    )
+
+
 def init_from_model(module: Any, path: str | Path) -> None:
     """Copy the embedding network of the facenet-pl model file at ``path`` (``.ckpt`` or ``.safetensors``) into
     ``module.net``: fine-tuning starts from it with a new optimiser, schedule and threshold."""
@@ -298,6 +311,9 @@ def init_from_model(module: Any, path: str | Path) -> None:
     if differ:
         raise ConfigError(f"{what}={path} is another network: {'; '.join(differ)}. Set those keys as the file has them")
     net.load_state_dict(source.net.state_dict())
+    warning = synthetic_only_warning(source)
+    if warning:
+        log.warning("model.init_from=%s: %s", path, warning)
     for key, theirs_v, ours_v in (
         ("backbone.input_size", source.input_size, module.input_size),
         ("model.normalization", source.normalization, module.normalization),

@@ -251,3 +251,24 @@ def test_a_model_of_the_built_in_faces_says_so_on_photos(trained, faces, tmp_pat
     )
     out = cli("verify", folder_run / "checkpoints" / "last.ckpt", a, b)
     assert out.returncode == 0 and "synthetic" not in out.stderr, out.stderr
+
+
+def test_eval_and_init_from_also_say_a_model_saw_only_synthetic_faces(trained, faces, tmp_path, caplog):
+    """eval.py of the synthetic-only model on a folder of photos, and a run started from it with model.init_from:
+    the same warning, pointing at a trained face model; eval.py on its own synthetic test people: none."""
+    import logging
+
+    from .helpers import eval_in_process
+
+    with caplog.at_level(logging.WARNING):
+        eval_in_process(trained, tmp_path / "eval", "data=folder", f"data.root={faces}", "split=all",
+                        "knn=false", "clustering=false")  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if "synthetic faces only" in r.getMessage()]
+    assert len(said) == 1 and "import-weights" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        eval_in_process(trained, tmp_path / "eval_own", "knn=false", "clustering=false")
+    assert "synthetic faces only" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        train_in_process(tmp_path / "ft", f"model.init_from={trained}", "trainer.max_epochs=1", "test=false")
+    assert "model.init_from" in caplog.text and "synthetic faces only" in caplog.text

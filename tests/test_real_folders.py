@@ -347,3 +347,17 @@ def test_a_small_folder_trained_from_scratch_is_warned_and_a_fine_tuned_one_is_n
 
     ckpt = read_checkpoint(tmp_path / "ft" / "checkpoints" / "last.ckpt")
     assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 3e-5  # the schedule peaks there
+
+
+def test_the_small_folder_warning_points_at_a_trained_model_and_at_cv_only_without_it(faces38, tmp_path, caplog):
+    """26 training people from scratch: the warning names import-weights; it suggests cv=5 unless the run's test
+    people were named (as cv=N names each run's), where it would repeat what was done."""
+    caplog.set_level(logging.WARNING, logger="facenet_pl")
+    train_in_process(tmp_path / "a", *FOLDER, f"data.root={faces38}", tiny=False)
+    said = [r.getMessage() for r in caplog.records if "training people" in r.getMessage()]
+    assert len(said) == 1 and "import-weights" in said[0] and "cv=5" in said[0]
+    caplog.clear()
+    named = "[" + ",".join(f"person{i}" for i in range(6)) + "]"
+    train_in_process(tmp_path / "b", *FOLDER, f"data.root={faces38}", f"data.test_identities={named}", tiny=False)
+    said = [r.getMessage() for r in caplog.records if "training people" in r.getMessage()]
+    assert len(said) == 1 and "cv=5" not in said[0]
