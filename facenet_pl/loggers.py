@@ -28,10 +28,24 @@ class AppendingExperimentWriter(ExperimentWriter):
         resume_step = self.resume_step
         kept = [r for r in rows if resume_step < 0 or not r.get("step") or int(float(r["step"])) < resume_step]
         if len(kept) != len(rows):
-            with open(self.metrics_file_path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.metrics_keys)
-                w.writeheader()
-                w.writerows(kept)
+            _write_rows(self.metrics_file_path, self.metrics_keys, kept)
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """New metric names (the test phase's ``test/*``): the file is rewritten with the wider header whole or not
+        at all (Lightning's writer truncates it in place, so a kill or a full disk then loses the run's history)."""
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        _write_rows(self.metrics_file_path, fieldnames, rows)
+
+
+def _write_rows(path: str, fieldnames: list[str], rows: list[dict]) -> None:
+    """``path`` as a CSV of ``rows`` under ``fieldnames``, replaced whole (:func:`~facenet_pl.fileio.atomic_output`)."""
+    from facenet_pl.fileio import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows(rows)
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -67,3 +67,32 @@ def test_train_logs_with_tensorboard(tmp_path):
     metrics = train_in_process(tmp_path, "trainer.max_epochs=1", "logger=tensorboard", logger=True)
     assert "test/acc" in metrics
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_a_failed_csv_header_rewrite_keeps_the_runs_history(tmp_path, monkeypatch):
+    """The test phase logs new names (test/*), so the CSV logger rewrites metrics.csv with a wider header; a write
+    that fails part-way (here: a full disk after the header) leaves the file as it was, every row of the run's
+    history in it (Lightning's own writer truncates the file first)."""
+    import csv
+    import errno
+
+    from facenet_pl.loggers import AppendingExperimentWriter
+
+    writer = AppendingExperimentWriter(str(tmp_path))
+    writer.log_metrics({"train/loss": 0.5}, step=0)
+    writer.log_metrics({"train/loss": 0.4}, step=1)
+    writer.save()
+    before = (tmp_path / "metrics.csv").read_bytes()
+    assert before.count(b"\n") == 3
+    writer.log_metrics({"test/acc": 0.9}, step=2)
+
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full)
+    try:
+        writer.save()
+    except OSError:
+        pass
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]  # no temp file left either
