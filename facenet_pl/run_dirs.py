@@ -77,8 +77,8 @@ def resume_record_argv(argv: list[str]) -> list[str]:
     run_dir = _explicit_run_dir(argv)
     if run_dir is None or not _resuming(argv) or any(a.startswith("hydra.output_subdir=") for a in argv):
         return argv
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        return argv
+    if os.environ.get("LOCAL_RANK", "0") != "0" or not (run_dir / ".hydra" / "config.yaml").is_file():
+        return argv  # DDP's other ranks record nothing (and so never cut rank 0's train.log back)
     n = 1
     while (run_dir / ".hydra" / f"resume-{n}").exists():
         n += 1

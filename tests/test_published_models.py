@@ -83,7 +83,7 @@ def test_an_imported_model_carries_its_description(imported):
 # -- dlib's format ---------------------------------------------------------------------------------------------
 
 
-def _dlib_file_of(model) -> bytes:
+def _dlib_file_of(model, mean_rgb=None) -> bytes:
     """dlib's serialisation of a DlibResNet's weights, in dlib's layer order (its wrappers: one add_layer per
     layer, tag and skip layers between)."""
     from facenet_pl.models.dlib_resnet import BLOCKS
@@ -106,7 +106,7 @@ def _dlib_file_of(model) -> bytes:
     layers += [dlib_layer("fc_2", weight=model.fc.weight.detach().numpy().T.copy())]
     wrappers = [2] * (len(layers) - 1)
     wrappers[3:3] = [1, 1]  # a tag and a skip layer
-    return dlib_net(layers, wrappers + [3])
+    return dlib_net(layers, wrappers + [3], **({"mean_rgb": mean_rgb} if mean_rgb else {}))
 
 
 def test_the_dlib_reader_reads_what_dlibs_layout_holds(tmp_path):
@@ -130,11 +130,11 @@ def test_the_dlib_reader_reads_what_dlibs_layout_holds(tmp_path):
         assert torch.equal(state[k], own[k]), k
 
 
-@pytest.mark.parametrize("damage", ["truncated", "another_layer", "not_dlib"])
+@pytest.mark.parametrize("damage", ["truncated", "another_layer", "not_dlib", "other_input_means"])
 def test_a_damaged_dlib_file_is_one_line_naming_it(tmp_path, damage):
     from facenet_pl.models.dlib_resnet import DlibResNet
 
-    data = _dlib_file_of(DlibResNet())
+    data = _dlib_file_of(DlibResNet(), mean_rgb=(127.5, 127.5, 127.5) if damage == "other_input_means" else None)
     if damage == "truncated":
         data = data[: len(data) // 2]
     elif damage == "another_layer":

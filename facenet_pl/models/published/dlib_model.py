@@ -21,9 +21,9 @@ def _expected_kinds() -> list[str]:
 
 def dlib_state_dict(net: DlibNet, where: str = "the file") -> dict[str, torch.Tensor]:
     """The :class:`DlibResNet` state dict of a parsed dlib network; a network of another shape is one line."""
-    kinds = [layer.kind for layer in net.layers]
-    if kinds != _expected_kinds():
-        first = next((i for i, (a, b) in enumerate(zip(kinds, _expected_kinds())) if a != b), min(len(kinds), 0))
+    kinds, expected = [layer.kind for layer in net.layers], _expected_kinds()
+    if kinds != expected:  # the first layer that differs, or where the shorter list ends
+        first = next((i for i, (a, b) in enumerate(zip(kinds, expected)) if a != b), min(len(kinds), len(expected)))
         raise DlibFormatError(
             f"{where}: not dlib's face-recognition ResNet ({len(kinds)} layers; layer {first} is "
             f"{kinds[first] if first < len(kinds) else 'missing'})"
@@ -66,8 +66,13 @@ def read_dlib_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     net = read_dlib_net(path)
     if net.input.values["size"] != (150, 150):
         raise DlibFormatError(f"{path}: input of {net.input.values['size']} px (dlib's face model takes 150 x 150)")
+    from facenet_pl.models.normalization import DLIB_MEAN_RGB
+
+    mean = net.input.values["mean_rgb"]
+    if any(abs(float(m) - d) > 1e-3 for m, d in zip(mean, DLIB_MEAN_RGB)):  # model.normalization=dlib assumes these
+        raise DlibFormatError(f"{path}: its input subtracts the channel means {mean}, not dlib's {DLIB_MEAN_RGB}")
     info = {
-        "mean_rgb": [round(float(m), 6) for m in net.input.values["mean_rgb"]],
+        "mean_rgb": [round(float(m), 6) for m in mean],
         "input_size": 150,
         "distance_threshold": float(net.loss.values["distance_threshold"]),
         "margin": float(net.loss.values["margin"]),

@@ -31,8 +31,6 @@ _STEM = {
     "Conv2d_4b_3x3": "conv2d_4b",
 }
 _REPEATS = {"Repeat": ("repeat_1", "block35"), "Repeat_1": ("repeat_2", "block17"), "Repeat_2": ("repeat_3", "block8")}
-#: The residual scale of each block family in facenet_pl's network (checked against the graph's ``mul/x``).
-_SCALES = {"repeat_1": 0.17, "repeat_2": 0.10, "repeat_3": 0.20, "block8": 1.0}
 _LAYER = re.compile(r"^Conv2d_(?:(\d)([a-z])_)?\d+x\d+$")  # Conv2d_0b_1x7; Conv2d_1x1 alone in its branch
 BN_EPS = 1e-3
 
@@ -127,7 +125,7 @@ def facenet_graph_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         block = found[0]
         put(block + ".conv2d.weight", const(ROOT + scope + "/weights").transpose(3, 2, 0, 1))
         put(block + ".conv2d.bias", const(ROOT + scope + "/biases"))
-        scale, ours = float(const(ROOT + "/".join(parts[:-1]) + "/mul/x")), _SCALES[block.split(".")[0]]
+        scale, ours = float(const(ROOT + "/".join(parts[:-1]) + "/mul/x")), model.get_submodule(block).scale
         if abs(scale - ours) > 1e-6:
             raise GraphFormatError(f"{path}: {block} scales its residual by {scale}, not {ours}")
     bn = ROOT + "Bottleneck/BatchNorm/"
