@@ -14,6 +14,50 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 
+class _FlopsCounted:
+    """Lightning's layer table, its "Total FLOPs" line counted on one image at the network's input size.
+
+    Lightning counts FLOPs only by running ``example_input_array``, which the module does not set (a compiled
+    network would be compiled again for a batch of one): it printed 0. Here they are counted like
+    ``model/macs_per_image`` in metrics.json (:func:`~facenet_pl.models.complexity.model_complexity`, a copy in
+    eval mode), as 2 FLOPs per multiply-add, and a line says both.
+    """
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from pytorch_lightning.utilities.model_summary import get_human_readable_count
+
+        from facenet_pl.models.complexity import model_complexity
+
+        if not self._max_depth or not trainer.is_global_zero:
+            return
+        summary = self._summary(trainer, pl_module)
+        net = getattr(pl_module.net, "_orig_mod", pl_module.net)
+        macs = model_complexity(net, pl_module.input_size)["model/macs_per_image"]
+        self.summarize(
+            summary._get_summary_data(),
+            summary.total_parameters,
+            summary.trainable_parameters,
+            summary.model_size,
+            summary.total_training_modes,
+            total_flops=int(2 * macs),
+            **self._summarize_kwargs,
+        )
+        log.info(
+            "per %d px image: %s multiply-adds = %s FLOPs (the table's Total Flops; metrics.json: model/macs_per_image)",
+            pl_module.input_size,
+            get_human_readable_count(int(macs)),
+            get_human_readable_count(int(2 * macs)),
+        )
+
+
+class ModelSummary(_FlopsCounted, pl.callbacks.ModelSummary):
+    """Lightning's plain-text model summary with its FLOPs counted (see ``_FlopsCounted``)."""
+
+
+class RichModelSummary(_FlopsCounted, pl.callbacks.RichModelSummary):
+    """Lightning's rich model summary (its default where ``rich`` is installed) with its FLOPs counted."""
+
+
 def _moved(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
     """A checkpoint callback's saved state with its file paths moved from the folder it was saved in to
     ``dirpath``, where the run folder is now (a run copied or moved elsewhere and resumed); unchanged otherwise."""

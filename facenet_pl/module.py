@@ -17,7 +17,7 @@ from facenet_pl.augment import build_augment
 from facenet_pl.config_checks import plain as _plain
 from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.errors import ConfigError
-from facenet_pl.evaluation import EmbeddingCollector, accuracy_at, score_split
+from facenet_pl.evaluation import EmbeddingCollector, score_split
 from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
     MAX_ABS_WEIGHT,
     DivergedWeightsError,
@@ -590,11 +590,7 @@ class FaceNetModule(pl.LightningModule):
             self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
 
     def on_test_epoch_end(self) -> None:
-        res = self._pair_metrics("test")
-        if res is None or not math.isfinite(float(self.threshold)):
-            return
-        d, split, _ = self.last_eval["test"]  # the stored threshold, as verify/cluster apply it:
-        self.log("test/acc_at_val_threshold", accuracy_at(split, d, float(self.threshold)))
+        self._pair_metrics("test")  # test/acc at the stored (validation) threshold, as verify/cluster apply it
 
     def _pair_metrics(self, stage: str) -> dict[str, Any] | None:
         """Verification table of the ``stage`` split's pairs, logged as ``{stage}/...``; None when skipped."""
@@ -616,7 +612,7 @@ class FaceNetModule(pl.LightningModule):
                 f"{self.global_step}: the network's outputs diverged. Lower optimizer.lr or set "
                 "trainer.gradient_clip_val."
             )
-        # test: pairs whose other folds' people were trained on (LFW fold=i) are scored at the validation threshold
+        # test: every pair at the validation threshold (the test people choose nothing); val: k-fold on its own pairs
         val_threshold = float(self.threshold) if stage == "test" else None
         res = score_split(split, d, far_target=self.far_target, val_threshold=val_threshold)
         self.last_eval[stage] = (d, split, res)

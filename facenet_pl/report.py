@@ -28,6 +28,15 @@ TRAIN_METRICS = ["test/acc", "test/val_at_far", "test/auc", "best/val/acc"]
 EVAL_METRICS = ["accuracy", "val", "auc", "eer"]
 COST = ["model/params", "model/macs_per_image", "fit_seconds"]
 _STD = {"test/acc": "test/acc_std", "accuracy": "accuracy_std", "test/val_at_far": None, "val": "val_std"}
+#: What a coin scores on metrics whose chance level is fixed: verification pairs are half matched, so accuracy and
+#: AUC of a network that knows nothing sit at 0.5 (the plot marks it, and keeps it in view).
+CHANCE = 0.5
+
+
+def chance_level(metric: str) -> float | None:
+    """The chance level of ``metric`` (accuracies and AUC of pair verification), None where it has none."""
+    name = metric.rsplit("/", 1)[-1]
+    return CHANCE if name in {"acc", "accuracy", "auc", "acc_other_folds_threshold"} else None
 
 
 @dataclass
@@ -169,14 +178,19 @@ def _plot(rows: list[dict], swept: list[str], metric: str, x: str | None, path: 
             if min(xs) > 0 and max(xs) / min(xs) >= 8:
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(xs, [_fmt(v, setting=True) for v in xs])
-            if reference:
-                ax.legend(fontsize=8)
         else:  # categories (backbone, miner): one bar per job, in table order
             names = [_fmt(r.get(key)) if r.get(key) is not None else f"job {r['job']}" for r in ok]
             err = [r.get(std_key) or 0.0 for r in ok] if std_key else None
             ax.bar(range(len(ok)), [r[metric] for r in ok], yerr=err, capsize=3)
             ax.set_xticks(range(len(ok)), names, rotation=20 if len(ok) > 4 else 0)
         ax.set_xlabel(key)
+    chance = chance_level(metric)
+    if chance is not None:  # a near-chance sweep autoscales to a few hundredths: keep 0.5 in view, marked
+        ax.axhline(chance, linestyle=":", color="tab:red", label=f"chance ({chance:g})")
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, chance - 0.02), max(high, chance + 0.02))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_ylabel(metric + (f" (bars: +- {std_key}, the std over folds)" if std_key and not x else ""))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from facenet_pl.callbacks import ModelSummary, RichModelSummary
 from facenet_pl.checkpoint_io import AtomicCheckpointIO
 from facenet_pl.config_checks import check_config
 from facenet_pl.config_tree import print_config_tree
@@ -185,7 +186,7 @@ def _cv_folds(cfg: DictConfig) -> list[tuple[str, Any]]:
 def cross_validate(cfg: DictConfig) -> dict[str, Any]:
     """``cv=N``: N runs, each tested on people the others train on; the mean +- std over the runs' test accuracies,
     their 95% interval, and the pooled accuracy (all runs' test pairs together, each scored by its own run)."""
-    from facenet_pl.evaluation.verification import _ci95, interval_note
+    from facenet_pl.evaluation.verification import ci95, interval_note
 
     folds = _cv_folds(cfg)
     out_dir = Path(cfg.paths.output_dir)
@@ -200,7 +201,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
         runs.append(fit_once(fold_cfg))
     accs = [float(m["test/acc"]) for m in runs]
     pairs = [float(m.get("test/pairs", 0)) for m in runs]
-    lo, hi = _ci95(accs)
+    lo, hi = ci95(accs)
     res: dict[str, Any] = {
         "cv/folds": len(accs),
         "cv/accuracy": float(np.mean(accs)),
@@ -214,9 +215,6 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
     }
     if sum(pairs):
         res["cv/pooled_accuracy"] = float(np.dot(accs, pairs) / sum(pairs))
-        at_val = [m.get("test/acc_at_val_threshold") for m in runs]
-        if all(v is not None for v in at_val):
-            res["cv/pooled_accuracy_at_val_threshold"] = float(np.dot(at_val, pairs) / sum(pairs))
     if all("test/auc" in m for m in runs):
         res["cv/auc"] = float(np.mean([m["test/auc"] for m in runs]))
     if folds[0][0] == "test_identities":
@@ -280,6 +278,12 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.LearningRateMonitor)]
     if cfg.trainer.get("enable_progress_bar") is False:  # the override wins over the callbacks group's bar
         callbacks = [cb for cb in callbacks if not isinstance(cb, pl.callbacks.ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is not False and not any(
+        isinstance(cb, pl.callbacks.ModelSummary) for cb in callbacks
+    ):  # Lightning's own summary would print "Total FLOPs: 0" (no example input): ours counts them
+        from pytorch_lightning.utilities.imports import _RICH_AVAILABLE  # Lightning's own choice of the two
+
+        callbacks.append(RichModelSummary() if _RICH_AVAILABLE else ModelSummary())
     if ckpt_path:  # the CSV logger drops rows logged after this checkpoint (they are trained again)
         for lg in loggers:
             if isinstance(lg, ResumableCSVLogger):

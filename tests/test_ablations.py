@@ -293,3 +293,29 @@ def test_report_handles_categories_failed_jobs_and_logs_to_wandb_offline(tmp_pat
     assert "| random |  |" in rep.markdown and "no metrics" in rep.markdown  # the failed job is shown, not hidden
     assert rep.files["plot"].parent == tmp_path / "out" and rep.files["plot"].is_file()
     assert list((tmp_path / "out" / "wandb").glob("offline-run-*")), "no offline W&B run with the report"
+
+
+def test_report_plot_marks_chance_and_keeps_it_in_view(tmp_path, monkeypatch):
+    """A near-chance sweep (0.53-0.57) must not autoscale into a plot where 50% is off the axis."""
+    import matplotlib.figure
+
+    saved = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), real_savefig(fig, *a, **k))[1]
+    )
+    mr = fake_multirun(tmp_path / "mr", "loss.margin", [0.1, 0.2, 0.4], [{"test/acc": a} for a in (0.53, 0.57, 0.55)])
+    make_report(mr)  # a line plot
+    bars = fake_multirun(tmp_path / "bars", "miner", ["x", "y"], [{"test/acc": 0.54}, {"test/acc": 0.56}])
+    make_report(bars)  # one bar per job
+    assert len(saved) == 2
+    for fig in saved:
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        assert low < 0.5 < high
+        flat = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [0.5, 0.5]]
+        assert len(flat) == 1 and "chance" in flat[0].get_label()
+    cats = fake_multirun(tmp_path / "cats", "miner", ["a", "b"], [{"model/params": 1.0}, {"model/params": 2.0}])
+    saved.clear()
+    make_report(cats, metric="model/params")  # no chance level: no line
+    assert not [ln for ln in saved[0].axes[0].get_lines() if list(ln.get_ydata()) == [0.5, 0.5]]

@@ -174,11 +174,17 @@ def test_the_best_checkpoint_is_chosen_on_validation_and_tested_on_other_people(
     model = load_model(metrics["best_model_path"])
     emb = model.embed(split.dataset.__getitems__(list(range(len(split.dataset))))[0]).double().numpy()
     d = ((emb[split.pairs[:, 0]] - emb[split.pairs[:, 1]]) ** 2).sum(1)
-    ref = evaluate_pairs(d, split.issame, folds=split.folds)
-    assert metrics["test/acc"] == pytest.approx(ref["accuracy"], abs=1e-5)
-    assert metrics["test/folds"] == 2 and metrics["test/identities"] == 4 and metrics["test/pairs"] == 2 * 12
+    # test/acc: every test pair at the threshold the validation people chose (one meaning for every data module,
+    # as for LFW); the k-fold figure, each fold at the other test folds' threshold, under its own name
     thr = float(model.threshold)
-    assert metrics["test/acc_at_val_threshold"] == pytest.approx(np.mean((d < thr) == split.issame), abs=1e-5)
+    assert run["calibration"]["split"] == "val" and np.isfinite(thr)
+    assert metrics["test/acc"] == pytest.approx(np.mean((d < thr) == split.issame), abs=1e-5)
+    assert metrics["test/threshold"] == pytest.approx(thr)
+    per_fold = [np.mean((d[split.folds == f] < thr) == split.issame[split.folds == f]) for f in (0, 1)]
+    assert metrics["test/acc_std"] == pytest.approx(np.std(per_fold), abs=1e-5)
+    ref = evaluate_pairs(d, split.issame, folds=split.folds)
+    assert metrics["test/acc_other_folds_threshold"] == pytest.approx(ref["accuracy"], abs=1e-5)
+    assert metrics["test/folds"] == 2 and metrics["test/identities"] == 4 and metrics["test/pairs"] == 2 * 12
     assert "val/far" in header and "test/far" in metrics
 
 
@@ -188,6 +194,8 @@ def test_eval_py_knows_the_run(folder_run, tmp_path, caplog):
     res = eval_in_process(best, tmp_path / "test")  # no data options: the run's own test split
     assert res["same_data_as_training"] and res["split"] == "test"
     assert res["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert res["accuracy"] == res["acc_at_model_threshold"] and res["threshold_from"].startswith("validation people")
+    assert res["accuracy_other_folds_threshold"] == pytest.approx(metrics["test/acc_other_folds_threshold"], abs=1e-6)
     assert (res["pairs"], res["identities"], res["folds"]) == (24, 4, 2)
     assert res["model_calibrated_on"].startswith("validation identities of")
     assert json.loads((tmp_path / "test" / "eval_metrics.json").read_text())["accuracy"] == res["accuracy"]
@@ -209,12 +217,31 @@ def test_eval_py_knows_the_run(folder_run, tmp_path, caplog):
             "split=all",
         )
     assert res["identities"] == 6 and res["folds"] == 3 and not res["same_data_as_training"]
+    assert "k-fold" in res["threshold_from"]  # other people: the data's own k-fold protocol, not the stored threshold
     assert "allow 3 verification folds" in caplog.text
     assert "trained on" not in caplog.text  # new people: no warning that they may have been trained on
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # split=all on the training folder itself: said, the result is optimistic
         eval_in_process(best, tmp_path / "own", "data=folder", f"data.root={root}", "data.cache_dir=null", "split=all")
     assert "the folder the model was trained on" in caplog.text
+
+    # Other data's "test" split: the warning names how it differs from the training data (docs/evaluation.md)
+    other = write_face_folders(tmp_path / "other", 12, 3, seed=12)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        res = eval_in_process(
+            best,
+            tmp_path / "other_run",
+            "data=folder",
+            f"data.root={other}",
+            "data.cache_dir=null",
+            "data.decode_workers=0",
+            "data.val_identities=4",
+            "data.test_identities=4",
+        )
+    assert not res["same_data_as_training"] and "k-fold" in res["threshold_from"]
+    warned = [r.getMessage() for r in caplog.records if "differs from the training data" in r.getMessage()]
+    assert len(warned) == 1 and "data.root" in warned[0] and "data.test_identities" not in warned[0]
 
     # The training folder changed since: its "test" people are no longer the ones held out in training.
     test_people = torch.load(best, map_location="cpu", weights_only=True)["facenet_pl"]["identity_splits"]["test"]

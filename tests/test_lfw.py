@@ -187,7 +187,8 @@ def test_fold_mode_scores_the_test_fold_at_the_validation_threshold(caplog):
     from facenet_pl.evaluation import score_split
 
     plain = score_split(VerificationSet(None, **kw), d)
-    assert plain["accuracy"] == 0.5 and "threshold_from" not in plain
+    assert plain["accuracy"] == 0.5 and "k-fold" in plain["threshold_from"]
+    assert "accuracy_other_folds_threshold" not in plain
     split = VerificationSet(None, **kw, trained_on_other_folds=True)
     res = score_split(split, d, val_threshold=1.2)
     assert res["accuracy"] == 1.0 and res["threshold"] == 1.2 and res["accuracy_other_folds_threshold"] == 0.5

@@ -5,6 +5,7 @@ the W&B sweep test (tests/test_experiments.py); eval.py: tests/test_loggers.py."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,14 @@ def test_train_writes_checkpoints_metrics_and_logs(tmp_path):
     for key in ["train/loss", "train/active_fraction", "train/d_ap", "train/d_an", "train/num_triplets", "val/acc"]:
         assert key in header, key
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    # Lightning's summary counted FLOPs only through an example input and printed 0: ours is one figure with
+    # metrics.json's multiply-adds (2 FLOPs each), which tests/test_ablations.py checks on a hand-counted network
+    from pytorch_lightning.utilities.model_summary import get_human_readable_count
+
+    text = out.stdout + out.stderr
+    flops = re.findall(r"Total FLOPs: (\S+(?: [KMGT])?)|^\s*(\S+(?: [KMGT])?)\s+Total Flops", text, re.M)  # rich|plain
+    assert metrics["model/macs_per_image"] > 0
+    assert ["".join(f) for f in flops] == [get_human_readable_count(int(2 * metrics["model/macs_per_image"]))]
 
 
 def test_fast_dev_run(tmp_path):

@@ -57,3 +57,30 @@ def test_errors():
         kfold_accuracy(np.ones(10), np.ones(9, bool))
     with pytest.raises(ValueError, match="NaN"):
         kfold_accuracy(np.r_[np.nan, np.ones(19)], np.ones(20, bool))
+
+
+def test_roc_plot_draws_only_false_accept_rates_the_pairs_can_measure(tmp_path, monkeypatch):
+    """1,500 different pairs measure FAR in steps of 1/1500: nothing may be drawn left of it (the old plot put its
+    first point at 1e-4 with 62% accepted); the limit is marked; the drawn points are sklearn's ROC points."""
+    import matplotlib.figure
+    from sklearn.metrics import roc_curve
+
+    from facenet_pl.evaluation.plots import save_roc
+
+    saved = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda f, *a, **k: (saved.append(f), real(f, *a, **k))[1])
+    rng = np.random.default_rng(0)
+    s = np.r_[np.ones(1500, bool), np.zeros(1500, bool)]
+    d = np.where(s, rng.normal(0.6, 0.2, 3000), rng.normal(1.4, 0.2, 3000))  # well separated: TAR 0.6+ at FAR 0
+    save_roc(d, s, tmp_path / "roc.png")
+    ax = saved[0].axes[0]
+    curve, limit = ax.get_lines()
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    assert x.min() == pytest.approx(1 / 1500) and ax.get_xlim()[0] < 1 / 1500
+    fpr, tpr, _ = roc_curve(s, -d)
+    assert tpr[fpr == 0].max() > 0.6  # the case of the report: many accepted at FAR 0
+    assert y[x == x.min()].min() >= tpr[fpr == 0].max()  # at 1/1500 at least as many accepted as at FAR 0
+    assert list(limit.get_xdata()) == [1 / 1500, 1 / 1500] and "1/1500" in limit.get_label()
+    save_roc(d[s], s[s], tmp_path / "same_only.png")  # no different pairs: a message, not a crash
+    assert (tmp_path / "same_only.png").stat().st_size > 0

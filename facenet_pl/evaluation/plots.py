@@ -24,19 +24,31 @@ _MARGINS = dict(left=0.13, right=0.97, bottom=0.12, top=0.92)
 
 
 def save_roc(distances, issame, path: str | Path, title: str = "ROC") -> Path:
-    """ROC (TAR against FAR, log FAR axis) of "same iff distance < t"."""
+    """ROC (TAR against FAR, log FAR axis) of "same iff distance < t", drawn only where the pairs can measure it.
+
+    With N different-person pairs the smallest false accept rate that is not 0 is 1/N: the curve starts there
+    (a dotted line marks it), so no point claims a rate the pairs cannot show (FAR 0 has no place on a log axis).
+    """
     from sklearn.metrics import auc, roc_curve
 
     plt = _plt()
-    s = np.asarray(issame, bool)
-    fpr, tpr, _ = roc_curve(s, -np.asarray(distances, float))
+    d, s = np.asarray(distances, float), np.asarray(issame, bool)
+    n_diff = int((~s).sum())
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     fig.subplots_adjust(**_MARGINS)
-    ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"AUC {auc(fpr, tpr):.4f}")
+    if n_diff and s.any():
+        fpr, tpr, _ = roc_curve(s, -d, drop_intermediate=False)
+        floor = 1.0 / n_diff
+        measurable = fpr >= floor
+        ax.plot(fpr[measurable], tpr[measurable], label=f"AUC {auc(fpr, tpr):.4f}")
+        ax.axvline(floor, ls=":", color="gray", label=f"smallest FAR the pairs measure: 1/{n_diff}")
+        ax.set_xlim(floor / 1.5, 1.05)
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no ROC: needs same and different pairs", ha="center", transform=ax.transAxes)
     ax.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", title=title, ylim=(0, 1.01))
     ax.minorticks_off()  # 50 minor ticks of a log axis: half the cost of drawing this plot
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
     path = Path(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp)

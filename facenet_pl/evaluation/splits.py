@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from facenet_pl.evaluation.verification import evaluate_pairs
+from facenet_pl.evaluation.verification import ci95, evaluate_pairs
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +24,43 @@ def score_split(
 ) -> dict[str, Any]:
     """The verification table (:func:`~facenet_pl.evaluation.evaluate_pairs`) of ``split`` with what it was measured on.
 
-    With ``split.trained_on_other_folds``, ``accuracy`` is measured at ``val_threshold`` (calibrated on validation
-    people, held out of training) and ``threshold_from`` says so; the accuracy at the threshold fit on the other folds
-    is kept as ``accuracy_other_folds_threshold``. Without a finite ``val_threshold`` the other folds' threshold is
-    used, with a warning that it is biased.
+    ``accuracy`` has one meaning wherever a validation threshold exists: every tested pair is decided at
+    ``val_threshold`` (calibrated on validation people, held out of training and of the test), so the tested
+    people choose nothing; ``accuracy_std`` and the 95% interval are over the tested folds at that threshold. The
+    k-fold figure (each fold at the threshold fit on the other folds' pairs, LFW's README procedure) is kept as
+    ``accuracy_other_folds_threshold``. ``threshold_from`` says which threshold ``accuracy`` used. Without a finite
+    ``val_threshold`` (no validation people, or pairs of other data) ``accuracy`` is the k-fold figure; when those
+    other folds' people were trained on (``split.trained_on_other_folds``) it is biased, and a warning says so.
     """
     far = {} if far_target is None else {"far_target": far_target}  # None: evaluate_pairs's own default
     res: dict[str, Any] = evaluate_pairs(distances, split.issame, folds=split.folds, test_folds=split.test_folds, **far)
     res.update(pairs=int(split.tested().sum()), identities=split.people(), on=split.name)
-    if split.trained_on_other_folds:
-        res["accuracy_other_folds_threshold"] = res["accuracy"]
-        if val_threshold is not None and np.isfinite(val_threshold):
-            res.update(
-                accuracy=accuracy_at(split, distances, float(val_threshold)),
-                threshold=float(val_threshold),
-                threshold_from="validation people (held out of training)",
-            )
-        else:
-            res["threshold_from"] = "the other folds' pairs (people the model trained on)"
-            log.warning(
-                "%s: the accuracy threshold is fit on the other folds' pairs, whose people the model trained on; it "
-                "is biased once the model fits them closely (longer training lowers this accuracy while AUC rises). "
-                "Hold out validation people (data.val_identities > 0) to calibrate it on people the model never saw.",
-                split.name,
-            )
+    if val_threshold is not None and np.isfinite(val_threshold):
+        d, thr = np.asarray(distances), float(val_threshold)
+        accs = [
+            float(np.mean((d[split.folds == f] < thr) == split.issame[split.folds == f]))
+            for f in np.unique(split.folds[split.tested()])
+        ]
+        lo, hi = ci95(accs)
+        res.update(
+            accuracy_other_folds_threshold=res["accuracy"],
+            accuracy=accuracy_at(split, d, thr),  # pooled over the tested pairs (folds may differ in size)
+            accuracy_std=float(np.std(accs)),
+            accuracy_ci95_low=lo,
+            accuracy_ci95_high=hi,
+            threshold=thr,
+            threshold_from="validation people (held out of training)",
+        )
+    elif split.trained_on_other_folds:
+        res["threshold_from"] = "the other folds' pairs, people the model trained on (mean of the folds')"
+        log.warning(
+            "%s: the accuracy threshold is fit on the other folds' pairs, whose people the model trained on; it "
+            "is biased once the model fits them closely (longer training lowers this accuracy while AUC rises). "
+            "Hold out validation people (data.val_identities > 0) to calibrate it on people the model never saw.",
+            split.name,
+        )
+    else:
+        res["threshold_from"] = "the other folds' pairs, k-fold (mean of the folds')"
     return res
 
 

@@ -78,7 +78,7 @@ def threshold_at_far(distances, issame, far_target: float) -> float:
     return float(thr[ok[-1]])
 
 
-def _ci95(values: list[float]) -> tuple[float, float]:
+def ci95(values: list[float]) -> tuple[float, float]:
     """Student-t 95% interval of the mean of per-fold values (clipped to [0, 1]); NaN for one fold."""
     from scipy.stats import t as student_t
 
@@ -176,7 +176,7 @@ def kfold_accuracy(distances, issame, n_folds: int = 10, folds=None, test_folds=
         accs.append(float(np.mean((d[test] < thr) == s[test])))
         thrs.append(thr)
     thr_all, acc_all = best_threshold(d, s)
-    lo, hi = _ci95(accs)
+    lo, hi = ci95(accs)
     return {
         "accuracy": float(np.mean(accs)),
         "accuracy_std": float(np.std(accs)),
