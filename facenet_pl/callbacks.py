@@ -43,7 +43,7 @@ class _FlopsCounted:
             **self._summarize_kwargs,
         )
         log.info(
-            "per %d px image: %s multiply-adds = %s FLOPs (the table's Total Flops; metrics.json: model/macs_per_image)",
+            "per %d px image: %s multiply-adds = %s FLOPs (the table's total; metrics.json: model/macs_per_image)",
             pl_module.input_size,
             get_human_readable_count(int(macs)),
             get_human_readable_count(int(2 * macs)),
