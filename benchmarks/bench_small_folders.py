@@ -3,7 +3,8 @@
 Every method is scored on the same test pairs: ``train.py data=folder cv=N`` splits the people into N
 identity-disjoint groups, and each run tests on its group's pairs (k-fold accuracy, the threshold fit on the
 other folds of those pairs: ``test/acc_other_folds_threshold``, as no baseline has validation people). The
-baselines are fit on the same runs' training people and scored on the same pairs: raw pixels, PCA (eigenfaces), PCA + LDA (fisherfaces), all on 64 px gray images, L2-normalised.
+baselines are fit on the same runs' training people and scored on the same pairs: raw pixels, PCA
+(eigenfaces), PCA + LDA (fisherfaces), all on 64 px gray images, L2-normalised.
 
     python benchmarks/bench_small_folders.py --root ../shared/data/att_faces --cv 5 --out ~/small/orl \\
         --recipe scratch= --recipe standard=augment=standard \\
