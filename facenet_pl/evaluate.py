@@ -110,6 +110,21 @@ def _same_folder(a: Any, b: Any) -> bool:
         return str(a) == str(b)
 
 
+def _check_vouched(ckpt_path: str, stored: dict[str, Any]) -> None:
+    """Refuse, in one line, data paths that only the checkpoint names (see ``run_dirs.unvouched_data_paths``)."""
+    from facenet_pl.run_dirs import unvouched_data_paths
+
+    unvouched = unvouched_data_paths(ckpt_path, stored)
+    if unvouched:
+        named = ", ".join(f"data.{k}={v}" for k, v in unvouched.items())
+        raise ConfigError(
+            f"{ckpt_path} names the data it was trained on ({named}), but no run folder's record beside it "
+            "(../.hydra/config.yaml) names the same, so that path is not read on the file's word: give the data "
+            f"yourself, +data.{next(iter(unvouched))}=<path> (the run's other data settings kept), or "
+            "data=folder data.root=<folder> split=all for a folder of people the model never saw"
+        )
+
+
 def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
     """The data to evaluate and whether it is the training run's own: ``(config, same_as_training)``.
 
@@ -120,6 +135,8 @@ def resolve_data_config(cfg: DictConfig, module) -> tuple[dict[str, Any], bool]:
     if trained is not None and "cache_dir" in trained:  # where to write comes from this run, never from the file
         trained = {**trained, "cache_dir": _plain(cfg.get("paths") or {}).get("cache_dir")}
     given = _plain(cfg.get("data")) or None
+    if trained is not None and (given is None or "_target_" not in given):  # the file's data is to be read
+        _check_vouched(cfg.ckpt_path, {k: v for k, v in trained.items() if k not in (given or {})})
     if given is not None and "_target_" not in given:  # +data.key=value: override keys of the run's data
         if trained is None:
             raise ConfigError(

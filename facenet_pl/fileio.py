@@ -63,8 +63,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(e) and e.filename in (None, str(tmp)):  # a writer's write() names no file, or our temp:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e  # name the output
         raise
 
 

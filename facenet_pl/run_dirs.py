@@ -174,3 +174,38 @@ def register_resolvers() -> None:
     """Make ``${unique_dir:...}`` available to the configs (idempotent)."""
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+
+
+#: Keys of a data config that name what is read from disk.
+DATA_PATH_KEYS = ("root", "train_root", "pairs_file", "people_file", "bins_dir", "val_bins")
+
+
+def recorded_run_data(checkpoint: str | Path) -> dict | None:
+    """The data config that the run folder holding ``checkpoint`` (``<run>/checkpoints/<file>``) recorded in its own
+    ``.hydra/config.yaml``, resolved as train.py resolved it (``${hydra:runtime.*}`` from that run's
+    ``.hydra/hydra.yaml``); None when there is no such record or it does not resolve.
+
+    A checkpoint is a file a user may be handed: the data paths stored inside it say what eval.py would list and
+    read, so they are used only where the run's own record beside it names the same paths.
+    """
+    hydra_dir = Path(checkpoint).expanduser().absolute().parent.parent / ".hydra"
+    try:
+        text = (hydra_dir / "config.yaml").read_text()
+        runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime
+        # ${hydra:runtime.cwd} is Hydra's resolver of the *current* run: point it at the recorded run's values
+        cfg = OmegaConf.create(text.replace("${hydra:", "${_recorded_hydra."))
+        cfg._recorded_hydra = {"runtime": {k: runtime[k] for k in ("cwd", "output_dir")}}
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+    except Exception:  # absent, unreadable, not YAML, an unknown resolver: no record to vouch for anything
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def unvouched_data_paths(checkpoint: str | Path, data: dict) -> dict:
+    """The path entries of ``data`` (a checkpoint's stored data config) that the run folder's own record does not
+    name with the same value (see :func:`recorded_run_data`): ``{key: stored value}``, empty when all are vouched."""
+    stored = {k: data[k] for k in DATA_PATH_KEYS if data.get(k) not in (None, "", [])}
+    if not stored:
+        return {}
+    recorded = recorded_run_data(checkpoint) or {}
+    return {k: v for k, v in stored.items() if recorded.get(k) != v}

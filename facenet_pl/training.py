@@ -326,7 +326,11 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         try:
             _save_plots(module, out_dir, loggers)
         except OSError as e:  # a full disk loses the pictures, not the numbers
-            log.warning("could not write the ROC / distance plots to %s (%s): skipped", out_dir, e.strerror or e)
+            from facenet_pl.fileio import free_space, is_disk_full
+
+            where = Path(e.filename) if e.filename else out_dir
+            room = f", {free_space(where.parent if e.filename else where)} there" if is_disk_full(e) else ""
+            log.warning("could not write %s (%s%s): the ROC / distance plots skipped", where, e.strerror or e, room)
     if trainer.is_global_zero:
         _write_metrics(out_dir, metrics)
         log.info("metrics: %s", json.dumps(metrics, sort_keys=True))

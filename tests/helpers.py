@@ -304,7 +304,20 @@ def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = Tr
     if not logger:
         with open_dict(cfg):
             cfg.logger = None
+    write_hydra_record(tmp_path, cfg)
     return train(cfg)
+
+
+def write_hydra_record(run_dir, cfg) -> None:
+    """The run folder's ``.hydra/config.yaml`` and ``hydra.yaml`` as ``@hydra.main`` writes them (the composed
+    config unresolved; the runtime folders), so eval.py reads the data paths a checkpoint of this run names."""
+    from omegaconf import OmegaConf
+
+    record = Path(run_dir) / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml")
+    runtime = {"cwd": os.getcwd(), "output_dir": str(Path(run_dir).absolute())}
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": runtime}}), record / "hydra.yaml")
 
 
 def in_fork(fn, *args, what: str = "the forked run", timeout: float = 240) -> tuple[int | None, object]:

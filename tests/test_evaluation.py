@@ -138,8 +138,9 @@ def test_clustering_scores_match_sklearn_and_a_brute_purity():
 
 
 def test_distance_plots_say_which_threshold_they_draw(tmp_path, monkeypatch):
-    """training's distances.png draws the stored (validation-calibrated) threshold, eval.py's the folds' mean: each
-    legend says which."""
+    """training's distances.png draws the stored (validation-calibrated) threshold, and so does eval.py on the run's
+    own test split; on the validation pairs (which chose that threshold) eval.py draws the k-fold thresholds' mean:
+    each legend says which."""
     import matplotlib.axes
 
     from .helpers import eval_in_process, train_in_process
@@ -154,4 +155,6 @@ def test_distance_plots_say_which_threshold_they_draw(tmp_path, monkeypatch):
     train_in_process(tmp_path / "run", "trainer.max_epochs=1")
     assert labels and labels[-1].startswith("stored threshold (validation people)")
     eval_in_process(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "eval")
-    assert labels[-1].startswith("mean of the folds' thresholds")
+    assert labels[-1].startswith("threshold (validation people, held out of training)")
+    eval_in_process(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "eval_val", "split=val")
+    assert labels[-1].startswith("threshold (the other folds' pairs, k-fold (mean of the folds'))")

@@ -8,12 +8,14 @@ import errno
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import matplotlib.figure
 import numpy as np
 import pytest
 import torch
@@ -501,13 +503,43 @@ def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metric
             raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "metrics.json"))
         real(out_dir, metrics)
 
+    def no_room(fig, *a, **k):  # as a real write() fails: ENOSPC with no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(training, "_write_metrics", full_after_first)
-    monkeypatch.setattr(training, "_save_plots", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", no_room)
     r = run_entry("train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 1 and len(lines) == 1 and "disk full writing" in lines[0] and "free" in lines[0], r.stderr
+    run = tmp_path / "run"
+    assert r.returncode == 1 and len(lines) == 1 and f"disk full writing {run / 'metrics.json'} (" in lines[0], r.stderr
+    assert f"free in {run})" in lines[0]  # the free space of the file's own folder
+    # the skipped plot: the file the user will look for, not the temp it was written through, nor only the folder
+    warned = [ln for ln in (run / "train.log").read_text().splitlines() if "plots skipped" in ln]
+    assert len(warned) == 1 and re.search(rf"could not write {run}/\w+\.png \(No space left on device, .* free", warned[0])
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert kept["epochs"] == 1 and "best/val/acc" in kept and "test/acc" not in kept
+
+
+def test_a_plot_that_fills_a_real_disk_names_its_file_and_that_disk(tmp_path):
+    """A real full filesystem (a 1 MB tmpfs, filled): the ROC plot's write fails inside matplotlib with an ENOSPC
+    that names no file; the one line names roc.png (not its temp) and the free space of the tmpfs, not of '.'."""
+    from facenet_pl.errors import user_error_message
+    from facenet_pl.evaluation.plots import save_roc
+
+    from .helpers import small_filesystem
+
+    with small_filesystem(tmp_path / "small", "1m") as small:
+        filler = small / "filler"
+        with open(filler, "wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+        rng = np.random.default_rng(0)
+        with pytest.raises(OSError) as err:
+            save_roc(rng.random(200), np.arange(200) % 2 == 0, small / "run" / "roc.png")
+        msg = user_error_message(err.value)
+        assert msg.startswith(f"disk full writing {small / 'run' / 'roc.png'} (") and f"in {small / 'run'})" in msg
+        assert re.search(r"\((0|\d+) MB free in ", msg)  # the tmpfs's free space (none), not the working disk's GBs
+        assert not [p.name for p in (small / "run").iterdir()]  # its temp removed
 
 
 @pytest.mark.parametrize("content", ["null", "{not json", "[1, 2]"])

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from facenet_pl.evaluation import evaluate_pairs
 from facenet_pl.evaluation.verification import kfold_accuracy, threshold_at_far
 from facenet_pl.inference import load_model
 
-from .helpers import eval_in_process, train_in_process, write_face_folders
+from .helpers import eval_in_process, run_script, train_in_process, write_face_folders
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -307,9 +308,42 @@ def test_eval_writes_only_where_this_run_says(folder_run, tmp_path):
     ckpt["facenet_pl"]["data"]["root"] = str(write_face_folders(tmp_path / "faces", 14, 4))
     handed = tmp_path / "handed.ckpt"
     atomic_torch_save(ckpt, handed)
-    res = eval_in_process(handed, tmp_path / "eval", f"paths.cache_dir={tmp_path / 'mine'}")
+    root = ckpt["facenet_pl"]["data"]["root"]  # outside a run folder: the user names the data (see the next test)
+    res = eval_in_process(handed, tmp_path / "eval", f"paths.cache_dir={tmp_path / 'mine'}", f"+data.root={root}")
     assert res["identities"] == 4
     assert not elsewhere.exists() and any((tmp_path / "mine").glob("index-*"))
+
+
+def test_a_handed_checkpoint_does_not_choose_what_eval_reads(folder_run, tmp_path):
+    """A checkpoint whose stored data.root names another folder (the report: /etc, ~635 files listed and opened,
+    an index and an image cache of it written) is refused in one line before anything is listed, unless the run
+    folder it sits in recorded that root (.hydra/config.yaml); the run's own checkpoint, moved with its folder,
+    still evaluates with no data options."""
+    from facenet_pl.checkpoint_io import atomic_torch_save
+    from facenet_pl.model_files import read_checkpoint
+
+    base, _, metrics = folder_run
+    secret = write_face_folders(tmp_path / "secret", 14, 4)  # readable faces: nothing but the rule refuses them
+    ckpt = read_checkpoint(metrics["best_model_path"])
+    ckpt["facenet_pl"]["data"]["root"] = str(secret)
+    cache = tmp_path / "cache"
+    for handed in (tmp_path / "handed.ckpt", base / "run" / "checkpoints" / "steered.ckpt"):  # alone; in a run folder
+        atomic_torch_save(ckpt, handed)
+        with pytest.raises(ConfigError, match=rf"data.root={secret}.*not read on the file's word.*\+data.root="):
+            eval_in_process(handed, tmp_path / "eval", f"paths.cache_dir={cache}")
+        assert not cache.exists()  # nothing listed, indexed or cached
+    (base / "run" / "checkpoints" / "steered.ckpt").unlink()
+    out = run_script("eval.py", tmp_path / "cli", f"ckpt_path={tmp_path / 'handed.ckpt'}", f"paths.cache_dir={cache}")
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "not read on the file's word" in lines[-1]
+    assert not cache.exists()
+
+    moved = tmp_path / "moved"  # the run folder moved elsewhere: its record moves with it and still vouches
+    shutil.copytree(base / "run", moved)
+    best = moved / "checkpoints" / Path(metrics["best_model_path"]).name
+    write_face_folders(base / "faces", 14, 4)  # the run's folder as trained on (another test removes a person)
+    res = eval_in_process(best, tmp_path / "own", f"paths.cache_dir={cache}")
+    assert res["same_data_as_training"] and res["identities"] == 4
 
 
 def test_eval_refuses_backbone_overrides(folder_run, tmp_path):

@@ -49,7 +49,7 @@ def score_split(
             accuracy_ci95_low=lo,
             accuracy_ci95_high=hi,
             threshold=thr,
-            threshold_from="validation people (held out of training)",
+            threshold_from="validation people, held out of training",
         )
     elif split.trained_on_other_folds:
         res["threshold_from"] = "the other folds' pairs, people the model trained on (mean of the folds')"
