@@ -515,7 +515,8 @@ def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metric
     assert f"free in {run})" in lines[0]  # the free space of the file's own folder
     # the skipped plot: the file the user will look for, not the temp it was written through, nor only the folder
     warned = [ln for ln in (run / "train.log").read_text().splitlines() if "plots skipped" in ln]
-    assert len(warned) == 1 and re.search(rf"could not write {run}/\w+\.png \(No space left on device, .* free", warned[0])
+    assert len(warned) == 1
+    assert re.search(rf"could not write {run}/\w+\.png \(No space left on device, .* free", warned[0])
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert kept["epochs"] == 1 and "best/val/acc" in kept and "test/acc" not in kept
 
