@@ -20,11 +20,12 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# exec: pytest replaces the shell, so make is its parent and the suite ends when make is killed (tests/conftest.py)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	FACENET_PL_TESTS_DIE_WITH_PARENT=1 exec $(PY) -m pytest -m "not slow" $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	FACENET_PL_TESTS_DIE_WITH_PARENT=1 exec $(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check facenet_pl tests train.py eval.py benchmarks

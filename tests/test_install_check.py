@@ -3,6 +3,8 @@ that does not work beside torch, and an extra that does not import, in one line 
 
 from __future__ import annotations
 
+import os
+
 from facenet_pl import install_check
 
 
@@ -32,3 +34,54 @@ def test_an_extra_that_does_not_import_is_named(monkeypatch):
     monkeypatch.setattr(install_check.importlib, "import_module", broken)
     found = install_check.problems()
     assert len(found) == 1 and found[0].startswith("onnxruntime (extra [export])") and ".[export]" in found[0]
+
+
+def test_the_suite_ends_when_make_is_killed(tmp_path):
+    """`make test` killed alone (a timeout, a CI runner) must not leave pytest running: with the variable the
+    Makefile sets, pytest gets SIGTERM when its parent dies (kill -9 here); without it, it runs on (the check can
+    fail)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .helpers import ROOT
+
+    (tmp_path / "test_sleeps.py").write_text(
+        "import pathlib, time\n"
+        f"def test_sleeps():\n    pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n    time.sleep(60)\n"
+    )
+
+    def survives(die_with_parent: bool) -> bool:
+        (tmp_path / "started").unlink(missing_ok=True)
+        env = "FACENET_PL_TESTS_DIE_WITH_PARENT=1 " if die_with_parent else ""
+        cmd = (
+            f"{env}{sys.executable} -m pytest -p tests.conftest -q -p no:cacheprovider {tmp_path / 'test_sleeps.py'} "
+            "> /dev/null 2>&1 & echo $!; wait"
+        )
+        parent = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        child = int(parent.stdout.readline())
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert (tmp_path / "started").exists(), "the sleeping test never started"
+            parent.send_signal(signal.SIGKILL)
+            parent.wait()
+            for _ in range(50):
+                time.sleep(0.1)
+                try:
+                    os.kill(child, 0)
+                except ProcessLookupError:
+                    return False
+                if open(f"/proc/{child}/stat").read().split()[2] == "Z":  # a zombie has ended
+                    return False
+            return True
+        finally:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    assert not survives(die_with_parent=True)
+    assert survives(die_with_parent=False)  # the control: without the signal the orphan runs on
