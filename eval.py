@@ -16,7 +16,10 @@ register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hy
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error(__name__):
-        from facenet_pl.evaluate import evaluate  # torch loads after Hydra composed the config
+        from facenet_pl.config_checks import check_config_early
+
+        check_config_early(cfg, task="eval")  # keys left at ???, a train.py experiment: before torch loads
+        from facenet_pl.evaluate import evaluate
 
         return evaluate(cfg)["accuracy"]
 

@@ -18,7 +18,10 @@ register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hy
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(__name__):
-        # torch and Lightning load only now, after Hydra composed the config: config mistakes show at once
+        from facenet_pl.config_checks import check_config_early
+
+        check_config_early(cfg)  # no torch yet: a typo costs a second (benchmarks/bench_error_latency.py), not ten
+        # torch and Lightning load only now, after the config passed its cheap checks
         from facenet_pl.training import optimized_value, train
 
         return optimized_value(cfg, train(cfg))

@@ -41,6 +41,30 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def _walk_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every file under ``folder`` (sorted, dot-files left out), following links to folders as training's scan does;
+    and the links that lead nowhere or back into a folder already walked (a loop), each listed once."""
+    files: list[Path] = []
+    broken: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a link back into the tree: counted, not walked again
+            broken.append(dirpath)
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in filenames:
+            f = Path(dirpath) / name
+            if name.startswith("."):
+                continue
+            if f.is_file():
+                files.append(f)
+            elif f.is_symlink():  # broken: counted, not silently dropped
+                broken.append(str(f))
+    return sorted(files), broken
+
+
 def _collect_images(
     inputs: list[str], include: list[str] | None = None, exclude: list[str] | None = None
 ) -> list[Path]:
@@ -59,11 +83,9 @@ def _collect_images(
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            for f in sorted(f for f in p.rglob("*") if not f.name.startswith(".")):
-                if not f.is_file():
-                    if f.is_symlink():  # broken, or a loop: counted, not silently dropped
-                        broken.append(str(f))
-                    continue
+            found, links = _walk_files(p)
+            broken += links
+            for f in found:
                 rel = f.relative_to(p).as_posix()
                 if "\n" in f.name or "\r" in f.name:  # .files.txt holds one name per line
                     unlistable.append(repr(f.name))

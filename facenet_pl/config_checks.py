@@ -1,6 +1,9 @@
 """Cheap checks of a composed config, run before any data is generated or model built.
 
-Each error names the config key, what is wrong and what is allowed.
+Each error names the config key, what is wrong and what is allowed. :func:`check_config_early` needs neither torch
+nor Lightning (importing them takes ~8 s on 2 cores): the entry points run it first, so a typo costs about a
+second (``benchmarks/bench_error_latency.py``); :func:`check_config` adds what needs them (timm's registry, the
+scheduler class, ...).
 """
 
 from __future__ import annotations
@@ -8,12 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError
 
-from facenet_pl.data.images import FIT_MODES
 from facenet_pl.errors import ConfigError
-from facenet_pl.guards import parse_guard_every
-from facenet_pl.mining import MINERS
-from facenet_pl.schedulers import check_scheduler
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -82,20 +82,38 @@ MARGIN_WARN = 2.0
 
 
 def check_missing(cfg: DictConfig) -> None:
-    """Keys left at ``???`` (e.g. ``data=folder`` without ``data.root``): one line, before anything is printed."""
-    missing = []
-    for key in cfg:
-        if key == "hydra":  # Hydra fills its own
-            continue
-        if OmegaConf.is_missing(cfg, key):
-            missing.append(str(key))
-        elif OmegaConf.is_config(cfg._get_node(key)):
-            missing += list(OmegaConf.missing_keys(cfg[key]))  # full keys (data.root)
-    missing.sort()
+    """Keys left at ``???`` (e.g. ``data=folder`` without ``data.root``, or ``seed=???``, which ``data.seed`` refers
+    to): one line, before anything is printed."""
+    missing: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        listed = OmegaConf.is_list(node)
+        for key in range(len(node)) if listed else list(node.keys()):
+            if prefix == "" and key == "hydra":  # Hydra fills its own
+                continue
+            full = f"{prefix.rstrip('.')}[{key}]" if listed else f"{prefix}{key}"
+            if OmegaConf.is_missing(node, key):
+                missing.add(full)
+                continue
+            child = node._get_node(key)
+            if OmegaConf.is_interpolation(node, key):
+                try:
+                    node[key]
+                except InterpolationToMissingValueError as e:  # ${seed} with seed=???: name the empty key
+                    target = str(child._value()).strip("${}")
+                    missing.add(target if "." not in target and ":" not in target else f"{full} ({e})")
+                except Exception:  # noqa: BLE001 - other resolution errors are reported where the value is used
+                    pass
+                continue
+            if OmegaConf.is_config(child):
+                walk(child, f"{full}.")
+
+    walk(cfg, "")
     if missing:
+        keys = sorted(missing)
         raise ConfigError(
-            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no value (??? in the config): set "
-            f"{'it' if len(missing) == 1 else 'them'} on the command line, e.g. {missing[0]}=<value>"
+            f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} no value (??? in the config): set "
+            f"{'it' if len(keys) == 1 else 'them'} on the command line, e.g. {keys[0]}=<value>"
         )
 
 
@@ -127,11 +145,61 @@ def _check_margin(margin: float) -> None:
         )
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Validate the values every run depends on."""
+#: trainer.<key>: (smallest allowed integer, what it means); ints Lightning takes, checked before it is imported.
+_TRAINER_INTS = {
+    "max_epochs": (-1, "-1: no limit"),
+    "max_steps": (-1, "-1: no limit"),
+    "min_epochs": (0, ""),
+    "check_val_every_n_epoch": (1, ""),
+    "log_every_n_steps": (1, ""),
+    "accumulate_grad_batches": (1, ""),
+    "num_sanity_val_steps": (-1, "-1: the whole validation set"),
+}
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """The trainer's numbers as Lightning will take them, named in one line (``trainer.max_epochs=abc`` reached
+    Lightning's own comparison as a TypeError)."""
+    trainer = cfg.get("trainer") or {}
+    for key, (low, note) in _TRAINER_INTS.items():
+        if trainer.get(key) is None:
+            continue
+        n = _number(cfg, f"trainer.{key}")
+        _require(n >= low, f"trainer.{key} must be >= {low}{f' ({note})' if note else ''}, got {n}")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        if value is None:
+            continue
+        n = _number(cfg, f"trainer.{key}", float)
+        _require(
+            n >= 0 and (n <= 1 or float(n).is_integer()),
+            f"trainer.{key}={value!r}: a fraction in [0, 1] or a whole number of batches",
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None:
+        _require(
+            _number(cfg, "trainer.gradient_clip_val", float) >= 0, f"trainer.gradient_clip_val must be >= 0, got {clip}"
+        )
+
+
+def _devices(cfg: DictConfig) -> int:
+    """How many processes the trainer will run (devices x nodes), 1 where the config leaves it to Lightning."""
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    n = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) and devices > 0 else 1
+    nodes = trainer.get("num_nodes", 1)
+    return n * (nodes if isinstance(nodes, int) and nodes > 0 else 1)
+
+
+def check_config_early(cfg: DictConfig, task: str = "train") -> None:
+    """The checks that need no torch, Lightning or data: what a typo usually breaks, in about a second."""
     check_missing(cfg)
-    check_experiment_task(cfg, "train")
-    backbone = cfg.backbone
+    check_experiment_task(cfg, task)
+    if task != "train":
+        return
+    seed = cfg.get("seed")
+    if seed is not None:
+        _number(cfg, "seed")
     triplet_key = "loss.triplet.margin" if isinstance(cfg.loss.get("triplet"), DictConfig) else "loss.margin"
     margin = None if _is_classification(cfg) else _number(cfg, triplet_key, float, required=False)
     if margin is not None:
@@ -148,6 +216,33 @@ def check_config(cfg: DictConfig) -> None:
         elif value is not None or key == "p":
             number = _number(cfg, f"data.{key}")
             _require(number >= 1, f"data.{key} must be >= 1, got {number}")
+    if str(cfg.data.get("_target_", "")).endswith("SyntheticFaceDataModule") and cfg.data.get("sampler") != "random":
+        p, ids, world = int(cfg.data.p), _number(cfg, "data.train_identities", required=False), _devices(cfg)
+        _require(
+            ids is None or p * world <= ids,
+            f"data.p={p}{f' x {world} processes' if world > 1 else ''} identities per batch, but the built-in data "
+            f"has data.train_identities={ids}: lower data.p, or raise data.train_identities",
+        )
+    _number(cfg, "data.extra_negatives", int, required=False)
+    size = _number(cfg, "backbone.input_size")
+    _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
+    lr = _number(cfg, "optimizer.lr", float, required=False)
+    _require(lr is None or lr > 0, f"optimizer.lr must be > 0, got {lr}")
+    wd = _number(cfg, "optimizer.weight_decay", float, required=False)
+    _require(wd is None or wd >= 0, f"optimizer.weight_decay must be >= 0, got {wd}")
+    _number(cfg, "model.max_abs_weight", float, required=False)
+    _check_trainer(cfg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Validate the values every run depends on: :func:`check_config_early`, then what needs torch's libraries."""
+    from facenet_pl.data.images import FIT_MODES
+    from facenet_pl.guards import parse_guard_every
+    from facenet_pl.mining import MINERS
+    from facenet_pl.schedulers import check_scheduler
+
+    check_config_early(cfg)
+    backbone = cfg.backbone
     if cfg.data.get("sampler") == "random" and not _is_classification(cfg):
         import logging
 
@@ -161,13 +256,8 @@ def check_config(cfg: DictConfig) -> None:
         f"data.fit={fit!r}: expected crop (centre square), pad (black "
         "borders) or stretch (how a non-square image becomes square)",
     )
-    _number(cfg, "data.extra_negatives", int, required=False)
-    size = _number(cfg, "backbone.input_size")
-    _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
-    _number(cfg, "optimizer.lr", float, required=False)
     if cfg.get("scheduler"):
         check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
-    _number(cfg, "model.max_abs_weight", float, required=False)
     if (cfg.get("model") or {}).get("guard_every_n_steps") is not None:
         parse_guard_every(cfg.model.guard_every_n_steps)
     name = str(backbone.name)

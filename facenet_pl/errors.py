@@ -51,8 +51,39 @@ def user_error_message(e: BaseException) -> str | None:
         return f"disk full writing {where} ({free_space(folder)} in {folder}): free space, then rerun or resume"
     cause = e.__cause__ or e.__context__  # Hydra's instantiate wraps the error of the class it builds
     if type(e).__name__ == "InstantiationException" and cause is not None:
-        return user_error_message(cause)
+        return user_error_message(cause) or _unknown_setting_message(e, cause)
     return None
+
+
+def _unknown_setting_message(e: BaseException, cause: BaseException) -> str | None:
+    """A config group given a key its class does not take (``experiment=losses data=lfw``: the experiment sets
+    ``data.train_identities`` for the built-in data, which ``data=lfw`` does not have): one line naming the key, the
+    class and where the key came from."""
+    import re
+
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(cause)) if isinstance(cause, TypeError) else None
+    if found is None:
+        return None
+    group = (re.search(r"full_key: (\S+)", str(e)) or [None, ""])[1]
+    target = (re.search(r"target '([\w.]+)'", str(e)) or [None, "its class"])[1].rsplit(".", 1)[-1]
+    key = f"{group}.{found[1]}" if group else found[1]
+    choices = _hydra_choices()
+    source = f" ({group}={choices[group]})" if group in choices else ""
+    experiment = f"experiment={choices['experiment']} " if choices.get("experiment") else ""
+    return (
+        f"{key} is not a setting of {target}{source}: {experiment or 'an override '}sets it, written for another "
+        f"{group or 'config'} choice. Drop one of them, or remove the key with ~{key}"
+    )
+
+
+def _hydra_choices() -> dict:
+    """The running Hydra app's group choices (``{'data': 'lfw', 'experiment': 'losses', ...}``), {} outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    except Exception:  # noqa: BLE001 - no Hydra app running
+        return {}
 
 
 def _to_log_files(logger_name: str, message: str) -> None:

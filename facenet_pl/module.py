@@ -201,6 +201,7 @@ class FaceNetModule(pl.LightningModule):
         if stage != "fit":
             return
         dm = self.trainer.datamodule if self._trainer is not None else None
+        self._check_validation_is_whole(dm)
         if self.classifier is not None:
             self._build_classifier(dm)
         if not self.offline_mining:
@@ -275,6 +276,28 @@ class FaceNetModule(pl.LightningModule):
         return emb
 
     # -- training --------------------------------------------------------------------------
+    def _check_validation_is_whole(self, dm) -> None:
+        """val/acc, which chooses the checkpoint and the threshold, needs every validation image embedded: a
+        ``trainer.limit_val_batches`` that cuts validation short ended the first epoch in Lightning's "could not
+        find the monitored key" traceback. Said here, before the first step."""
+        t = self.trainer
+        split, size = getattr(dm, "val_split", None), getattr(dm, "val_batch_size", None)
+        limit = t.limit_val_batches
+        if split is None or not size or t.fast_dev_run or (isinstance(limit, float) and limit >= 1.0):
+            return
+        monitors = sorted({str(cb.monitor) for cb in t.checkpoint_callbacks if getattr(cb, "monitor", None)})
+        if not any(m.startswith("val/") for m in monitors):
+            return
+        batches = math.ceil(math.ceil(len(split.dataset) / t.world_size) / size)
+        allowed = int(limit) if isinstance(limit, int) else int(batches * limit)
+        if allowed < batches:
+            raise ConfigError(
+                f"trainer.limit_val_batches={limit} embeds {allowed} of the {batches} validation batches "
+                f"(data.val_batch_size={size}), but {monitors[0]}, which chooses the checkpoint, is measured on "
+                "every validation pair: leave trainer.limit_val_batches unset (or 1.0), or use "
+                "trainer.fast_dev_run=true for a smoke run"
+            )
+
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
         self._warn_small_folder()

@@ -104,6 +104,22 @@ def test_embed_keeps_names_and_rows_aligned_and_counts_broken_links(trained, fac
         np.testing.assert_allclose(model.embed(x).numpy()[0], emb[i], atol=1e-5)
 
 
+def test_embed_follows_links_to_identity_folders_and_counts_a_loop_once(trained, faces, tmp_path):
+    """Identity folders that are links to folders elsewhere (as training reads them): every image is embedded, under
+    its linked path; a link back to the top folder is a loop, counted once, never walked again."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for person in sorted(faces.iterdir()):
+        (linked / person.name).symlink_to(person, target_is_directory=True)
+    (linked / "again").symlink_to(linked, target_is_directory=True)  # a loop
+    out = cli("embed", trained, linked, "-o", tmp_path / "e.npy", "--no-flip")
+    assert out.returncode == 0, out.stderr
+    names = (tmp_path / "e.files.txt").read_text().splitlines()
+    expected = sorted(str(linked / f.relative_to(faces)) for f in faces.rglob("*") if f.is_file())
+    assert names == expected and len(np.load(tmp_path / "e.npy")) == len(expected) == 12
+    assert "skipped 1 broken or looping link(s)" in out.stderr and "no image files" not in out.stderr
+
+
 def test_verify_uses_the_checkpoint_threshold(trained, faces):
     a, b = sorted((faces / "person0").iterdir())[:2]
     out = cli("verify", trained, a, b)

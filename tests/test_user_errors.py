@@ -34,6 +34,25 @@ CASES = {
         [*TINY, "augment=standard", "+augment.ops.affine.degreez=5"],
         "augment.ops.affine (kornia.augmentation.RandomAffine)",
     ),
+    # issue 41: each reached a traceback (or came after the 116-line config tree)
+    "a seed left without a value": ("train.py", [*TINY, "seed=???"], "seed has no value"),
+    "a word for the epochs": ("train.py", [*TINY, "trainer.max_epochs=abc"], "trainer.max_epochs must be an integer"),
+    "a negative learning rate": ("train.py", [*TINY, "optimizer.lr=-1"], "optimizer.lr must be > 0, got -1.0"),
+    "more identities per batch than the built-in data has": (
+        "train.py",
+        ["data.p=10000"],
+        "data.p=10000 identities per batch, but the built-in data has data.train_identities=1200",
+    ),
+    "a fraction of the validation batches": (
+        "train.py",
+        [*TINY, "data.val_batch_size=8", "trainer.limit_val_batches=1"],
+        "trainer.limit_val_batches=1 embeds 1 of the",
+    ),
+    "an experiment for the built-in data on LFW": (
+        "train.py",
+        ["experiment=losses", "data=lfw", "data.root={lfw}"],
+        "data.train_identities is not a setting of LFWDataModule (data=lfw): experiment=losses sets it",
+    ),
 }
 for _what in ("image", "empty", "text"):  # ckpt_path= the wrong kind of file: one line, train.py and eval.py
     CASES[f"ckpt_path of an {_what} file to resume"] = (
@@ -64,6 +83,7 @@ def test_user_errors_are_one_line_printed_once(case, tmp_path, capsys, monkeypat
     Image.new("RGB", (8, 8)).save(files["image"])
     files["empty"].write_bytes(b"")
     files["text"].write_text("epoch 3: val/acc 0.91\n")
+    files["lfw"] = tmp_path / "lfw"  # never read: the error comes first
     for name, f in files.items():
         argv = [a.replace(f"{{{name}}}", str(f)) for a in argv]
     argv = [*argv, f"hydra.run.dir={tmp_path / 'run'}"]
@@ -92,6 +112,27 @@ def test_a_config_typo_is_reported_before_torch_loads():
     assert out.returncode != 0 and "semi_hard" in out.stderr and "semihard" in out.stderr  # Hydra lists options
     assert "HEAVY []" in out.stdout, out.stdout
     print(f"config typo reported in {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "mistake", ["seed=???", "trainer.max_epochs=abc", "optimizer.lr=-1", "data.p=10000", "data=folder"]
+)
+def test_config_mistakes_are_one_line_before_torch_loads(mistake, tmp_path):
+    """The config mistakes a typo makes are caught by the checks that need no torch (torch alone takes 2-3 s to
+    import on 2 cores, facenet_pl.training ~9 s): the line arrives in about a second
+    (benchmarks/bench_error_latency.py measures it); the check can fail: a check made after the imports lists them."""
+    code = (
+        "import runpy, sys, atexit\n"
+        "atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning', 'timm') "
+        "if m in sys.modules)))\n"
+        f"sys.argv = [{str(ROOT / 'train.py')!r}, {mistake!r}, {f'hydra.run.dir={tmp_path}'!r}]\n"
+        f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    key = "data.root" if mistake == "data=folder" else mistake.split("=")[0]
+    assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {key}"), out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
 
 
 def test_a_missing_value_is_reported_alone_without_the_config_tree(tmp_path):
