@@ -181,14 +181,18 @@ DATA_PATH_KEYS = ("root", "train_root", "pairs_file", "people_file", "bins_dir",
 
 
 def recorded_run_data(checkpoint: str | Path) -> dict | None:
-    """The data config that the run folder holding ``checkpoint`` (``<run>/checkpoints/<file>``) recorded in its own
-    ``.hydra/config.yaml``, resolved as train.py resolved it (``${hydra:runtime.*}`` from that run's
-    ``.hydra/hydra.yaml``); None when there is no such record or it does not resolve.
+    """The data config that the run folder holding ``checkpoint`` (``<run>/checkpoints/<file>``, or a ``cv=N`` fold's
+    ``<run>/fold_<i>/checkpoints/<file>``) recorded in its own ``.hydra/config.yaml``, resolved as train.py resolved
+    it (``${hydra:runtime.*}`` from that run's ``.hydra/hydra.yaml``); None when there is no such record or it does
+    not resolve.
 
     A checkpoint is a file a user may be handed: the data paths stored inside it say what eval.py would list and
     read, so they are used only where the run's own record beside it names the same paths.
     """
-    hydra_dir = Path(checkpoint).expanduser().absolute().parent.parent / ".hydra"
+    run = Path(checkpoint).expanduser().absolute().parent.parent
+    hydra_dir = next((d / ".hydra" for d in (run, run.parent) if (d / ".hydra" / "config.yaml").is_file()), None)
+    if hydra_dir is None:
+        return None
     try:
         text = (hydra_dir / "config.yaml").read_text()
         runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime

@@ -296,6 +296,12 @@ def test_cv_tests_every_person_once_and_pools_the_folds(faces38, tmp_path):
     assert res["cv/accuracy"] == pytest.approx(np.mean(accs)) and res["cv/accuracy_std"] == pytest.approx(np.std(accs))
     assert res["cv/pooled_accuracy"] == pytest.approx(np.dot(accs, pairs) / sum(pairs))
     assert json_metrics(tmp_path, "cv_metrics.json")["cv/accuracy"] == res["cv/accuracy"]
+    # a fold's checkpoint evaluates its own test people with no data options: the cv run's record vouches for the
+    # data root it stores (a fold folder has no .hydra of its own), and eval.py gives the fold's test/acc
+    from .helpers import eval_in_process
+
+    ev = eval_in_process(tmp_path / "fold_1" / "checkpoints" / "last.ckpt", tmp_path / "eval_fold_1")
+    assert ev["same_data_as_training"] and ev["identities"] == runs[1]["test/identities"]
 
 
 def json_metrics(run_dir, name="metrics.json"):
