@@ -63,8 +63,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.max_abs_weight = max_abs_weight
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        from facenet_pl.errors import ConfigError
-        from facenet_pl.fileio import free_space, is_disk_full
+        from facenet_pl.errors import ConfigError, free_space, is_disk_full
         from facenet_pl.guards import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
 
         if storage_options is not None:

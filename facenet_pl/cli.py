@@ -73,7 +73,7 @@ def _collect_images(
     folder it was found in (``*`` crosses folders)."""
     import fnmatch
 
-    from facenet_pl.data.images import count_suffixes, is_non_image
+    from facenet_pl.data.file_index import count_suffixes, is_non_image
 
     files: list[Path] = []
     skipped: list[str] = []

@@ -3,11 +3,14 @@
 Kept free of heavy imports (torch, Lightning): the entry points import it before Hydra composes.
 """
 
+import errno
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -16,8 +19,23 @@ class ConfigError(ValueError):
 
 #: errno values of a write refused by permissions or a read-only filesystem (EACCES, EPERM, EROFS).
 _NOT_WRITABLE = (13, 1, 30)
-#: errno values of a full disk or quota (ENOSPC, EDQUOT).
-_DISK_FULL = (28, 122)
+
+
+def free_space(directory: str | os.PathLike) -> str:
+    """Free space of the file system holding ``directory``, for messages ("1.2 GB free")."""
+    d = Path(directory)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    try:
+        free = shutil.disk_usage(d).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 1e9:.1f} GB free" if free >= 1e8 else f"{free / 1e6:.0f} MB free"
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC or EDQUOT: no room to write."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def not_writable_message(e: OSError) -> str:
@@ -43,9 +61,7 @@ def user_error_message(e: BaseException) -> str | None:
         return str(e)
     if isinstance(e, OSError) and e.errno in _NOT_WRITABLE:
         return not_writable_message(e)
-    if isinstance(e, OSError) and e.errno in _DISK_FULL:
-        from facenet_pl.fileio import free_space
-
+    if is_disk_full(e):
         where = e.filename or "a file"
         folder = os.path.dirname(os.path.abspath(where)) if e.filename else "."
         return f"disk full writing {where} ({free_space(folder)} in {folder}): free space, then rerun or resume"

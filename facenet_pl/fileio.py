@@ -9,14 +9,14 @@ process is gone.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from facenet_pl.errors import ConfigError, UnsafeModelFileError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +103,6 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def free_space(directory: str | os.PathLike) -> str:
-    """Free space of the file system holding ``directory``, for messages ("1.2 GB free")."""
-    d = Path(directory)
-    while not d.exists() and d != d.parent:
-        d = d.parent
-    try:
-        free = shutil.disk_usage(d).free
-    except OSError:
-        return "free space unknown"
-    return f"{free / 1e9:.1f} GB free" if free >= 1e8 else f"{free / 1e6:.0f} MB free"
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """ENOSPC or EDQUOT: no room to write."""
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 def safe_torch_load(path: str | Path, name: str, hint: str, kind: str) -> Any:
     """``torch.load(weights_only=True)`` on the CPU: a file that would run code is an :class:`UnsafeModelFileError`,
     an unreadable one a :class:`ConfigError`; ``name`` starts each message (the path, or ``key=path``), ``hint`` says
@@ -127,8 +110,6 @@ def safe_torch_load(path: str | Path, name: str, hint: str, kind: str) -> Any:
     import pickle
 
     import torch
-
-    from facenet_pl.errors import ConfigError, UnsafeModelFileError
 
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)

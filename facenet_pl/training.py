@@ -326,7 +326,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         try:
             _save_plots(module, out_dir, loggers)
         except OSError as e:  # a full disk loses the pictures, not the numbers
-            from facenet_pl.fileio import free_space, is_disk_full
+            from facenet_pl.errors import free_space, is_disk_full
 
             where = Path(e.filename) if e.filename else out_dir
             room = f", {free_space(where.parent if e.filename else where)} there" if is_disk_full(e) else ""

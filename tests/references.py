@@ -57,7 +57,7 @@ def walk_identity_folders(root, min_images=1, include=None, exclude=None):
     import os
     from pathlib import Path
 
-    from facenet_pl.data.images import NON_IMAGE_SUFFIXES  # the published list; the rule is applied here
+    from facenet_pl.data.file_index import NON_IMAGE_SUFFIXES  # the published list; the rule is applied here
 
     root = Path(root)
     inc = [] if include is None else [include] if isinstance(include, str) else list(include)

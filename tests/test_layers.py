@@ -59,3 +59,16 @@ def test_the_check_sees_imports_inside_functions():
     imports = _imports()
     assert "data.pairs" in imports["evaluation.splits"]  # a lazy import inside calibrate_threshold
     assert "module" in imports["model_files"]
+
+
+def test_no_two_modules_import_each_other():
+    """A pair of files importing each other (even lazily, inside a function) is one idea split in two or a helper in
+    the wrong room (issue 43: data/file_index <-> data/images, errors <-> fileio)."""
+    imports = _imports()
+    pairs = sorted(
+        f"{a} <-> {b}"
+        for a, targets in imports.items()
+        for b in targets
+        if a < b and a in imports.get(b, set()) and b in imports
+    )
+    assert not pairs, "modules that import each other:\n" + "\n".join(pairs)

@@ -45,7 +45,7 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path):
         ("miner=nope", "Could not find 'miner/nope'"),
         ("data.k=1", "data.k"),
         ("nonexistent_key=1", "nonexistent_key"),
-        ("data.p=500", "PKSampler needs p x world_size"),
+        ("data.p=500", "data.p=500 identities per batch, but the built-in data has data.train_identities=24"),
         ("miner.offline.every_n_steps=-1", "miner.offline.every_n_steps must be >= 0"),
         ("miner.offline.every_n_steps=1 miner.offline.subset_identities=100", "Lower miner.offline.subset_identities"),
     ],

@@ -36,6 +36,29 @@ INDEX_VERSION = 1
 CHECKS = ("files", "dirs")
 
 
+#: Suffixes of files that are never images (notes, metadata, archives, video, code): skipped before any decoding,
+#: and counted apart from unreadable images. A name without a suffix, or with any other, is still tried.
+NON_IMAGE_SUFFIXES = frozenset(
+    ".txt .json .csv .tsv .md .rst .xml .yaml .yml .ini .cfg .log .db .mat .pdf .html .htm .py .sh .zip .tar .gz "
+    ".tgz .bz2 .7z .rar .npy .npz .pkl .pt .pth .ckpt .safetensors .doc .docx .xls .xlsx .mp4 .avi .mov .mkv .wav "
+    ".mp3".split()
+)
+
+
+def is_non_image(name: str) -> bool:
+    """Whether the file name's suffix says it is not an image (:data:`NON_IMAGE_SUFFIXES`)."""
+    dot = name.rfind(".")
+    return dot > name.rfind("/") and name[dot:].lower() in NON_IMAGE_SUFFIXES
+
+
+def count_suffixes(names) -> str:
+    """``".txt x3, .json x1"``: what kinds of files were skipped."""
+    from collections import Counter
+
+    counts = Counter(n[n.rfind(".") :].lower() for n in names)
+    return ", ".join(f"{k} x{v}" for k, v in counts.most_common(5))
+
+
 @dataclass
 class FileIndex:
     """Every non-hidden file under ``root/<identity>/`` (any depth), sorted by identity then path."""
@@ -272,15 +295,13 @@ def select_files(
     exclude: str | Sequence[str] | None = None,
 ) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     """The files of the index that ``include`` / ``exclude`` keep, of identities with >= ``min_images`` of them.
-    Files whose suffix says they are not images (``.txt``, ``.json``, ...: :data:`~facenet_pl.data.images.
-    NON_IMAGE_SUFFIXES`) are left out first and counted in the log.
+    Files whose suffix says they are not images (``.txt``, ``.json``, ...: :data:`NON_IMAGE_SUFFIXES`) are left out
+    first and counted in the log.
 
     Returns (paths as strings, labels 0..n-1, identity names, row of each file in the index). Strings, not
     ``Path`` objects: making 200 k of those costs 1.5 s here, and every consumer takes either.
     """
     import fnmatch
-
-    from facenet_pl.data.images import count_suffixes, is_non_image
 
     inc = [] if include is None else [include] if isinstance(include, str) else [str(v) for v in include]
     exc = [] if exclude is None else [exclude] if isinstance(exclude, str) else [str(v) for v in exclude]

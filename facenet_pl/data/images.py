@@ -43,29 +43,6 @@ def scan_identity_folders(
     return [Path(p) for p in paths], labels, names
 
 
-#: Suffixes of files that are never images (notes, metadata, archives, video, code): skipped before any decoding,
-#: and counted apart from unreadable images. A name without a suffix, or with any other, is still tried.
-NON_IMAGE_SUFFIXES = frozenset(
-    ".txt .json .csv .tsv .md .rst .xml .yaml .yml .ini .cfg .log .db .mat .pdf .html .htm .py .sh .zip .tar .gz "
-    ".tgz .bz2 .7z .rar .npy .npz .pkl .pt .pth .ckpt .safetensors .doc .docx .xls .xlsx .mp4 .avi .mov .mkv .wav "
-    ".mp3".split()
-)
-
-
-def is_non_image(name: str) -> bool:
-    """Whether the file name's suffix says it is not an image (:data:`NON_IMAGE_SUFFIXES`)."""
-    dot = name.rfind(".")
-    return dot > name.rfind("/") and name[dot:].lower() in NON_IMAGE_SUFFIXES
-
-
-def count_suffixes(names) -> str:
-    """``".txt x3, .json x1"``: what kinds of files were skipped."""
-    from collections import Counter
-
-    counts = Counter(n[n.rfind(".") :].lower() for n in names)
-    return ", ".join(f"{k} x{v}" for k, v in counts.most_common(5))
-
-
 class EncodedImage(io.BytesIO):
     """An image's encoded bytes (a RecordIO record's, a ``.bin`` benchmark set's) as a file object that every loader
     here takes in place of a path (PIL opens it as it opens a file); named for messages."""
