@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m facenet_pl.install_check  # torch and torchvision from one index, the extras import: else one line
+	$(PY) -m facenet_pl.utils.install_check  # torch and torchvision from one index, the extras import: else one line
 	touch $(STAMP)
 
 install: $(STAMP)

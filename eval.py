@@ -7,8 +7,8 @@ scores, and writes eval_metrics.json, roc.png and distances.png to the run direc
 import hydra
 from omegaconf import DictConfig
 
-from facenet_pl.errors import exit_on_user_error
-from facenet_pl.run_dirs import register_resolvers
+from facenet_pl.run.dirs import register_resolvers
+from facenet_pl.utils.errors import exit_on_user_error
 
 register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hydra/default.yaml)
 
@@ -16,10 +16,10 @@ register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hy
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error(__name__):
-        from facenet_pl.config_checks import check_config_early
+        from facenet_pl.run.config_checks import check_config_early
 
         check_config_early(cfg, task="eval")  # keys left at ???, a train.py experiment: before torch loads
-        from facenet_pl.evaluate import evaluate
+        from facenet_pl.run.evaluate import evaluate
 
         return evaluate(cfg)["accuracy"]
 
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     import sys
 
-    from facenet_pl.run_dirs import unwritable_output
+    from facenet_pl.run.dirs import unwritable_output
 
     if (problem := unwritable_output(sys.argv[1:])) is not None:  # before Hydra, which would print a traceback
         print(f"error: {problem}", file=sys.stderr)

@@ -9,8 +9,8 @@ Examples:
 import hydra
 from omegaconf import DictConfig
 
-from facenet_pl.errors import exit_on_user_error
-from facenet_pl.run_dirs import register_resolvers
+from facenet_pl.run.dirs import register_resolvers
+from facenet_pl.utils.errors import exit_on_user_error
 
 register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hydra/default.yaml)
 
@@ -18,11 +18,11 @@ register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hy
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(__name__):
-        from facenet_pl.config_checks import check_config_early
+        from facenet_pl.run.config_checks import check_config_early
 
         check_config_early(cfg)  # no torch yet: a typo costs a second (benchmarks/bench_error_latency.py), not ten
         # torch and Lightning load only now, after the config passed its cheap checks
-        from facenet_pl.training import optimized_value, train
+        from facenet_pl.run.fit import optimized_value, train
 
         return optimized_value(cfg, train(cfg))
 
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     import sys
 
-    from facenet_pl.run_dirs import (
+    from facenet_pl.run.dirs import (
         discard_resume_record,
         lock_run_dir,
         release_run_lock,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import ROOT, machine, table  # noqa: E402
 
-from facenet_pl.module import FaceNetModule  # noqa: E402
+from facenet_pl.training.module import FaceNetModule  # noqa: E402
 
 GROUPS = ["none", "flip", "standard", "strong"]
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 def one(backbone: str, size: int, p: int, k: int, steps: int, compile_setting) -> dict:
     import torch
 
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     torch.manual_seed(0)
     kwargs = {"widths": [16, 32, 64, 128]} if backbone == "facenet_small" else {}

@@ -1,7 +1,7 @@
 """How long a config mistake takes to reach the user: wall time from ``python train.py <mistake>`` to its exit, for
 the mistakes of issue 41, beside Hydra's own error (an unknown option) and a bare interpreter in the same run.
 
-The checks that need no torch run before train.py imports it (torch ~2.5 s, facenet_pl.training ~9 s on 2 cores),
+The checks that need no torch run before train.py imports it (torch ~2.5 s, facenet_pl.run.fit ~9 s on 2 cores),
 so the line should arrive in about a second; the goal is <= 2 s on 2 cores. The mistakes that need the data or the
 data module's class (a key the chosen data does not take, a validation cut short) come after those imports.
 

@@ -23,11 +23,11 @@ from _common import machine, median, table, timeit  # noqa: E402
 
 from facenet_pl.data.datasets import InMemoryFaceDataset  # noqa: E402
 from facenet_pl.evaluation import evaluate_pairs, kfold_accuracy  # noqa: E402
-from facenet_pl.inference import embed_dataset, load_model  # noqa: E402
+from facenet_pl.inference.embed import embed_dataset, load_model  # noqa: E402
 
 
 def default_model():
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     return FaceNetModule(
         backbone={"name": "facenet_small", "input_size": 64, "kwargs": {"widths": [16, 32, 64, 128]}},

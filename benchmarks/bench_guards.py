@@ -4,7 +4,7 @@
 
 *before* (until 2026-11-30): after every optimiser step, one ``abs().amax()`` per weight and floating buffer,
 stacked, compared, and read on the host (``bool(bad.any())``: a device sync every step). *after*
-(``facenet_pl.guards.TrainingGuards.note_tensors``): the comparison kept on the device (on CUDA one fused
+(``facenet_pl.training.guards.TrainingGuards.note_tensors``): the comparison kept on the device (on CUDA one fused
 ``torch._foreach_norm(inf)`` over all tensors; on a CPU one ``abs().amax()`` per tensor, faster there); the host
 reads it every ``model.guard_every_n_steps`` steps (the read's cost is shown apart). ``--device cuda`` measures
 the GPU path (``benchmarks/gpu_check.py`` runs it). Counted: aten ops launched per step (each is a kernel launch
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from facenet_pl.guards import MAX_ABS_WEIGHT, TrainingGuards, guarded_tensors
     from facenet_pl.models.embedding import FaceNetEmbedding
+    from facenet_pl.training.guards import MAX_ABS_WEIGHT, TrainingGuards, guarded_tensors
 
     device = torch.device(a.device)
     net = FaceNetEmbedding(a.backbone, embedding_dim=128, pretrained=False).to(device)

@@ -50,7 +50,7 @@ def jpeg_files(args, tmp: Path) -> tuple[list[Path], np.ndarray, str]:
 
 
 def step_rate(backbone: str, size: int, widths=None, steps: int = 6) -> float:
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     m = FaceNetModule(
         backbone={"name": backbone, "input_size": size, "kwargs": {"widths": widths} if widths else {}},

@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger  # noqa: E402
 
 from facenet_pl.data import SyntheticFaceDataModule  # noqa: E402
-from facenet_pl.module import FaceNetModule  # noqa: E402
+from facenet_pl.training.module import FaceNetModule  # noqa: E402
 
 BACKBONES = {
     "facenet_small (default)": {"name": "facenet_small", "input_size": 64, "kwargs": {"widths": [16, 32, 64, 128]}},

@@ -55,7 +55,7 @@ def score_model(a) -> None:
     from facenet_pl.data.images import decode_images
     from facenet_pl.data.lfw import read_pairs
     from facenet_pl.evaluation import evaluate_pairs
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     torch.manual_seed(0)
     module = load_model(a.model)

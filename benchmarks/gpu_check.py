@@ -8,7 +8,7 @@ Sections (each timed and logged under ``--out``; a failing one is reported and t
    plain PyTorch loop on the same batches already on the device, for facenet_small, resnet18 and inception_v3 at
    160 px, bf16 autocast, channels_last; img/s and their ratio.
 2. syncs: ``torch.cuda.set_sync_debug_mode("warn")`` over 20 real ``train.py trainer=gpu`` steps
-   (``facenet_pl.callbacks.CudaSyncCounter``): how many host syncs CUDA reports, and where.
+   (``facenet_pl.run.callbacks.CudaSyncCounter``): how many host syncs CUDA reports, and where.
 3. mining: semi-hard at B = 1,800 (45 x 40), 128-d: ours against pytorch-metric-learning's, ms.
 4. decode: ``data.decode_on=device`` (nvjpeg, one batched decode_jpeg) against PIL decoding in DataLoader workers
    on the machine's cores, img/s.
@@ -179,7 +179,7 @@ def section_syncs(device, out: Path, cpu: bool) -> None:
         "data.val_images_per_identity=2",
         "data.val_pairs_per_fold=2",
         "callbacks.progress_bar.refresh_rate=0",
-        "+callbacks.syncs._target_=facenet_pl.callbacks.CudaSyncCounter",
+        "+callbacks.syncs._target_=facenet_pl.run.callbacks.CudaSyncCounter",
         f"+callbacks.syncs.path={path}",
         f"+callbacks.syncs.steps={steps}",
         f"hydra.run.dir={out / 'train_run'}",

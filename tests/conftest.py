@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from facenet_pl.run_dirs import register_resolvers  # noqa: E402  (train.py/eval.py register it the same way)
+from facenet_pl.run.dirs import register_resolvers  # noqa: E402  (train.py/eval.py register it the same way)
 
 register_resolvers()
 

@@ -113,7 +113,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -151,7 +151,7 @@ def tiny_labels() -> np.ndarray:
 def tiny_module(**overrides):
     """A FaceNetModule small enough to build and step in milliseconds (``overrides``: other constructor arguments,
     e.g. ``scheduler={...}``)."""
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     args = {
         "backbone": {"name": "facenet_small", "input_size": 32, "kwargs": {"widths": [8, 8, 8, 8]}},
@@ -298,7 +298,7 @@ def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = Tr
     code path without a new interpreter (tests/test_train_e2e.py covers train.py itself)."""
     from omegaconf import open_dict
 
-    from facenet_pl.training import train
+    from facenet_pl.run.fit import train
 
     cfg = compose_in_process("train", tmp_path, [*(TINY if tiny else []), *overrides])
     if not logger:
@@ -389,8 +389,8 @@ def one_torch_thread():
 
 def train_error_in_process(tmp_path, *overrides, tiny: bool = True) -> str:
     """Run :func:`train_in_process`, which must fail with an error that is the user's to fix; return the one
-    line train.py would print after ``error:`` (``facenet_pl.errors.exit_on_user_error``)."""
-    from facenet_pl.errors import user_error_message
+    line train.py would print after ``error:`` (``facenet_pl.utils.errors.exit_on_user_error``)."""
+    from facenet_pl.utils.errors import user_error_message
 
     try:
         train_in_process(tmp_path, *overrides, tiny=tiny)
@@ -404,7 +404,7 @@ def train_error_in_process(tmp_path, *overrides, tiny: bool = True) -> str:
 
 def eval_in_process(model, out, *overrides):
     """Call ``evaluate`` on the composed eval.yaml: eval.py's code path without a new interpreter."""
-    from facenet_pl.evaluate import evaluate
+    from facenet_pl.run.evaluate import evaluate
 
     return evaluate(compose_in_process("eval", out, [f"ckpt_path={model}", *overrides]))
 

@@ -16,10 +16,10 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.models.complexity import model_complexity
-from facenet_pl.report import make_report
+from facenet_pl.run.report import make_report
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import ROOT, TINY, compose_in_process, run_cli, run_entry, train_error_in_process
 
@@ -135,8 +135,8 @@ def test_every_ablation_job_composes_passes_the_checks_and_builds(tmp_path, ever
     """Jobs of each train.py ablation grid: the config train.py would run, checked and instantiated."""
     from hydra.utils import instantiate
 
-    from facenet_pl.config_checks import check_config
-    from facenet_pl.training import build_module
+    from facenet_pl.run.config_checks import check_config
+    from facenet_pl.run.fit import build_module
 
     seen = {}
     for name in TRAIN_ABLATIONS:

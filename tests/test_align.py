@@ -19,7 +19,7 @@ pytest.importorskip("cv2")
 pytest.importorskip("facenet_pytorch")
 pytest.importorskip("skimage")
 
-from facenet_pl.cli import main  # noqa: E402
+from facenet_pl.cli.main import main  # noqa: E402
 from facenet_pl.data.align import (  # noqa: E402
     ARCFACE_112,
     Face,
@@ -31,7 +31,7 @@ from facenet_pl.data.align import (  # noqa: E402
     crop_names,
 )
 from facenet_pl.data.align.templates import similarity_matrix  # noqa: E402
-from facenet_pl.errors import ConfigError  # noqa: E402
+from facenet_pl.utils.errors import ConfigError  # noqa: E402
 
 S = 128  # rendered face side
 #: Rendered identities (seed 1, test split, difficulty 0) whose face MTCNN finds with probability > 0.95.
@@ -357,7 +357,7 @@ def test_data_align_trains_on_the_crops(photos, tmp_path):
 def test_photos_too_small_to_hold_a_face_are_counted_not_fatal(rendered, tmp_path, capsys):
     """1 x 1, 1 x 300 and 13 x 13 photos beside a real one: the run goes on, they count as having no face (a 1 x 1
     photo once aborted the whole run inside MTCNN with an empty torch.cat)."""
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
 
     faces, _ = rendered
     src = tmp_path / "src" / "p"
@@ -424,7 +424,7 @@ def test_align_workers_die_with_a_killed_parent(rendered, tmp_path):
     for i in range(40):
         (src / f"p{i}").mkdir(parents=True)
         Image.fromarray(_photo(faces[FOUND[i % 3]], left=20 + i)).save(src / f"p{i}" / "a.png")
-    code = "from facenet_pl.cli import main; raise SystemExit(main())"
+    code = "from facenet_pl.cli.main import main; raise SystemExit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "align", str(src), str(tmp_path / "dst"), "--workers", "2", "--batch-size", "1",
          "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from facenet_pl.augment import BatchAugment, build_augment
-from facenet_pl.errors import ConfigError
+from facenet_pl.data.augment import BatchAugment, build_augment
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import compose_in_process, train_in_process
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from facenet_pl.data.binsets import BinFormatError, bin_folds, read_bin
-from facenet_pl.inference import load_model
+from facenet_pl.inference.embed import load_model
 
 from .helpers import run_cli, run_entry, train_in_process
 

@@ -1,6 +1,6 @@
 """The facenet-pl console commands on a tiny model trained once for this module.
 
-Commands run in-process through ``facenet_pl.cli.main`` (what the ``facenet-pl`` script calls); one test
+Commands run in-process through ``facenet_pl.cli.main.main`` (what the ``facenet-pl`` script calls); one test
 runs the real console entry point in a subprocess."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facenet_pl.inference import load_model
+from facenet_pl.inference.embed import load_model
 
 from .helpers import run_cli as cli
 from .helpers import train_in_process, write_face_folders
@@ -179,7 +179,7 @@ def test_errors_are_one_line(tmp_path, trained):
     # The console entry point in its own interpreter (a command that needs no model: no torch import, 0.2 s):
     # exit status 2 and one line, no traceback.
     out = subprocess.run(
-        [sys.executable, "-m", "facenet_pl.cli", "align", str(tmp_path / "nowhere"), str(tmp_path / "out")],
+        [sys.executable, "-m", "facenet_pl.cli.main", "align", str(tmp_path / "nowhere"), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=300,

@@ -40,7 +40,7 @@ def test_a_compiled_run_trains_and_its_checkpoint_is_used_like_any_other(compile
 
 @pytest.mark.parametrize("name", ["m.safetensors", "m.onnx", "m.pt"])
 def test_every_export_of_a_compiled_run_embeds_as_its_checkpoint(compiled_run, tmp_path, name):
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     ckpt = compiled_run / "checkpoints" / "last.ckpt"
     r = run_cli("export", ckpt, "-o", tmp_path / name)

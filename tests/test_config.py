@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from facenet_pl.config_checks import ConfigError, check_config
 from facenet_pl.mining import MINERS, build_miner
+from facenet_pl.run.config_checks import ConfigError, check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = [

@@ -91,7 +91,7 @@ def test_without_process_group_gather_is_the_identity():
 
 
 def _module(norm_layer: str):
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     torch.manual_seed(0)  # identical initial weights in every process
     m = FaceNetModule(

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from facenet_pl.evaluation import evaluate_pairs
-from facenet_pl.inference import embed_dataset, load_model
+from facenet_pl.inference.embed import embed_dataset, load_model
 
 from .helpers import SMALL_IDENTITY_DATA, TINY, read_batches, run_script, tiny_labels, write_face_folders
 

@@ -30,7 +30,7 @@ def test_multirun_writes_one_dir_per_job_and_summary_tabulates(tmp_path):
     assert len(jobs) == 3
     for j in jobs:
         assert (j / "metrics.json").is_file() and (j / ".hydra" / "config.yaml").is_file()
-    from facenet_pl.summary import summarize
+    from facenet_pl.run.summary import summarize
 
     table = summarize(tmp_path, csv_path=tmp_path / "s.csv")
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))

@@ -23,7 +23,7 @@ import torch
 from facenet_pl.data import decode_cache
 from facenet_pl.data.decode_cache import CacheFiles, cache_key, cached_decode, list_caches
 from facenet_pl.data.images import decode_images, load_image, scan_identity_folders
-from facenet_pl.run_dirs import unique_dir
+from facenet_pl.run.dirs import unique_dir
 
 from .helpers import ROOT, TINY, run_entry, run_train, write_face_folders
 
@@ -64,7 +64,7 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path)
     go = tmp_path / "go"
     code = (
         "import os, sys, time\n"
-        "from facenet_pl.run_dirs import unique_dir\n"
+        "from facenet_pl.run.dirs import unique_dir\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
         f"print(unique_dir({str(race / 'same')!r}))\n"
     )
@@ -120,8 +120,8 @@ def test_a_multirun_chooses_its_sweep_directory_once(tmp_path):
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
-    from facenet_pl.checkpoint_io import AtomicCheckpointIO
-    from facenet_pl.errors import ConfigError, user_error_message
+    from facenet_pl.training.checkpoint_io import AtomicCheckpointIO
+    from facenet_pl.utils.errors import ConfigError, user_error_message
 
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
@@ -226,7 +226,7 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(faces, tmp_path, how, caplog):
     _build(paths, tmp_path / "cache")
     files = _files(paths, tmp_path / "cache")
     _corrupt(files, how)
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
 
     assert main(["cache", "list", "--cache-dir", str(tmp_path / "cache")]) == 0  # lists it, never crashes
     state = list_caches(tmp_path / "cache")[0].state
@@ -286,7 +286,7 @@ def test_cache_temp_files_of_dead_processes_are_removed(faces, tmp_path):
 
 
 def test_cache_list_and_prune(faces, tmp_path, capsys, monkeypatch):
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
 
     root, paths = faces
     cache = tmp_path / "cache"
@@ -492,7 +492,7 @@ def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metric
     """The test phase fails to write (ENOSPC injected where the test phase writes its plots and the final
     metrics): train.py exits with one line naming the file and the free space, and metrics.json holds what
     training measured."""
-    import facenet_pl.training as training
+    import facenet_pl.run.fit as training
 
     real = training._write_metrics
     calls = []
@@ -524,8 +524,8 @@ def test_a_full_disk_in_the_test_phase_is_one_line_and_keeps_the_training_metric
 def test_a_plot_that_fills_a_real_disk_names_its_file_and_that_disk(tmp_path):
     """A real full filesystem (a 1 MB tmpfs, filled): the ROC plot's write fails inside matplotlib with an ENOSPC
     that names no file; the one line names roc.png (not its temp) and the free space of the tmpfs, not of '.'."""
-    from facenet_pl.errors import user_error_message
     from facenet_pl.evaluation.plots import save_roc
+    from facenet_pl.utils.errors import user_error_message
 
     from .helpers import small_filesystem
 

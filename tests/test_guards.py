@@ -1,4 +1,4 @@
-"""The training guards (facenet_pl/guards.py), each fault injected through the real Trainer where Lightning's
+"""The training guards (facenet_pl/training/guards.py), each fault injected through the real Trainer where Lightning's
 calls matter: a non-finite loss, diverging weights (a huge learning rate, weights scaled after a good epoch, NaN in
 validation), the checkpoint writer's own check, reading the guards every N steps, and embedding collapse."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from facenet_pl.guards import NonFiniteLossError
+from facenet_pl.training.guards import NonFiniteLossError
 
 from .helpers import tiny_module, train_error_in_process
 
@@ -162,8 +162,8 @@ def test_nan_embeddings_in_validation_stop_with_one_line(tmp_path):
 
 
 def test_the_checkpoint_writer_refuses_diverged_weights(tmp_path):
-    from facenet_pl.checkpoint_io import AtomicCheckpointIO
-    from facenet_pl.module import DivergedWeightsError
+    from facenet_pl.training.checkpoint_io import AtomicCheckpointIO
+    from facenet_pl.training.module import DivergedWeightsError
 
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
@@ -255,7 +255,7 @@ def test_hardest_negatives_at_a_high_learning_rate_warn_and_a_healthy_run_does_n
 
 def test_the_collapse_reference_travels_with_checkpoints(tmp_path):
     """Through the real Trainer: last.ckpt holds the run's largest spread, and a module restored from it has it."""
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     from .helpers import train_in_process
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from facenet_pl.cli import main as cli
+from facenet_pl.cli.main import main as cli
 from facenet_pl.data.folder import FolderDataModule
 from facenet_pl.data.images import scan_identity_folders
 from facenet_pl.data.pairs import fold_count, make_pairs
-from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import evaluate_pairs
 from facenet_pl.evaluation.verification import kfold_accuracy, threshold_at_far
-from facenet_pl.inference import load_model
+from facenet_pl.inference.embed import load_model
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import eval_in_process, run_script, train_in_process, write_face_folders
 
@@ -297,8 +297,8 @@ def test_calibrate_fits_the_threshold_on_a_folder_and_writes_a_new_model(folder_
 def test_eval_writes_only_where_this_run_says(folder_run, tmp_path):
     """A checkpoint handed over with a data config whose cache_dir points elsewhere: eval.py writes its index and
     cache under this run's paths.cache_dir, nothing where the file says."""
-    from facenet_pl.checkpoint_io import atomic_torch_save
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
+    from facenet_pl.training.checkpoint_io import atomic_torch_save
 
     _, _, metrics = folder_run
     ckpt = read_checkpoint(metrics["best_model_path"])
@@ -319,8 +319,8 @@ def test_a_handed_checkpoint_does_not_choose_what_eval_reads(folder_run, tmp_pat
     an index and an image cache of it written) is refused in one line before anything is listed, unless the run
     folder it sits in recorded that root (.hydra/config.yaml); the run's own checkpoint, moved with its folder,
     still evaluates with no data options."""
-    from facenet_pl.checkpoint_io import atomic_torch_save
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
+    from facenet_pl.training.checkpoint_io import atomic_torch_save
 
     base, _, metrics = folder_run
     secret = write_face_folders(tmp_path / "secret", 14, 4)  # readable faces: nothing but the rule refuses them
@@ -347,7 +347,7 @@ def test_a_handed_checkpoint_does_not_choose_what_eval_reads(folder_run, tmp_pat
 
 
 def test_eval_refuses_backbone_overrides(folder_run, tmp_path):
-    from facenet_pl.evaluate import evaluate
+    from facenet_pl.run.evaluate import evaluate
 
     from .helpers import compose_in_process
 

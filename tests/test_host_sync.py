@@ -111,7 +111,7 @@ class CountSyncs(Callback):
 
 def _counts(tmp_path, *overrides):
     """Syncs counted per (step, part) and the steps at which the guards were read."""
-    from facenet_pl.guards import TrainingGuards
+    from facenet_pl.training.guards import TrainingGuards
 
     reads, read = [], TrainingGuards.read
 

@@ -1,11 +1,11 @@
-"""``python -m facenet_pl.install_check`` (run by ``make`` after installing): passes here, and names a torchvision
+"""``python -m facenet_pl.utils.install_check`` (run by ``make`` after installing): passes here, and names a torchvision
 that does not work beside torch, and an extra that does not import, in one line each."""
 
 from __future__ import annotations
 
 import os
 
-from facenet_pl import install_check
+from facenet_pl.utils import install_check
 
 
 def test_this_environment_passes(capsys):

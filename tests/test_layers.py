@@ -1,5 +1,7 @@
-"""The package's imports run one way: data -> model parts -> the LightningModule -> entry layers. A static check over
-every import statement (module level and inside functions), so a new upward import fails here, not in review."""
+"""The package's folders are its layers, and imports run one way between them: utils -> data -> models, mining, losses
+-> evaluation -> training (the LightningModule) -> inference (model files) -> run (train.py, eval.py) -> cli. A static
+check over every import statement (module level and inside functions), so a new upward import fails here, not in
+review; and no module sits at the top of the package."""
 
 from __future__ import annotations
 
@@ -7,20 +9,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facenet_pl"
-#: Imported by anything: errors and file helpers.
-BASE = {"facenet_pl", "errors", "fileio"}
-#: What runs training or opens model files: nothing below may import these.
-ENTRY = {
-    "training", "cli", "evaluate", "evaluate_bins", "model_files", "import_weights", "inference", "export", "report",
-    "summary",
-}  # fmt: skip
-#: What each lower layer may import (its own package plus these); module.py only from the entry layers.
-ALLOWED = {
-    "data": BASE | {"data"},
-    "models": BASE | {"models"},
-    "mining": BASE | {"mining"},
-    "losses": BASE | {"losses", "mining"},
-    "evaluation": BASE | {"evaluation", "data"},
+#: The layers, lowest first: each may import its own folder and the folders listed for it.
+LAYERS = {
+    "utils": set(),
+    "data": {"utils"},
+    "models": {"utils"},
+    "mining": {"utils"},
+    "losses": {"utils", "mining"},
+    "evaluation": {"utils", "data"},
+    "training": {"utils", "data", "models", "mining", "losses", "evaluation"},
+    "inference": {"utils", "data", "models", "mining", "losses", "evaluation", "training"},
+    "run": {"utils", "data", "models", "mining", "losses", "evaluation", "training", "inference"},
+    "cli": {"utils", "data", "models", "mining", "losses", "evaluation", "training", "inference", "run"},
 }
 
 
@@ -43,22 +43,26 @@ def _imports() -> dict[str, set[str]]:
 def test_lower_layers_import_nothing_above_them():
     wrong = []
     for mod, targets in _imports().items():
-        allowed = ALLOWED.get(mod.split(".")[0])
+        layer = mod.split(".")[0]
         for t in targets:
             top = t.split(".")[0]
-            if allowed is not None and top not in allowed:
+            if top != layer and top != "facenet_pl" and top not in LAYERS.get(layer, set()):
                 wrong.append(f"{mod} -> {t}")
-            if top in ENTRY and mod.split(".")[0] not in ENTRY and mod not in ("facenet_pl",):
-                wrong.append(f"{mod} -> {t} (an entry layer)")
-            if top == "module" and mod.split(".")[0] not in ENTRY:
-                wrong.append(f"{mod} -> module (only the entry layers build the LightningModule)")
     assert not wrong, "imports running back up:\n" + "\n".join(sorted(wrong))
+
+
+def test_every_module_lives_in_a_layer_folder():
+    """No module at the top of the package (issue 43: 22 of them sat beside the folders): each folder is one layer."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert not top, f"modules at the top of facenet_pl/: {top}"
+    folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert folders == sorted(LAYERS), folders
 
 
 def test_the_check_sees_imports_inside_functions():
     imports = _imports()
     assert "data.pairs" in imports["evaluation.splits"]  # a lazy import inside calibrate_threshold
-    assert "module" in imports["model_files"]
+    assert "training.module" in imports["inference.model_files"]
 
 
 def test_no_two_modules_import_each_other():

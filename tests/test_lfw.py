@@ -145,7 +145,7 @@ def test_an_aligned_png_tree_is_read_with_the_official_protocol_files(lfw, tmp_p
     no face, so all are centre crops), and data=lfw reads that tree with LFW's own pairs.txt / people.txt."""
     pytest.importorskip("cv2")
     pytest.importorskip("facenet_pytorch")
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
 
     out = tmp_path / "aligned"
     assert (

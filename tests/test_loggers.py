@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from facenet_pl.wandb_setup import wandb_key_configured
+from facenet_pl.run.wandb_setup import wandb_key_configured
 
 from .helpers import eval_in_process, run_entry_in_fork, train_in_process
 
@@ -76,7 +76,7 @@ def test_a_failed_csv_header_rewrite_keeps_the_runs_history(tmp_path, monkeypatc
     import csv
     import errno
 
-    from facenet_pl.loggers import AppendingExperimentWriter
+    from facenet_pl.run.loggers import AppendingExperimentWriter
 
     writer = AppendingExperimentWriter(str(tmp_path))
     writer.log_metrics({"train/loss": 0.5}, step=0)

@@ -152,7 +152,7 @@ def test_hybrid_is_the_weighted_sum_and_two_phase_switches(tmp_path):
 def test_exported_models_hold_no_class_weights(tmp_path):
     from safetensors.torch import load_file
 
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     from .helpers import run_cli
 

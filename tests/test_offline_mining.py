@@ -11,11 +11,11 @@ import torch
 
 from facenet_pl.data.datasets import InMemoryFaceDataset
 from facenet_pl.data.samplers import OfflineTripletSampler, PKSampler
-from facenet_pl.errors import ConfigError
 from facenet_pl.mining import SemiHardMiner
 from facenet_pl.mining.offline import offline_batch_triplets
 from facenet_pl.models.normalization import normalize_images
-from facenet_pl.module import FaceNetModule
+from facenet_pl.training.module import FaceNetModule
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import train_error_in_process, train_in_process
 from .references import brute_semihard

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 from .format_writers import const_node, dlib_layer, dlib_net, graph_def, node_def
 from .helpers import run_cli
@@ -43,7 +43,7 @@ def imported(tmp_path_factory):
 
 def test_dlib_embeds_as_dlib_does(imported):
     """dlib's ``compute_face_descriptor`` on 150 px chips, unit-normalised: within 1e-5 through the model file."""
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     module = load_model(imported / "dlib.safetensors")
     assert (module.input_size, module.normalization, module.net.embedding_dim) == (150, "dlib", 128)
@@ -56,7 +56,7 @@ def test_dlib_embeds_as_dlib_does(imported):
 
 def test_facenet_casia_embeds_as_the_graph_does(imported):
     """OpenCV 4.6's forward of the frozen graph on ``(x - 127.5) / 128``: within 1e-4 through the model file."""
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     module = load_model(imported / "facenet-casia.safetensors")
     assert (module.input_size, module.net.embedding_dim) == (160, 512)
@@ -217,7 +217,7 @@ def test_fine_tuning_starts_from_the_imported_dlib_model(tmp_path, imported):
     """``experiment=finetune_dlib`` through train.py on a folder of faces: at learning rate 0 the trained
     checkpoint holds exactly the imported weights (the run started from them, with the model's input and head);
     the folder is read at the model's 150 px."""
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
     from facenet_pl.models.published import read_published
 
     from .helpers import SMALL_IDENTITY_DATA, run_entry, write_face_folders

@@ -13,7 +13,7 @@ from PIL import Image
 from facenet_pl.data.folder import FolderDataModule
 from facenet_pl.data.folder_plan import plan_folder
 from facenet_pl.data.images import load_image
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import TINY, run_entry, train_in_process, write_face_folders
 
@@ -264,7 +264,7 @@ def test_gray_sources_are_recorded_and_a_gray_model_embeds_colour_as_gray(tmp_pa
     colour = np.random.default_rng(1).integers(0, 256, (40, 40, 3)).astype(np.uint8)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     Image.fromarray(colour).convert("L").save(tmp_path / "as_gray.png")
-    from facenet_pl.cli import _embed_files
+    from facenet_pl.cli.main import _embed_files
 
     _, _, emb = _embed_files(str(ckpt), [tmp_path / "colour.png", tmp_path / "as_gray.png"], flip=False)
     assert np.allclose(emb[0], emb[1], atol=1e-6)
@@ -274,7 +274,7 @@ def test_cv_tests_every_person_once_and_pools_the_folds(faces38, tmp_path):
     """cv=4 on the 38-person folder: four runs whose test people are disjoint and together every person; no run
     trains on its own test people; cv_metrics.json holds the mean and std of the runs' test accuracies and the
     pooled accuracy (all test pairs together, each scored by its run)."""
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     folder = [o for o in FOLDER if o not in ("test=false", "trainer.limit_val_batches=1")]
     res = train_in_process(
@@ -349,7 +349,7 @@ def test_a_small_folder_trained_from_scratch_is_warned_and_a_fine_tuned_one_is_n
             tiny=False,
         )
     assert "training people" not in caplog.text
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     ckpt = read_checkpoint(tmp_path / "ft" / "checkpoints" / "last.ckpt")
     assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 3e-5  # the schedule peaks there

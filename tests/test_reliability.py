@@ -8,7 +8,7 @@ import errno
 import pytest
 import torch
 
-from facenet_pl.checkpoint_io import atomic_torch_save
+from facenet_pl.training.checkpoint_io import atomic_torch_save
 
 from .helpers import train_error_in_process, train_in_process
 

@@ -96,7 +96,7 @@ def test_a_damaged_index_is_rescanned_not_trusted(tree, tmp_path, damage, caplog
 
 
 def test_index_check_is_validated(tree, tmp_path):
-    from facenet_pl.errors import ConfigError
+    from facenet_pl.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.index_check='always'"):
         load_index(tree, tmp_path / "cache", check="always")
@@ -294,7 +294,7 @@ def test_a_larger_cache_keeps_pixels_and_the_model_sees_its_input_size(tmp_path)
     a 48 px batch as it embeds the same images brought to 32 px by PIL (an independent resize)."""
     from PIL import Image
 
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
 
     from .helpers import train_in_process
 
@@ -323,7 +323,7 @@ def test_a_larger_cache_keeps_pixels_and_the_model_sees_its_input_size(tmp_path)
 
 def test_a_cache_smaller_than_the_input_is_refused(tmp_path):
     from facenet_pl.data.folder import FolderDataModule
-    from facenet_pl.errors import ConfigError
+    from facenet_pl.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.cache_size=16 is smaller than the network input"):
         FolderDataModule(root=str(tmp_path), image_size=32, cache_size=16)
@@ -398,7 +398,7 @@ def test_training_with_device_decoding_draws_the_same_batches(tmp_path):
 
 def test_device_decoding_needs_no_cache(tmp_path):
     from facenet_pl.data.folder import FolderDataModule
-    from facenet_pl.errors import ConfigError
+    from facenet_pl.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.decode_on=device .* needs data.cache=false"):
         FolderDataModule(root=str(tmp_path), decode_on="device")
@@ -411,7 +411,7 @@ def test_cache_list_shows_an_interrupted_build_and_prune_removes_it_unless_it_is
 ):
     import fcntl
 
-    from facenet_pl.cli import main
+    from facenet_pl.cli.main import main
     from facenet_pl.data.decode_cache import list_caches
 
     cache = tmp_path / "cache"

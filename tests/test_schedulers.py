@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from facenet_pl.errors import ConfigError
-from facenet_pl.schedulers import build_scheduler, check_scheduler
+from facenet_pl.training.schedulers import build_scheduler, check_scheduler
+from facenet_pl.utils.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "scheduler"
 

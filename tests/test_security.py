@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from facenet_pl.cli import main as cli
+from facenet_pl.cli.main import main as cli
 from facenet_pl.data.download import _safe_extract
-from facenet_pl.errors import ConfigError
-from facenet_pl.inference import embed_images, load_model
+from facenet_pl.inference.embed import embed_images, load_model
+from facenet_pl.utils.errors import ConfigError
 
 from .helpers import TINY, eval_in_process, train_in_process, write_face_folders
 

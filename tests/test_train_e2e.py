@@ -134,7 +134,7 @@ def test_train_on_lfw_fold_layout(tmp_path):
     from omegaconf import OmegaConf
 
     from facenet_pl.evaluation import evaluate_pairs
-    from facenet_pl.inference import embed_dataset, load_model
+    from facenet_pl.inference.embed import embed_dataset, load_model
 
     cfg = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
     dm = instantiate(cfg.data)
@@ -158,7 +158,7 @@ def test_lfw_fold_is_scored_at_the_validation_threshold_through_train_and_eval(t
     from omegaconf import OmegaConf
 
     from facenet_pl.evaluation import evaluate_pairs
-    from facenet_pl.inference import embed_dataset, load_model
+    from facenet_pl.inference.embed import embed_dataset, load_model
 
     from .lfw_fixture import MORE_PEOPLE, make_mini_lfw
 

@@ -119,7 +119,7 @@ def test_a_config_typo_is_reported_before_torch_loads():
 )
 def test_config_mistakes_are_one_line_before_torch_loads(mistake, tmp_path):
     """The config mistakes a typo makes are caught by the checks that need no torch (torch alone takes 2-3 s to
-    import on 2 cores, facenet_pl.training ~9 s): the line arrives in about a second
+    import on 2 cores, facenet_pl.run.fit ~9 s): the line arrives in about a second
     (benchmarks/bench_error_latency.py measures it); the check can fail: a check made after the imports lists them."""
     code = (
         "import runpy, sys, atexit\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 from tests.helpers import fixed_images, train_error_in_process, train_in_process
 
 facenet_pytorch = pytest.importorskip("facenet_pytorch")
@@ -92,7 +92,7 @@ def test_backbone_weights_that_do_not_fit_are_one_line(timesler_file, tmp_path):
 def test_two_finetuning_steps_start_from_the_file(timesler_file, tmp_path):
     """train.py with backbone.weights: two AdamW steps (lr 1e-3) move no weight of the file by more than about two
     learning rates, while a fresh network differs from it everywhere; the classifier is not in the checkpoint."""
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     path, _ = timesler_file
     train_in_process(
@@ -122,7 +122,7 @@ def test_two_finetuning_steps_start_from_the_file(timesler_file, tmp_path):
 def test_init_from_starts_with_the_source_networks_embeddings(tmp_path):
     """A run with model.init_from=<checkpoint or exported .safetensors> embeds, before its first step, exactly as
     the source model does; another architecture is one line naming the keys that differ."""
-    from facenet_pl.inference import load_model
+    from facenet_pl.inference.embed import load_model
     from tests.helpers import run_cli
 
     src = tmp_path / "src"
@@ -178,7 +178,7 @@ def test_resume_takes_the_weights_from_the_checkpoint_not_the_file(tmp_path):
     train_in_process(run, f"backbone.weights={weights}", "trainer.max_epochs=1", "test=false")
     weights.unlink()
     train_in_process(run, f"backbone.weights={weights}", "trainer.max_epochs=2", "ckpt_path=last", "test=false")
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
     msg = train_error_in_process(tmp_path / "new", f"backbone.weights={weights}")

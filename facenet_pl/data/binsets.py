@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
 def write_bin(path: str | Path, images: Sequence[bytes], issame: Sequence[bool]) -> None:
     """A ``.bin`` as insightface writes it (``pickle.dump((bins, issame_list), protocol=HIGHEST)``): raw encoded
     bytes, written whole or not at all."""
-    from facenet_pl.fileio import atomic_write
+    from facenet_pl.utils.fileio import atomic_write
 
     if len(images) != 2 * len(issame):
         raise ValueError(f"{len(images)} images for {len(issame)} pairs: two per pair")

@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 from facenet_pl.data.datasets import collate_batch
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.data.samplers import SAMPLERS, EpochBatchSampler, OfflineTripletSampler, PKSampler, RandomBatchSampler
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

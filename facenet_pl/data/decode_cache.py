@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from facenet_pl.data.images import DEFAULT_FIT
-from facenet_pl.errors import free_space, is_disk_full
-from facenet_pl.fileio import atomic_write, remove_stale_temps
+from facenet_pl.utils.errors import free_space, is_disk_full
+from facenet_pl.utils.fileio import atomic_write, remove_stale_temps
 
 log = logging.getLogger(__name__)
 

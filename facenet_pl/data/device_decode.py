@@ -129,7 +129,7 @@ def decode_on_device(
 
 def check_decode_on(decode_on: str, cache: bool) -> None:
     """``data.decode_on`` is one of :data:`DECODE_ON`, and ``device`` only without a cache."""
-    from facenet_pl.errors import ConfigError
+    from facenet_pl.utils.errors import ConfigError
 
     if decode_on not in DECODE_ON:
         raise ConfigError(f"data.decode_on={decode_on!r}: expected one of {', '.join(DECODE_ON)}")

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
-from facenet_pl.fileio import atomic_write
+from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

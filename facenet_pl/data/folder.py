@@ -15,7 +15,7 @@ from facenet_pl.data.file_index import load_index, select_files
 from facenet_pl.data.folder_plan import FolderPlan, plan_folder
 from facenet_pl.data.images import FIT_MODES, gray_fraction, report_unreadable, scan_identity_folders
 from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

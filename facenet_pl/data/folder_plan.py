@@ -16,7 +16,7 @@ import numpy as np
 
 from facenet_pl.data.pairs import identities_with_pairs
 from facenet_pl.data.samplers.pk import min_images_to_anchor
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 AUTO = "auto"
 #: Held-out identities of an ``auto`` split: 15% of the identities, at least 4 (2 folds of 2), at most 100.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 class LFWFormatError(ConfigError):

@@ -17,7 +17,7 @@ from facenet_pl.data.decode_cache import cached_decode
 from facenet_pl.data.images import report_unreadable, scan_identity_folders
 from facenet_pl.data.lfw import find_image_ext, find_image_root, image_path, read_pairs, read_people
 from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

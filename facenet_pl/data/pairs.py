@@ -146,8 +146,8 @@ class VerificationSet:
         key: str,
     ) -> VerificationSet:
         """LFW-style pairs of these people (:func:`make_pairs`), with as many folds as they allow
-        (:func:`fold_count`); a too small set is a :class:`~facenet_pl.errors.ConfigError` naming ``key``."""
-        from facenet_pl.errors import ConfigError
+        (:func:`fold_count`); a too small set is a :class:`~facenet_pl.utils.errors.ConfigError` naming ``key``."""
+        from facenet_pl.utils.errors import ConfigError
 
         labels = np.asarray(labels)
         try:

@@ -13,7 +13,7 @@ import numpy as np
 
 from facenet_pl.data.folder import FolderDataModule
 from facenet_pl.data.recordio import find_rec, index_rec, read_property
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

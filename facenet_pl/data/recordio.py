@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facenet_pl.data.images import EncodedImage
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def index_rec(root: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
 
     The labels come from each image's header (read once; kept in ``cache_dir`` as ``rec-index-<key>.npz``,
     keyed by the ``.rec`` / ``.idx`` paths, sizes and times, so a changed file is indexed again)."""
-    from facenet_pl.fileio import atomic_write
+    from facenet_pl.utils.fileio import atomic_write
 
     rec_path, idx_path = find_rec(root)
     rec = RecordFile(rec_path)

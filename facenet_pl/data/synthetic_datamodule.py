@@ -7,7 +7,7 @@ import logging
 from facenet_pl.data.datamodule import FaceDataModule
 from facenet_pl.data.pairs import VerificationSet
 from facenet_pl.data.synthetic import SyntheticFaceConfig, SyntheticFaceDataset
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

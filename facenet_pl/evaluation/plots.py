@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet_pl.fileio import atomic_output
+from facenet_pl.utils.fileio import atomic_output
 
 
 def _plt():

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 #: ``loss.name`` of :class:`ClassificationLoss` (``conf/loss/<name>.yaml``) -> pytorch-metric-learning's class name
 #: (imported when a loss is made: the library is not loaded by a triplet run).

@@ -13,7 +13,7 @@ from torch import nn
 import facenet_pl.models.dlib_resnet  # noqa: F401  (registers dlib_resnet with timm)
 import facenet_pl.models.inception_resnet_v1  # noqa: F401  (registers inception_resnet_v1 with timm)
 import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:

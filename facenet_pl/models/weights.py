@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ConfigError(f"{what}={path}: not a readable .safetensors file ({e})") from None
-    from facenet_pl.fileio import safe_torch_load
+    from facenet_pl.utils.fileio import safe_torch_load
 
     obj = safe_torch_load(
         path, f"{what}={path}", "Re-save its state_dict with torch.save(model.state_dict(), ...).", "weights file"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 @dataclass

@@ -22,8 +22,8 @@ import numpy as np
 
 from facenet_pl.data.align.detect import MTCNNDetector, _mtcnn_class, choose_face, resolve_device
 from facenet_pl.data.align.templates import DEFAULT_SIZE, LANDMARK_TEMPLATES, arcface_crop, box_crop, check_template
-from facenet_pl.errors import ConfigError
-from facenet_pl.fileio import write_text_atomic
+from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 #: insightface's ``arcface_dst``: left eye, right eye, nose tip, left and right mouth corner (as seen in the
 #: image) in a 112 x 112 crop.

@@ -21,7 +21,7 @@ import numpy as np
 
 from facenet_pl.data.samplers.base import EpochBatchSampler
 from facenet_pl.data.samplers.pk import PKSampler
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

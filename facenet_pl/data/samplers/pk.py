@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from facenet_pl.data.samplers.base import EpochBatchSampler
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 FEW_IMAGES_POLICIES = ("replace", "skip")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from facenet_pl.data.samplers.base import EpochBatchSampler
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 class RandomBatchSampler(EpochBatchSampler):

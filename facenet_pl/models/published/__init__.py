@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 class GraphFormatError(ConfigError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from facenet_pl.inference import load_model
+from facenet_pl.inference.embed import load_model
 
 TOLERANCE = 1e-4
 SAFETENSORS_TOLERANCE = 1e-6
@@ -20,7 +20,7 @@ FORMATS = ("onnx", "torchscript", "safetensors")
 
 
 def _export_safetensors(module, out: Path) -> float:
-    from facenet_pl.model_files import load_safetensors_model, save_safetensors
+    from facenet_pl.inference.model_files import load_safetensors_model, save_safetensors
 
     save_safetensors(module, out)
     x = torch.randn(4, 3, module.input_size, module.input_size)

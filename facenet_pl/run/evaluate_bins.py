@@ -18,11 +18,11 @@ import torch
 from omegaconf import DictConfig
 
 from facenet_pl.data.binsets import bin_verification_set
-from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import score_split
 from facenet_pl.evaluation.degrade import Degradation
-from facenet_pl.fileio import write_text_atomic
-from facenet_pl.inference import embed_dataset, load_model
+from facenet_pl.inference.embed import embed_dataset, load_model
+from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hydra.utils import get_class, instantiate
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 def scheduler_config(cfg: dict | None) -> dict | None:

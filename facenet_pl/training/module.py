@@ -13,12 +13,16 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from facenet_pl.augment import build_augment
-from facenet_pl.config_checks import plain as _plain
+from facenet_pl.data.augment import build_augment
 from facenet_pl.data.images import DEFAULT_FIT
-from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import EmbeddingCollector, score_split
-from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
+from facenet_pl.losses import ClassificationLoss, CombinedLoss
+from facenet_pl.mining import build_miner
+from facenet_pl.mining.cross_rank import gather_batch
+from facenet_pl.mining.offline import offline_batch_triplets
+from facenet_pl.models import FaceNetEmbedding
+from facenet_pl.models.normalization import normalize_images
+from facenet_pl.training.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
     MAX_ABS_WEIGHT,
     DivergedWeightsError,
     GuardReading,
@@ -26,13 +30,9 @@ from facenet_pl.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeig
     TrainingGuards,
     guard_every,
 )
-from facenet_pl.losses import ClassificationLoss, CombinedLoss
-from facenet_pl.mining import build_miner
-from facenet_pl.mining.cross_rank import gather_batch
-from facenet_pl.mining.offline import offline_batch_triplets
-from facenet_pl.models import FaceNetEmbedding
-from facenet_pl.models.normalization import normalize_images
-from facenet_pl.schedulers import build_scheduler, scheduler_config
+from facenet_pl.training.schedulers import build_scheduler, scheduler_config
+from facenet_pl.utils.config import plain as _plain
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class FaceNetModule(pl.LightningModule):
     """Embedding network + miner + triplet loss; validates and tests by k-fold pair verification.
 
     All constructor arguments are plain config dicts (``_target_`` style for miner, loss,
-    optimizer), saved as hyperparameters, so ``facenet_pl.inference.load_model(path)`` rebuilds
+    optimizer), saved as hyperparameters, so ``facenet_pl.inference.embed.load_model(path)`` rebuilds
     the whole model with no Hydra config at hand. The threshold calibrated on the validation pairs
     is kept in the ``threshold`` buffer and what it was calibrated on in ``calibration``, so both
     travel inside the checkpoint, with the training data config (``data_config``) and the names of
@@ -170,7 +170,7 @@ class FaceNetModule(pl.LightningModule):
         self.register_buffer("class_labels", torch.empty(0, dtype=torch.long), persistent=False)
         self.eval_flip = bool(model.get("eval_flip", False))
         self.max_abs_weight = float(model.get("max_abs_weight", MAX_ABS_WEIGHT))
-        #: Steps between host reads of the guards (``auto``: 1 on a CPU, 50 on an accelerator; facenet_pl.guards).
+        #: Steps between host reads of the guards (``auto``: 1 on a CPU, 50 on an accelerator; training/guards.py).
         self.guard_every_n_steps = model.get("guard_every_n_steps", "auto")
         self._guards: TrainingGuards | None = None
         self.far_target = far_target
@@ -181,7 +181,7 @@ class FaceNetModule(pl.LightningModule):
         #: The data config the model was trained with (set by ``train.py``; stored in checkpoints).
         self.data_config: dict[str, Any] | None = None
         #: The whole composed run config, unresolved (set by ``train.py``; stored in checkpoints: a resume
-        #: continues with it, :mod:`facenet_pl.resume`).
+        #: continues with it, :mod:`facenet_pl.run.resume`).
         self.run_config: dict[str, Any] | None = None
         #: Names of the validation and test identities of the training data (read from checkpoints).
         self.identity_splits: dict[str, list[str]] = {}

@@ -172,7 +172,7 @@ class CudaSyncCounter(Callback):
     """Debugging: count the host syncs CUDA reports over training steps ``start`` .. ``start + steps - 1``
     (``torch.cuda.set_sync_debug_mode("warn")``: every ``.item()``, ``float(t)``, blocking copy or data-sized op
     warns), and write ``{"steps": n, "syncs": count, "by_site": {...}}`` to ``path``. Without CUDA it writes
-    ``{"syncs": null}``. Use: ``+callbacks.syncs._target_=facenet_pl.callbacks.CudaSyncCounter
+    ``{"syncs": null}``. Use: ``+callbacks.syncs._target_=facenet_pl.run.callbacks.CudaSyncCounter
     +callbacks.syncs.path=syncs.json``."""
 
     def __init__(self, path: str, start: int = 5, steps: int = 20) -> None:

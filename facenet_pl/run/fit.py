@@ -17,19 +17,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from facenet_pl.callbacks import ModelSummary, RichModelSummary
-from facenet_pl.checkpoint_io import AtomicCheckpointIO
-from facenet_pl.config_checks import check_config
-from facenet_pl.config_tree import print_config_tree
 from facenet_pl.data.images import DEFAULT_FIT
-from facenet_pl.errors import ConfigError
-from facenet_pl.fileio import remove_stale_temps, write_text_atomic
-from facenet_pl.guards import NonFiniteLossError
-from facenet_pl.loggers import ResumableCSVLogger
 from facenet_pl.models.complexity import model_complexity
-from facenet_pl.module import FaceNetModule
-from facenet_pl.resume import resume_config, run_config
-from facenet_pl.wandb_setup import prepare_wandb
+from facenet_pl.run.callbacks import ModelSummary, RichModelSummary
+from facenet_pl.run.config_checks import check_config
+from facenet_pl.run.config_tree import print_config_tree
+from facenet_pl.run.loggers import ResumableCSVLogger
+from facenet_pl.run.resume import resume_config, run_config
+from facenet_pl.run.wandb_setup import prepare_wandb
+from facenet_pl.training.checkpoint_io import AtomicCheckpointIO
+from facenet_pl.training.guards import NonFiniteLossError
+from facenet_pl.training.module import FaceNetModule
+from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.fileio import remove_stale_temps, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def _read_resume_checkpoint(path: str) -> dict:
     """The checkpoint to resume from, read without running code from the file."""
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     try:
         return read_checkpoint(path)
@@ -68,7 +68,7 @@ def _read_resume_checkpoint(path: str) -> dict:
 def _last_good_checkpoint(folder: Path) -> str:
     """ " The last good checkpoint is X (step N)." for the newest checkpoint in ``folder`` (checkpoints with
     diverged weights are never written, so any that reads is good), or a sentence saying there is none."""
-    from facenet_pl.model_files import read_checkpoint
+    from facenet_pl.inference.model_files import read_checkpoint
 
     files = sorted(folder.glob("*.ckpt"), key=lambda f: f.stat().st_mtime, reverse=True) if folder.is_dir() else []
     for f in files:
@@ -127,14 +127,14 @@ def build_module(cfg: DictConfig) -> FaceNetModule:
         augment=cfg.get("augment") or {"ops": {}},
     )
     module.data_config = OmegaConf.to_container(cfg.data, resolve=True)  # eval.py tests this data's test split
-    module.run_config = run_config(cfg)  # a resume continues with it (facenet_pl.resume)
+    module.run_config = run_config(cfg)  # a resume continues with it (facenet_pl.run.resume)
     return module
 
 
 def start_from_weights(module: FaceNetModule, cfg: DictConfig) -> None:
     """``backbone.weights`` (a backbone state dict) and/or ``model.init_from`` (a facenet-pl model file): the
     weights a new run starts from, read without running code from the files."""
-    from facenet_pl.model_files import init_from_model
+    from facenet_pl.inference.model_files import init_from_model
     from facenet_pl.models.weights import load_backbone_weights
 
     weights, init_from = cfg.backbone.get("weights"), cfg.model.get("init_from")
@@ -255,7 +255,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         del ckpt
     record = None
     if ckpt_path and rank_zero_only.rank == 0:
-        from facenet_pl.run_dirs import accept_resume_record
+        from facenet_pl.run.dirs import accept_resume_record
 
         record = accept_resume_record()  # the resume passed its checks: its record is .hydra/resume-N from here on
     if cfg.get("seed") is not None:
@@ -326,7 +326,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         try:
             _save_plots(module, out_dir, loggers)
         except OSError as e:  # a full disk loses the pictures, not the numbers
-            from facenet_pl.errors import free_space, is_disk_full
+            from facenet_pl.utils.errors import free_space, is_disk_full
 
             where = Path(e.filename) if e.filename else out_dir
             room = f", {free_space(where.parent if e.filename else where)} there" if is_disk_full(e) else ""
@@ -373,7 +373,7 @@ def _exit_status_on_interrupt(trainer: pl.Trainer, out_dir: Path) -> Iterator[No
 
 def _write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     """``metrics.json``, whole or not at all (temp file + rename): a full disk leaves the previous version."""
-    from facenet_pl.fileio import atomic_write
+    from facenet_pl.utils.fileio import atomic_write
 
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2, sort_keys=True).encode()))
 

@@ -39,8 +39,9 @@ class AppendingExperimentWriter(ExperimentWriter):
 
 
 def _write_rows(path: str, fieldnames: list[str], rows: list[dict]) -> None:
-    """``path`` as a CSV of ``rows`` under ``fieldnames``, replaced whole (:func:`~facenet_pl.fileio.atomic_output`)."""
-    from facenet_pl.fileio import atomic_output
+    """``path`` as a CSV of ``rows`` under ``fieldnames``, replaced whole
+    (:func:`~facenet_pl.utils.fileio.atomic_output`)."""
+    from facenet_pl.utils.fileio import atomic_output
 
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fieldnames)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 class BatchAugment(nn.Module):

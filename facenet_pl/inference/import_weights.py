@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facenet_pl.errors import ConfigError
 from facenet_pl.models.published import PUBLISHED, read_published
+from facenet_pl.utils.errors import ConfigError
 
 #: Threshold on squared distances between unit embeddings stored in each imported model, and what it was fit on:
 #: the mean of the 10 LFW folds' thresholds (each fit on the other 9 folds) measured by
@@ -33,10 +33,10 @@ LFW_THRESHOLDS: dict[str, tuple[float, str]] = {
 
 
 def build_published(name: str, source: str | Path | None = None):
-    """A :class:`~facenet_pl.module.FaceNetModule` holding published model ``name`` (read from ``source`` or its
-    installed package), and the file it was read from."""
-    from facenet_pl.model_files import _INFERENCE_PARTS
-    from facenet_pl.module import FaceNetModule
+    """A :class:`~facenet_pl.training.module.FaceNetModule` holding published model ``name`` (read from ``source`` or
+    its installed package), and the file it was read from."""
+    from facenet_pl.inference.model_files import _INFERENCE_PARTS
+    from facenet_pl.training.module import FaceNetModule
 
     state, file = read_published(name, source)
     m = PUBLISHED[name]
@@ -59,7 +59,7 @@ def build_published(name: str, source: str | Path | None = None):
 
 def import_published(name: str, out: str | Path, source: str | Path | None = None) -> dict[str, Any]:
     """Write published model ``name`` to ``out`` (``.safetensors``); returns what was written."""
-    from facenet_pl.model_files import save_safetensors
+    from facenet_pl.inference.model_files import save_safetensors
 
     out = Path(out)
     if out.suffix != ".safetensors":

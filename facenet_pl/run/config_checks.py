@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -115,11 +115,6 @@ def check_missing(cfg: DictConfig) -> None:
             f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} no value (??? in the config): set "
             f"{'it' if len(keys) == 1 else 'them'} on the command line, e.g. {keys[0]}=<value>"
         )
-
-
-def plain(cfg: Any) -> Any:
-    """DictConfig -> plain containers (resolved), so checkpoints hold no OmegaConf objects; anything else as is."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def _is_classification(cfg: DictConfig) -> bool:
@@ -237,9 +232,9 @@ def check_config_early(cfg: DictConfig, task: str = "train") -> None:
 def check_config(cfg: DictConfig) -> None:
     """Validate the values every run depends on: :func:`check_config_early`, then what needs torch's libraries."""
     from facenet_pl.data.images import FIT_MODES
-    from facenet_pl.guards import parse_guard_every
     from facenet_pl.mining import MINERS
-    from facenet_pl.schedulers import check_scheduler
+    from facenet_pl.training.guards import parse_guard_every
+    from facenet_pl.training.schedulers import check_scheduler
 
     check_config_early(cfg)
     backbone = cfg.backbone

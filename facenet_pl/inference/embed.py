@@ -9,15 +9,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from facenet_pl.data.datasets import collate_batch
-from facenet_pl.module import FaceNetModule
+from facenet_pl.training.module import FaceNetModule
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> FaceNetModule:
     """Rebuild a trained model from a checkpoint (``.ckpt``) or shared weights (``.safetensors``) alone.
 
-    Never runs code from the file: see :mod:`facenet_pl.model_files`.
+    Never runs code from the file: see :mod:`facenet_pl.inference.model_files`.
     """
-    from facenet_pl.model_files import load_model_file
+    from facenet_pl.inference.model_files import load_model_file
 
     return load_model_file(path).to(device).eval()
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("facenet_pl.cli")
+log = logging.getLogger("facenet_pl.cli.main")
 
 
 def atomic_output(path):
-    """:func:`facenet_pl.fileio.atomic_output` (imported on use: the CLI starts without heavy imports)."""
-    from facenet_pl.fileio import atomic_output as _atomic_output
+    """:func:`facenet_pl.utils.fileio.atomic_output` (imported on use: the CLI starts without heavy imports)."""
+    from facenet_pl.utils.fileio import atomic_output as _atomic_output
 
     return _atomic_output(path)
 
@@ -121,7 +121,7 @@ def _collect_images(
 
 def _warn_if_synthetic(model) -> None:
     """A model that has only seen the built-in synthetic faces measures little on photos: say so (one line)."""
-    from facenet_pl.model_files import synthetic_only_warning
+    from facenet_pl.inference.model_files import synthetic_only_warning
 
     warning = synthetic_only_warning(model)
     if warning:
@@ -135,7 +135,7 @@ def _embed_files(ckpt: str, files: list[Path], flip: bool | None, batch_size: in
     import torch
 
     from facenet_pl.data.images import decode_images
-    from facenet_pl.inference import embed_images, load_model
+    from facenet_pl.inference.embed import embed_images, load_model
 
     model = load_model(ckpt)
     _warn_if_synthetic(model)
@@ -217,7 +217,7 @@ def cmd_calibrate(a) -> None:
     """Fit the verification threshold on pairs of a labelled folder (root/<identity>/<images>) and store it."""
     from facenet_pl.data.images import scan_identity_folders
     from facenet_pl.evaluation.splits import calibrate_threshold
-    from facenet_pl.model_files import save_calibrated
+    from facenet_pl.inference.model_files import save_calibrated
 
     out = Path(a.output)
     _no_overwrite(out, a.force)
@@ -298,7 +298,7 @@ def cmd_cluster(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from facenet_pl.export import export_format, export_model
+    from facenet_pl.inference.export import export_format, export_model
 
     out = Path(a.output)
     _no_overwrite(out, a.force)
@@ -307,15 +307,15 @@ def cmd_export(a) -> None:
         err = export_model(a.ckpt, tmp, fmt)
     print(f"wrote {out}; max |embedding difference| vs PyTorch: {err:.2e}")
     if out.suffix != ".safetensors":
-        from facenet_pl.export import model_metadata
-        from facenet_pl.inference import load_model
+        from facenet_pl.inference.embed import load_model
+        from facenet_pl.inference.export import model_metadata
 
         for key, value in model_metadata(load_model(a.ckpt)).items():  # also stored in the file
             print(f"  {key.removeprefix('facenet_pl.')}: {value}")
 
 
 def cmd_import_weights(a) -> None:
-    from facenet_pl.import_weights import import_published
+    from facenet_pl.inference.import_weights import import_published
 
     out = Path(a.output)
     _no_overwrite(out, a.force)
@@ -374,13 +374,13 @@ def cmd_plot(a) -> None:
 
 
 def cmd_summary(a) -> None:
-    from facenet_pl.summary import summarize
+    from facenet_pl.run.summary import summarize
 
     print(summarize(a.folder, a.sort, csv_path=a.csv))
 
 
 def cmd_report(a) -> None:
-    from facenet_pl.report import make_report
+    from facenet_pl.run.report import make_report
 
     try:
         rep = make_report(a.folder, a.metric, a.x, a.out, a.force, a.wandb)
@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facenet-pl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only output folder, a full disk: one line, not a traceback
-        from facenet_pl.errors import not_writable_message
+        from facenet_pl.utils.errors import not_writable_message
 
         print(f"facenet-pl {args.command}: error: {not_writable_message(e)}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from facenet_pl.fileio import atomic_output
+from facenet_pl.utils.fileio import atomic_output
 
 #: Sorted by validation; the test accuracy is shown beside it, never used to rank (that would select on it).
 DEFAULT_METRICS = ["best/val/acc", "val/acc", "val/auc", "val/eer", "test/acc", "epochs", "fit_seconds"]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from facenet_pl.fileio import atomic_write
+from facenet_pl.utils.fileio import atomic_write
 
 
 class _WriteErrors:
@@ -54,7 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic and refuses diverged weights.
 
     A checkpoint whose weights or BatchNorm statistics are NaN, inf or beyond ``max_abs_weight`` is not
-    written (:class:`~facenet_pl.guards.DivergedWeightsError`): every checkpoint on disk is one a run can
+    written (:class:`~facenet_pl.training.guards.DivergedWeightsError`): every checkpoint on disk is one a run can
     resume from. A full disk is one line naming the folder and its free space; the previous file stays.
     """
 
@@ -63,8 +63,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.max_abs_weight = max_abs_weight
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        from facenet_pl.errors import ConfigError, free_space, is_disk_full
-        from facenet_pl.guards import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
+        from facenet_pl.training.guards import MAX_ABS_WEIGHT, DivergedWeightsError, diverged_tensor
+        from facenet_pl.utils.errors import ConfigError, free_space, is_disk_full
 
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")

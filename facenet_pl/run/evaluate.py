@@ -19,17 +19,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from facenet_pl.config_checks import check_experiment_task
-from facenet_pl.config_checks import plain as _plain
 from facenet_pl.data.pairs import VerificationSet, identities_with_pairs
-from facenet_pl.errors import ConfigError
 from facenet_pl.evaluation import accuracy_at, clustering_scores, knn_topk_accuracy, score_split, split_gallery_probe
 from facenet_pl.evaluation.degrade import Degradation
 from facenet_pl.evaluation.plots import log_images, save_pair_plots
 from facenet_pl.evaluation.verification import interval_note
-from facenet_pl.fileio import write_text_atomic
-from facenet_pl.inference import embed_dataset, load_model
-from facenet_pl.wandb_setup import prepare_wandb
+from facenet_pl.inference.embed import embed_dataset, load_model
+from facenet_pl.run.config_checks import check_experiment_task
+from facenet_pl.run.wandb_setup import prepare_wandb
+from facenet_pl.utils.config import plain as _plain
+from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _same_folder(a: Any, b: Any) -> bool:
 
 def _check_vouched(ckpt_path: str, stored: dict[str, Any]) -> None:
     """Refuse, in one line, data paths that only the checkpoint names (see ``run_dirs.unvouched_data_paths``)."""
-    from facenet_pl.run_dirs import unvouched_data_paths
+    from facenet_pl.run.dirs import unvouched_data_paths
 
     unvouched = unvouched_data_paths(ckpt_path, stored)
     if unvouched:
@@ -214,7 +214,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("benchmark"):
         if cfg.get("data"):
             raise ConfigError("benchmark=bins scores .bin sets: drop data=... (or drop benchmark= to evaluate data)")
-        from facenet_pl.evaluate_bins import evaluate_bins
+        from facenet_pl.run.evaluate_bins import evaluate_bins
 
         check_no_backbone_overrides(cfg)
         return evaluate_bins(cfg)
@@ -226,7 +226,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_model(cfg.ckpt_path)
     data_cfg, same_data = resolve_data_config(cfg, module)
     if not str(data_cfg.get("_target_", "")).endswith("SyntheticFaceDataModule"):  # real faces, synthetic model
-        from facenet_pl.model_files import synthetic_only_warning
+        from facenet_pl.inference.model_files import synthetic_only_warning
 
         warning = synthetic_only_warning(module)
         if warning:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from facenet_pl.errors import ConfigError
+from facenet_pl.utils.errors import ConfigError
 
 #: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
 MAX_ABS_WEIGHT = 1e6
@@ -81,8 +81,8 @@ class GuardReading:
 
 
 class TrainingGuards:
-    """The device-side record of :mod:`facenet_pl.guards` for one module's tensors; :meth:`read` is the only host
-    read (one transfer)."""
+    """The device-side record of :mod:`facenet_pl.training.guards` for one module's tensors; :meth:`read` is the only
+    host read (one transfer)."""
 
     def __init__(self, device: torch.device, limit: float, spread_max: float = 0.0) -> None:
         self.device, self.limit = device, float(limit)

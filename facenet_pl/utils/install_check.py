@@ -1,4 +1,4 @@
-"""``python -m facenet_pl.install_check``: after an install, torch and torchvision load together and every
+"""``python -m facenet_pl.utils.install_check``: after an install, torch and torchvision load together and every
 optional extra that is installed imports; otherwise one line each saying what to do (``make`` runs it).
 
 A torchvision from another index than torch (a CUDA build beside a CPU torch, or another release) imports but

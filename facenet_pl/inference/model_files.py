@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from facenet_pl.errors import ConfigError, UnsafeModelFileError
-from facenet_pl.fileio import safe_torch_load
+from facenet_pl.utils.errors import ConfigError, UnsafeModelFileError
+from facenet_pl.utils.fileio import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path):
-    from facenet_pl.module import FaceNetModule
+    from facenet_pl.training.module import FaceNetModule
 
     hparams = dict(hparams)
     # Augmentation is training-only: a model rebuilt for inference never builds it, so whatever the file
@@ -133,7 +133,7 @@ def _build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
 
 
 def load_checkpoint_model(path: str | Path):
-    """Rebuild a :class:`~facenet_pl.module.FaceNetModule` from a Lightning checkpoint, safely."""
+    """Rebuild a :class:`~facenet_pl.training.module.FaceNetModule` from a Lightning checkpoint, safely."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
@@ -244,7 +244,7 @@ def save_calibrated(src: str | Path, module, threshold: float, calibration: dict
 
     ``out``: ``.ckpt`` (a copy of the checkpoint ``src``, everything else unchanged) or ``.safetensors``.
     """
-    from facenet_pl.checkpoint_io import atomic_torch_save
+    from facenet_pl.training.checkpoint_io import atomic_torch_save
 
     out = Path(out)
     module.threshold.fill_(float(threshold))

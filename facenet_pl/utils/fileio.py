@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from facenet_pl.errors import ConfigError, UnsafeModelFileError, is_disk_full
+from facenet_pl.utils.errors import ConfigError, UnsafeModelFileError, is_disk_full
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from facenet_pl.fileio import atomic_output, write_text_atomic
-from facenet_pl.summary import collect
+from facenet_pl.run.summary import collect
+from facenet_pl.utils.fileio import atomic_output, write_text_atomic
 
 #: Columns shown per kind of job: the primary metric first (plotted), then the others, then the cost.
 TRAIN_METRICS = ["test/acc", "test/val_at_far", "test/auc", "best/val/acc"]
@@ -211,7 +211,7 @@ def _job_config(root: Path, rows: list[dict]) -> dict:
 def _log_wandb(root: Path, cols: list[str], rows: list[dict], files: dict[str, Path], project: str) -> None:
     import wandb
 
-    from facenet_pl.wandb_setup import wandb_key_configured
+    from facenet_pl.run.wandb_setup import wandb_key_configured
 
     mode = None if wandb_key_configured() else "offline"
     run = wandb.init(

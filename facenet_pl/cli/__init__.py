@@ -1,0 +1,1 @@
+"""The ``facenet-pl`` command."""
