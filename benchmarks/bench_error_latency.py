@@ -28,7 +28,7 @@ MISTAKES = [
     ("(reference) Hydra's own: an unknown option, `miner=semi_hard`", ["miner=semi_hard"], "semi_hard"),
     ("`seed=???`", ["seed=???"], "seed has no value"),
     ("`trainer.max_epochs=abc`", ["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer"),
-    ("`optimizer.lr=-1`", ["optimizer.lr=-1"], "optimizer.lr must be > 0"),
+    ("`optimizer.lr=-1`", ["optimizer.lr=-1"], "optimizer.lr must be >= 0"),
     ("`data.p=10000` (built-in data)", ["data.p=10000"], "data.p=10000 identities per batch"),
     ("`data=folder` without `data.root`", ["data=folder"], "data.root has no value"),
     ("`data.k=1`", ["data.k=1"], "data.k (images per identity) must be >= 2"),

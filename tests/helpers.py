@@ -295,7 +295,7 @@ def compose_in_process(config: str, output_dir, overrides) -> DictConfig:  # noq
 
 def train_in_process(tmp_path, *overrides, logger: bool = False, tiny: bool = True):
     """Call ``train`` on the composed train.yaml (TINY synthetic settings unless ``tiny=False``): train.py's
-    code path without a new interpreter (tests/test_train_e2e.py covers train.py itself)."""
+    code path without a new interpreter (tests/run/test_train_e2e.py covers train.py itself)."""
     from omegaconf import open_dict
 
     from facenet_pl.run.fit import train

@@ -3,7 +3,7 @@
 The network of davidsandberg/facenet's and timesler/facenet-pytorch's published face models (trained on
 VGGFace2 and CASIA-WebFace). Its module and parameter names are those of facenet-pytorch's
 ``InceptionResnetV1``, so their state dicts load as they are (``backbone.weights=20180402-114759-vggface2.pt``;
-the ``logits.*`` classifier is dropped), and ``tests/test_weights.py`` checks that both give the same embeddings.
+the ``logits.*`` classifier is dropped), and ``tests/models/test_weights.py`` checks that both give the same embeddings.
 
 Registered with timm like ``facenet_small``: ``forward_features`` is the 1792-channel map after ``block8``;
 the head pools it, applies dropout (0.6, that model's training setting), the 512-d bottleneck ``last_linear``

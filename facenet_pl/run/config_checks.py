@@ -222,7 +222,7 @@ def check_config_early(cfg: DictConfig, task: str = "train") -> None:
     size = _number(cfg, "backbone.input_size")
     _require(size >= 16, f"backbone.input_size must be >= 16, got {size}")
     lr = _number(cfg, "optimizer.lr", float, required=False)
-    _require(lr is None or lr > 0, f"optimizer.lr must be > 0, got {lr}")
+    _require(lr is None or lr >= 0, f"optimizer.lr must be >= 0 (0 keeps the weights as they are), got {lr}")
     wd = _number(cfg, "optimizer.weight_decay", float, required=False)
     _require(wd is None or wd >= 0, f"optimizer.weight_decay must be >= 0, got {wd}")
     _number(cfg, "model.max_abs_weight", float, required=False)
