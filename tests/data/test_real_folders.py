@@ -264,7 +264,7 @@ def test_gray_sources_are_recorded_and_a_gray_model_embeds_colour_as_gray(tmp_pa
     colour = np.random.default_rng(1).integers(0, 256, (40, 40, 3)).astype(np.uint8)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     Image.fromarray(colour).convert("L").save(tmp_path / "as_gray.png")
-    from facenet_pl.cli.main import _embed_files
+    from facenet_pl.cli.common import embed_files as _embed_files
 
     _, _, emb = _embed_files(str(ckpt), [tmp_path / "colour.png", tmp_path / "as_gray.png"], flip=False)
     assert np.allclose(emb[0], emb[1], atol=1e-6)
