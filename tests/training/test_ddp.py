@@ -39,7 +39,7 @@ def _rec_overrides(tmp_path) -> list[str]:
         "data.num_workers=1",
         "loss=arcface",
         "augment=none",
-        "+callbacks.ref._target_=tests.test_losses.ReferenceLoss",
+        "+callbacks.ref._target_=tests.losses.test_losses.ReferenceLoss",
         f"+callbacks.ref.path={tmp_path / 'ref.jsonl'}",
     ]
 

@@ -127,7 +127,7 @@ def _counts(tmp_path, *overrides):
             "trainer.max_epochs=2",
             "trainer.log_every_n_steps=1000",  # Lightning reads logged values only when it logs
             "trainer.enable_progress_bar=false",
-            "+callbacks.syncs._target_=tests.test_host_sync.CountSyncs",
+            "+callbacks.syncs._target_=tests.training.test_host_sync.CountSyncs",
             *overrides,
         )
     finally:
@@ -157,7 +157,7 @@ class FloatEachStep(Callback):
 def test_the_counter_sees_a_sync(tmp_path):
     """The instrument itself: a float() of a tensor in the step is counted."""
     counts, _ = _counts(
-        tmp_path, "model.guard_every_n_steps=4", "+callbacks.float._target_=tests.test_host_sync.FloatEachStep"
+        tmp_path, "model.guard_every_n_steps=4", "+callbacks.float._target_=tests.training.test_host_sync.FloatEachStep"
     )
     assert counts.get((5, "step")) == ["aten::_local_scalar_dense"]
 
