@@ -82,7 +82,10 @@ def _rows(path) -> list[dict]:
 
 
 def _reference(tmp_path) -> list[str]:
-    return ["+callbacks.ref._target_=tests.losses.test_losses.ReferenceLoss", f"+callbacks.ref.path={tmp_path / 'ref.jsonl'}"]
+    return [
+        "+callbacks.ref._target_=tests.losses.test_losses.ReferenceLoss",
+        f"+callbacks.ref.path={tmp_path / 'ref.jsonl'}",
+    ]
 
 
 @pytest.mark.parametrize("name", list(PML))
