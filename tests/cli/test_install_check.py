@@ -59,9 +59,11 @@ def test_the_suite_ends_when_make_is_killed(tmp_path):
 
     def survives(die_with_parent: bool) -> bool:
         started.unlink(missing_ok=True)
-        env = "FACENET_PL_TESTS_DIE_WITH_PARENT=1 " if die_with_parent else ""
-        cmd = f"{env}{sys.executable} -c {_quote(child_code)} > /dev/null 2>&1 & echo $!; wait"
-        parent = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "FACENET_PL_TESTS_DIE_WITH_PARENT"}  # make test sets it
+        if die_with_parent:
+            env["FACENET_PL_TESTS_DIE_WITH_PARENT"] = "1"
+        cmd = f"{sys.executable} -c {_quote(child_code)} > /dev/null 2>&1 & echo $!; wait"
+        parent = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         child = int(parent.stdout.readline())
         try:
             deadline = time.monotonic() + 60
