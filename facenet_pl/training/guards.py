@@ -10,6 +10,8 @@ message names the first bad step, and no checkpoint holds weights from after it.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import torch
 
 from facenet_pl.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
 MAX_ABS_WEIGHT = 1e6
@@ -161,3 +165,80 @@ def parse_guard_every(setting: int | str) -> int | None:
     if n < 1 or str(setting).strip() != str(n):
         raise ConfigError(f"model.guard_every_n_steps={setting!r}: a whole number >= 1, or auto")
     return n
+
+
+#: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
+COLLAPSE_DISTANCE = 1e-4
+#: Collapse: the batch's mean pairwise squared distance fell below this fraction of the largest seen in the run.
+COLLAPSE_RATIO = 0.02
+#: ... or below this larger fraction while the mined triplets' distances are all inside a tenth of the margin (the
+#: loss then sits at the margin: d(a,p) ~ d(a,n) ~ 0), as hardest negatives at a high learning rate do.
+COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
+
+
+@dataclass
+class CollapseWatch:
+    """Warns (once per 100 steps) when the embeddings converge to one point, f(x) = const: the batch's mean pairwise
+    squared distance (``train/spread``; 2 for random unit vectors) falls below ``COLLAPSE_RATIO`` of the largest this
+    run has had (``spread_max``, kept in checkpoints), or below ``COLLAPSE_DISTANCE``; or below
+    ``COLLAPSE_RATIO_AT_MARGIN`` of it while the mined d(a,p) and d(a,n) (NaN: no triplet) are both under a tenth of
+    the margin (every triplet's loss at the margin)."""
+
+    spread_max: float = 0.0
+    warnings: int = 0
+    next_warning: int = 0
+
+    def check(
+        self,
+        step: int,
+        spread: float,
+        d_an: float,
+        d_ap: float,
+        margin: float | None,
+        classifier: str | None = None,
+        triplets: bool = True,
+    ) -> None:
+        """Judge one batch; ``classifier``: the classification loss's name, if any, and ``triplets``: whether a
+        triplet loss is part of it (they choose the advice)."""
+        if not math.isfinite(spread):
+            return
+        self.spread_max = max(self.spread_max, spread)
+        if step < self.next_warning:
+            return
+        inside = COLLAPSE_MARGIN_FRACTION * float(margin) if margin is not None else float("nan")
+        at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
+        if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
+            log.warning(
+                "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
+                "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point%s",
+                step,
+                spread,
+                100 * spread / max(self.spread_max, 1e-12),
+                self.spread_max,
+                d_an,
+                d_ap,
+                collapse_advice(classifier, triplets),
+            )
+            self.warnings += 1
+            self.next_warning = step + 100
+
+
+def collapse_advice(classifier: str | None, triplets: bool) -> str:
+    """What to change, for this run's loss: every suggestion is one the run's config accepts (a classification loss
+    refuses miner=...)."""
+    if classifier is None:
+        return (
+            " (the paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
+            "loss.margin."
+        )
+    if not triplets:
+        return (
+            f". loss={classifier} packs the embeddings into a narrow cone when each training person is "
+            "seen few times (docs/losses.md): use loss=triplet_arcface (the triplet loss plus ArcFace at weight "
+            "0.01), more images per person, or a lower optimizer.lr."
+        )
+    return (
+        f" (hardest negatives, or the {classifier} part at too large a weight packing the embeddings "
+        "into a narrow cone). Try a lower loss.classification_weight (0.01, the default, did better than 1; "
+        "docs/losses.md), miner=semihard, or a lower optimizer.lr."
+    )

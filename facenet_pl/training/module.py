@@ -24,13 +24,14 @@ from facenet_pl.models import FaceNetEmbedding
 from facenet_pl.models.normalization import normalize_images
 from facenet_pl.training.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
     MAX_ABS_WEIGHT,
+    CollapseWatch,
     DivergedWeightsError,
     GuardReading,
     NonFiniteLossError,
     TrainingGuards,
     guard_every,
 )
-from facenet_pl.training.schedulers import build_scheduler, scheduler_config
+from facenet_pl.training.schedulers import build_scheduler, scheduler_config, total_training_steps
 from facenet_pl.utils.config import plain as _plain
 from facenet_pl.utils.errors import ConfigError
 
@@ -51,15 +52,6 @@ LOGGED_PAIR_METRICS = {
     "identities": "identities",
     "folds": "folds",
 }
-#: Squared distance under which every embedding counts as the same point (unit vectors: max 4).
-COLLAPSE_DISTANCE = 1e-4
-#: Collapse: the batch's mean pairwise squared distance fell below this fraction of the largest seen in the run.
-COLLAPSE_RATIO = 0.02
-#: ... or below this larger fraction while the mined triplets' distances are all inside a tenth of the margin (the
-#: loss then sits at the margin: d(a,p) ~ d(a,n) ~ 0), as hardest negatives at a high learning rate do.
-COLLAPSE_RATIO_AT_MARGIN, COLLAPSE_MARGIN_FRACTION = 0.10, 0.1
-
-
 #: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
 #: "Small folders": 16 and 26 training people measured).
 SMALL_FOLDER_PEOPLE = 50
@@ -185,9 +177,8 @@ class FaceNetModule(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None
         #: Names of the validation and test identities of the training data (read from checkpoints).
         self.identity_splits: dict[str, list[str]] = {}
-        self.collapse_warnings, self._next_collapse_warning = 0, 0
-        #: Largest batch spread (mean pairwise squared distance) seen so far: collapse is judged against it.
-        self.spread_max = 0.0
+        #: Watches the batch spread for collapse; its largest spread so far is kept in checkpoints.
+        self.collapse = CollapseWatch()
         self.val_embeddings = EmbeddingCollector()
         self._bin_collectors: dict[int, EmbeddingCollector] = {}  # data.val_bins sets, by validation loader
         self.register_buffer("threshold", torch.tensor(float("nan")))
@@ -343,7 +334,7 @@ class FaceNetModule(pl.LightningModule):
             "data": self.data_config,
             "identity_splits": splits,
             "calibration": dict(self.calibration),
-            "spread_max": self.spread_max,
+            "spread_max": self.collapse.spread_max,
             "data_summary": dict(getattr(dm, "data_summary", None) or {}),
             "data_resolved": dm.resolved_settings() if hasattr(dm, "resolved_settings") else {},
             "num_classes": self.classifier.num_classes if self.classifier is not None else 0,
@@ -365,7 +356,7 @@ class FaceNetModule(pl.LightningModule):
         self._guards = None  # made again from the restored spread_max
         run = checkpoint.get("facenet_pl") or {}
         self.calibration = dict(run.get("calibration") or {})
-        self.spread_max = float(run.get("spread_max") or 0.0)
+        self.collapse.spread_max = float(run.get("spread_max") or 0.0)
         if self.classifier is not None and run.get("num_classes") and not self.classifier.built:
             self.classifier.build(int(run["num_classes"]), self.net.embedding_dim)  # loading without the data
         if run.get("data") is not None and self.data_config is None:
@@ -477,7 +468,7 @@ class FaceNetModule(pl.LightningModule):
 
     def _training_guards(self) -> TrainingGuards:
         if self._guards is None or self._guards.device != self.device:
-            self._guards = TrainingGuards(self.device, self.max_abs_weight, self.spread_max)
+            self._guards = TrainingGuards(self.device, self.max_abs_weight, self.collapse.spread_max)
             self._guards.every = guard_every(self.guard_every_n_steps, self.device)  # resolved once, not per step
         return self._guards
 
@@ -487,7 +478,7 @@ class FaceNetModule(pl.LightningModule):
         if self._guards is None:
             return None
         r = self._guards.read()
-        self.spread_max = max(self.spread_max, r.spread_max)
+        self.collapse.spread_max = max(self.collapse.spread_max, r.spread_max)
         if r.bad_step >= 0 and r.bad_what == "loss":
             stopped = (
                 "training stopped before this step's update"
@@ -508,54 +499,10 @@ class FaceNetModule(pl.LightningModule):
         return r
 
     def _check_collapse(self, spread: float, d_an: float, d_ap: float) -> None:
-        """Warn (once per 100 steps) when the embeddings converge to one point, f(x) = const: the batch's mean
-        pairwise squared distance (``train/spread``; 2 for random unit vectors) falls below ``COLLAPSE_RATIO`` of
-        the largest this run has had (kept in checkpoints), or below ``COLLAPSE_DISTANCE``; or below
-        ``COLLAPSE_RATIO_AT_MARGIN`` of it while the mined d(a,p) and d(a,n) (NaN: no triplet) are both under a tenth
-        of the margin (every triplet's loss at the margin). Judged on the batch of each guard read."""
-        if not math.isfinite(spread):
-            return
-        self.spread_max = max(self.spread_max, spread)
-        if self.global_step < self._next_collapse_warning:
-            return
+        """Embedding collapse, judged on the batch of each guard read (:class:`CollapseWatch`)."""
         margin = getattr(self.triplet_loss, "margin", None)  # (a classification loss has no triplets: d_an is NaN)
-        inside = COLLAPSE_MARGIN_FRACTION * float(margin) if margin is not None else float("nan")
-        at_margin = d_an < inside and d_ap < inside and spread < COLLAPSE_RATIO_AT_MARGIN * self.spread_max
-        if spread < max(COLLAPSE_DISTANCE, COLLAPSE_RATIO * self.spread_max) or at_margin:
-            log.warning(
-                "embedding collapse at step %d: the batch's mean squared distance is %.2e, %.1f%% of this run's "
-                "largest (%.2e); mined d(a,n)=%.2e, d(a,p)=%.2e. The model is mapping every face to one point%s",
-                self.global_step,
-                spread,
-                100 * spread / max(self.spread_max, 1e-12),
-                self.spread_max,
-                d_an,
-                d_ap,
-                self._collapse_advice(),
-            )
-            self.collapse_warnings += 1
-            self._next_collapse_warning = self.global_step + 100
-
-    def _collapse_advice(self) -> str:
-        """What to change, for this run's loss: every suggestion is one the run's config accepts (a classification
-        loss refuses miner=...)."""
-        triplet = (
-            " (the paper's warning about hardest negatives). Try miner=semihard, a lower optimizer.lr, or a larger "
-            "loss.margin."
-        )
-        if self.classifier is None:
-            return triplet
-        if self.triplet_loss is None:
-            return (
-                f". loss={self.classifier.name} packs the embeddings into a narrow cone when each training person is "
-                "seen few times (docs/losses.md): use loss=triplet_arcface (the triplet loss plus ArcFace at weight "
-                "0.01), more images per person, or a lower optimizer.lr."
-            )
-        return (
-            f" (hardest negatives, or the {self.classifier.name} part at too large a weight packing the embeddings "
-            "into a narrow cone). Try a lower loss.classification_weight (0.01, the default, did better than 1; "
-            "docs/losses.md), miner=semihard, or a lower optimizer.lr."
-        )
+        name = self.classifier.name if self.classifier is not None else None
+        self.collapse.check(self.global_step, spread, d_an, d_ap, margin, name, self.triplet_loss is not None)
 
     # -- validation and test ---------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -646,29 +593,6 @@ class FaceNetModule(pl.LightningModule):
         return res
 
     # -- optimisation ----------------------------------------------------------------------
-    def _total_training_steps(self) -> int:
-        """Optimiser steps the run will take (for the LR schedule), like ``trainer.estimated_stepping_batches``.
-
-        That property makes Lightning build the train loader's iterator before a checkpoint is restored,
-        so a resumed run would start from the first batch of epoch 0; counting the datamodule's batches
-        leaves the loader to be built after the restore.
-        """
-        t = self.trainer
-        per_epoch = getattr(t.datamodule, "train_batches_per_epoch", None)
-        if per_epoch is None:
-            return int(t.estimated_stepping_batches)
-        if t.max_epochs == -1 and t.max_steps == -1:
-            raise ConfigError(
-                "trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
-                "needs an end. Set one of them, or scheduler=none."
-            )
-        if t.max_epochs == -1:
-            return int(t.max_steps)
-        n, limit = per_epoch(), t.limit_train_batches
-        n = int(n * limit) if isinstance(limit, float) else min(n, int(limit))
-        steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
-        return min(steps, t.max_steps) if t.max_steps != -1 else steps
-
     def _param_groups(self) -> list[dict[str, Any]]:
         """The network's parameters; the class weights of a classification loss as their own group (their own LR
         with ``loss.classifier_lr``)."""
@@ -686,5 +610,5 @@ class FaceNetModule(pl.LightningModule):
         opt = instantiate(opt_cfg, _partial_=True)(params=self._param_groups())  # param groups stay plain dicts
         if scheduler_config(self.hparams.scheduler) is None:
             return opt
-        main = build_scheduler(self.hparams.scheduler, opt, self._total_training_steps())
+        main = build_scheduler(self.hparams.scheduler, opt, total_training_steps(self.trainer))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hydra.utils import get_class, instantiate
 
@@ -51,3 +53,27 @@ def check_scheduler(cfg: dict | None) -> None:
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
         raise ConfigError(f"scheduler._target_={sched['_target_']!r} is not an LR scheduler class")
+
+
+def total_training_steps(trainer) -> int:
+    """Optimiser steps the run will take (for the LR schedule), like ``trainer.estimated_stepping_batches``.
+
+    That property makes Lightning build the train loader's iterator before a checkpoint is restored,
+    so a resumed run would start from the first batch of epoch 0; counting the datamodule's batches
+    leaves the loader to be built after the restore.
+    """
+    t = trainer
+    per_epoch = getattr(t.datamodule, "train_batches_per_epoch", None)
+    if per_epoch is None:
+        return int(t.estimated_stepping_batches)
+    if t.max_epochs == -1 and t.max_steps == -1:
+        raise ConfigError(
+            "trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever: the LR schedule "
+            "needs an end. Set one of them, or scheduler=none."
+        )
+    if t.max_epochs == -1:
+        return int(t.max_steps)
+    n, limit = per_epoch(), t.limit_train_batches
+    n = int(n * limit) if isinstance(limit, float) else min(n, int(limit))
+    steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
+    return min(steps, t.max_steps) if t.max_steps != -1 else steps

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from ..helpers import TINY, run_cli, run_entry, write_face_folders
+from ..helpers import TINY, run_cli, run_entry, run_entry_in_fork, write_face_folders
 
 
 @pytest.fixture(scope="module")
 def compiled_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("compiled") / "run"
-    r = run_entry("train.py", *TINY, "trainer.max_epochs=1", "model.compile=eager", f"hydra.run.dir={run}")
+    # in a fork: TorchDynamo's backward leaves autograd threads in a process, and a later test that forks a
+    # training from pytest's process then fails (torch: "autograd's threading in combination with fork")
+    r = run_entry_in_fork("train.py", *TINY, "trainer.max_epochs=1", "model.compile=eager", f"hydra.run.dir={run}")
     assert r.returncode == 0, r.stderr[-3000:]
     return run
 

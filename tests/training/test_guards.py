@@ -60,10 +60,10 @@ def test_collapse_is_detected_and_warned(caplog):
     m = tiny_module()
     with caplog.at_level(logging.WARNING):
         m._check_collapse(0.0, 1e-7, 1e-7)
-    assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
+    assert m.collapse.warnings == 1 and "embedding collapse" in caplog.text
     m2 = tiny_module()
     m2._check_collapse(1.9, 0.9, 0.3)
-    assert m2.collapse_warnings == 0
+    assert m2.collapse.warnings == 0
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_collapse_advice_is_one_the_runs_loss_accepts(caplog, loss, miner, says,
     m = tiny_module(loss=loss, miner=target)
     with caplog.at_level(logging.WARNING):
         m._check_collapse(0.0, float("nan"), float("nan"))
-    assert m.collapse_warnings == 1 and says in caplog.text and never not in caplog.text, caplog.text
+    assert m.collapse.warnings == 1 and says in caplog.text and never not in caplog.text, caplog.text
 
 
 def test_non_finite_loss_raises_in_training_step(monkeypatch):
@@ -201,13 +201,13 @@ def test_collapse_is_judged_against_the_runs_own_early_distances(caplog):
     m = _module()
     with caplog.at_level(logging.WARNING):
         _judge(m, healthy, stats)
-        assert m.collapse_warnings == 0 and m.spread_max > 1.5
+        assert m.collapse.warnings == 0 and m.collapse.spread_max > 1.5
         _judge(m, shrunk(0.03), stats)  # spread ~2e-3: 0.1% of the run's
-    assert m.collapse_warnings == 1 and "embedding collapse" in caplog.text
+    assert m.collapse.warnings == 1 and "embedding collapse" in caplog.text
     m2 = _module()
     _judge(m2, healthy, stats)
     _judge(m2, shrunk(0.6), stats)  # spread ~0.5: a model that clusters, not a collapse
-    assert m2.collapse_warnings == 0
+    assert m2.collapse.warnings == 0
 
 
 def test_a_collapse_sitting_at_the_margin_is_warned_without_false_alarms(caplog):
@@ -236,7 +236,7 @@ def test_a_collapse_sitting_at_the_margin_is_warned_without_false_alarms(caplog)
         with caplog.at_level(logging.WARNING):
             _judge(m, healthy, stats(0.8, 0.3))
             _judge(m, spread_at(fraction), stats(d_an, d_ap))
-        assert m.collapse_warnings == warned, (fraction, d_an, d_ap)
+        assert m.collapse.warnings == warned, (fraction, d_an, d_ap)
 
 
 def test_hardest_negatives_at_a_high_learning_rate_warn_and_a_healthy_run_does_not(tmp_path, caplog):
@@ -266,4 +266,4 @@ def test_the_collapse_reference_travels_with_checkpoints(tmp_path):
     restored = FaceNetModule.load_from_checkpoint(
         tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
-    assert restored.spread_max == saved
+    assert restored.collapse.spread_max == saved

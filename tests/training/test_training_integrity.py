@@ -205,11 +205,13 @@ def test_lr_schedule_length_equals_lightnings_estimate(trainer_kwargs):
     before a checkpoint is restored); once training runs, Lightning's own estimate must agree."""
     import pytorch_lightning as pl
 
+    from facenet_pl.training.schedulers import total_training_steps
+
     seen = {}
 
     class Compare(pl.Callback):
         def on_train_start(self, trainer, module):
-            seen["ours"], seen["lightning"] = module._total_training_steps(), trainer.estimated_stepping_batches
+            seen["ours"], seen["lightning"] = total_training_steps(trainer), trainer.estimated_stepping_batches
             raise KeyboardInterrupt  # nothing more to train
 
     dm = tiny_datamodule(image_size=32)
