@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from facenet_pl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +220,66 @@ class CudaSyncCounter(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not Path(self.path).exists():
             self._stop(trainer.global_step)
+
+
+#: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
+#: "Small folders": 16 and 26 training people measured).
+SMALL_FOLDER_PEOPLE = 50
+
+
+class FitChecks(Callback):
+    """What a training run checks once its data is set up, before the first step: a validation that
+    ``trainer.limit_val_batches`` would cut short (it chooses the checkpoint), and a folder of few people trained
+    from scratch (a warning that names what works better)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            check_validation_is_whole(trainer, trainer.datamodule)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        warn_small_folder(trainer, pl_module)
+
+
+def check_validation_is_whole(trainer: pl.Trainer, dm) -> None:
+    """val/acc, which chooses the checkpoint and the threshold, needs every validation image embedded: a
+    ``trainer.limit_val_batches`` that cuts validation short ended the first epoch in Lightning's "could not
+    find the monitored key" traceback. Said here, before the first step."""
+    t = trainer
+    split, size = getattr(dm, "val_split", None), getattr(dm, "val_batch_size", None)
+    limit = t.limit_val_batches
+    if split is None or not size or t.fast_dev_run or (isinstance(limit, float) and limit >= 1.0):
+        return
+    monitors = sorted({str(cb.monitor) for cb in t.checkpoint_callbacks if getattr(cb, "monitor", None)})
+    if not any(m.startswith("val/") for m in monitors):
+        return
+    batches = math.ceil(math.ceil(len(split.dataset) / t.world_size) / size)
+    allowed = int(limit) if isinstance(limit, int) else int(batches * limit)
+    if allowed < batches:
+        raise ConfigError(
+            f"trainer.limit_val_batches={limit} embeds {allowed} of the {batches} validation batches "
+            f"(data.val_batch_size={size}), but {monitors[0]}, which chooses the checkpoint, is measured on "
+            "every validation pair: leave trainer.limit_val_batches unset (or 1.0), or use "
+            "trainer.fast_dev_run=true for a smoke run"
+        )
+
+
+def warn_small_folder(trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    """A folder with few training people and no trained weights to start from: say what works better (the
+    plan is the data module's, made from the file list before this)."""
+    dm = trainer.datamodule
+    plan = getattr(dm, "plan", None)
+    started = (module.hparams.get("model") or {}).get("init_from") or (module.hparams.get("backbone") or {}).get(
+        "weights"
+    )
+    if plan is None or started or len(plan.train_ids) >= SMALL_FOLDER_PEOPLE:
+        return
+    named = getattr(dm, "test_identities", None)  # cv=N names each run's test people (a list)
+    cv = named is not None and not isinstance(named, str | int | float)
+    log.warning(
+        "data: %d training people. Trained from scratch on so few, a network learns these people rather than "
+        "faces: on ORL an imported face model scored 99.9%% as it came, 86.9%% trained from scratch "
+        "(benchmarks/README.md). Start from a trained model: facenet-pl import-weights dlib -o dlib.safetensors, "
+        "then experiment=finetune_dlib model.init_from=dlib.safetensors (docs/trained-models.md)%s",
+        len(plan.train_ids),
+        "" if cv else "; cv=5 for a steadier test figure",
+    )

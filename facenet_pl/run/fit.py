@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from facenet_pl.data.images import DEFAULT_FIT
 from facenet_pl.models.complexity import model_complexity
-from facenet_pl.run.callbacks import ModelSummary, RichModelSummary
+from facenet_pl.run.callbacks import FitChecks, ModelSummary, RichModelSummary
 from facenet_pl.run.config_checks import check_config
 from facenet_pl.run.config_tree import print_config_tree
 from facenet_pl.run.loggers import ResumableCSVLogger
@@ -284,6 +284,7 @@ def fit_once(cfg: DictConfig) -> dict[str, Any]:
         from pytorch_lightning.utilities.imports import _RICH_AVAILABLE  # Lightning's own choice of the two
 
         callbacks.append(RichModelSummary() if _RICH_AVAILABLE else ModelSummary())
+    callbacks.append(FitChecks())  # validation cut short, a small folder from scratch: before the first step
     if ckpt_path:  # the CSV logger drops rows logged after this checkpoint (they are trained again)
         for lg in loggers:
             if isinstance(lg, ResumableCSVLogger):

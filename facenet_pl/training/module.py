@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from typing import Any
 
@@ -52,9 +51,6 @@ LOGGED_PAIR_METRICS = {
     "identities": "identities",
     "folds": "folds",
 }
-#: A folder with fewer training people than this, trained from scratch, gets a warning (benchmarks/README.md,
-#: "Small folders": 16 and 26 training people measured).
-SMALL_FOLDER_PEOPLE = 50
 
 
 def _loss_parts(criterion) -> tuple[torch.nn.Module | None, ClassificationLoss | None]:
@@ -192,7 +188,6 @@ class FaceNetModule(pl.LightningModule):
         if stage != "fit":
             return
         dm = self.trainer.datamodule if self._trainer is not None else None
-        self._check_validation_is_whole(dm)
         if self.classifier is not None:
             self._build_classifier(dm)
         if not self.offline_mining:
@@ -267,52 +262,8 @@ class FaceNetModule(pl.LightningModule):
         return emb
 
     # -- training --------------------------------------------------------------------------
-    def _check_validation_is_whole(self, dm) -> None:
-        """val/acc, which chooses the checkpoint and the threshold, needs every validation image embedded: a
-        ``trainer.limit_val_batches`` that cuts validation short ended the first epoch in Lightning's "could not
-        find the monitored key" traceback. Said here, before the first step."""
-        t = self.trainer
-        split, size = getattr(dm, "val_split", None), getattr(dm, "val_batch_size", None)
-        limit = t.limit_val_batches
-        if split is None or not size or t.fast_dev_run or (isinstance(limit, float) and limit >= 1.0):
-            return
-        monitors = sorted({str(cb.monitor) for cb in t.checkpoint_callbacks if getattr(cb, "monitor", None)})
-        if not any(m.startswith("val/") for m in monitors):
-            return
-        batches = math.ceil(math.ceil(len(split.dataset) / t.world_size) / size)
-        allowed = int(limit) if isinstance(limit, int) else int(batches * limit)
-        if allowed < batches:
-            raise ConfigError(
-                f"trainer.limit_val_batches={limit} embeds {allowed} of the {batches} validation batches "
-                f"(data.val_batch_size={size}), but {monitors[0]}, which chooses the checkpoint, is measured on "
-                "every validation pair: leave trainer.limit_val_batches unset (or 1.0), or use "
-                "trainer.fast_dev_run=true for a smoke run"
-            )
-
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
-        self._warn_small_folder()
-
-    def _warn_small_folder(self) -> None:
-        """A folder with few training people and no trained weights to start from: say what works better (the
-        plan is the data module's, made from the file list before this)."""
-        dm = self._trainer.datamodule if self._trainer is not None else None
-        plan = getattr(dm, "plan", None)
-        started = (self.hparams.get("model") or {}).get("init_from") or (self.hparams.get("backbone") or {}).get(
-            "weights"
-        )
-        if plan is None or started or len(plan.train_ids) >= SMALL_FOLDER_PEOPLE:
-            return
-        named = getattr(dm, "test_identities", None)  # cv=N names each run's test people (a list)
-        cv = named is not None and not isinstance(named, str | int | float)
-        log.warning(
-            "data: %d training people. Trained from scratch on so few, a network learns these people rather than "
-            "faces: on ORL an imported face model scored 99.9%% as it came, 86.9%% trained from scratch "
-            "(benchmarks/README.md). Start from a trained model: facenet-pl import-weights dlib -o dlib.safetensors, "
-            "then experiment=finetune_dlib model.init_from=dlib.safetensors (docs/trained-models.md)%s",
-            len(plan.train_ids),
-            "" if cv else "; cv=5 for a steadier test figure",
-        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the random state (flip augmentation draws from it), so a resumed run continues it exactly;
