@@ -13,6 +13,22 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def _threads_for_this_worker() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), each worker gets its share of the cores, for torch's
+    intra-op pool and for the processes its tests start (``OMP_NUM_THREADS`` is read by a new process's torch):
+    two workers each with a pool of every core oversubscribe them, which made ``-n 2`` slower than one process
+    (7:53 against 6:17 on 2 cores); one thread a worker took the suite from 6:36 to 3:37 (README, Development).
+    Set before torch is imported here; a variable the user set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+
+
+_threads_for_this_worker()
+
 from facenet_pl.run.dirs import register_resolvers  # noqa: E402  (train.py/eval.py register it the same way)
 
 register_resolvers()
