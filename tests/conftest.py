@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# decode caches that tests leave at data.cache_dir's default go to a folder of this process's, not the clone's
+# .cache/facenet_pl (workers run side by side; nothing lands in the repository)
+if "FACENET_PL_CACHE_DIR" not in os.environ:
+    os.environ["FACENET_PL_CACHE_DIR"] = tempfile.mkdtemp(prefix="facenet_pl_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["FACENET_PL_CACHE_DIR"], ignore_errors=True)
 
 
 def _threads_for_this_worker() -> None:
