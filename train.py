@@ -9,10 +9,10 @@ Examples:
 import hydra
 from omegaconf import DictConfig
 
-from facenet_pl.run.dirs import register_resolvers
+from facenet_pl.run.dirs import register_hydra
 from facenet_pl.utils.errors import exit_on_user_error
 
-register_resolvers()  # ${unique_dir:...}: run directories never shared (conf/hydra/default.yaml)
+register_hydra()  # ${unique_dir:...} (run directories never shared) and model.*'s schema
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -37,9 +37,9 @@ def _threads_for_this_worker() -> None:
 
 _threads_for_this_worker()
 
-from facenet_pl.run.dirs import register_resolvers  # noqa: E402  (train.py/eval.py register it the same way)
+from facenet_pl.run.dirs import register_hydra  # noqa: E402  (train.py/eval.py register it the same way)
 
-register_resolvers()
+register_hydra()
 
 
 def pytest_configure(config) -> None:

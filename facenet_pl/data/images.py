@@ -85,6 +85,17 @@ FIT_MODES = ("crop", "pad", "stretch")
 DEFAULT_FIT = "crop"
 
 
+def load_image_settings(preprocess: dict | None) -> dict:
+    """A model's stored ``preprocess`` (the data's ``crop_size``, ``fit``, ``grayscale``) as :func:`load_image`'s
+    ``crop``, ``fit`` and ``grayscale`` arguments: how image files become that model's input."""
+    preprocess = preprocess or {}
+    return {
+        "crop": preprocess.get("crop_size"),
+        "fit": preprocess.get("fit", DEFAULT_FIT),
+        "grayscale": bool(preprocess.get("grayscale", False)),
+    }
+
+
 def load_image(
     path: str | Path, size: int, crop: int | None = None, fit: str = DEFAULT_FIT, grayscale: bool = False
 ) -> np.ndarray | None:

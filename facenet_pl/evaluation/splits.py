@@ -13,6 +13,31 @@ from facenet_pl.evaluation.verification import ci95, evaluate_pairs
 log = logging.getLogger(__name__)
 
 
+#: :func:`score_split` result key -> the name it is logged under (``val/<name>``, ``test/<name>``).
+LOGGED_PAIR_METRICS = {
+    "accuracy": "acc",
+    "accuracy_std": "acc_std",
+    "accuracy_ci95_low": "acc_ci95_low",
+    "accuracy_ci95_high": "acc_ci95_high",
+    "threshold": "threshold",
+    "val": "val_at_far",
+    "far": "far",
+    "auc": "auc",
+    "eer": "eer",
+    "pairs": "pairs",
+    "identities": "identities",
+    "folds": "folds",
+    "accuracy_other_folds_threshold": "acc_other_folds_threshold",  # (only where a validation threshold exists)
+}
+#: What a ``data.val_bins`` set logs (``val/<set>/<name>``): its own protocol's k-fold figures.
+LOGGED_BIN_METRICS = {"accuracy": "acc", "accuracy_std": "acc_std", "auc": "auc", "eer": "eer"}
+
+
+def logged_metrics(res: dict[str, Any], prefix: str, names: dict[str, str] = LOGGED_PAIR_METRICS) -> dict[str, float]:
+    """``{"<prefix>/<name>": value}`` of a :func:`score_split` result, as training logs it."""
+    return {f"{prefix}/{name}": float(res[key]) for key, name in names.items() if key in res}
+
+
 def accuracy_at(split, distances: np.ndarray, threshold: float) -> float:
     """Accuracy of "same iff distance < threshold" on the split's reported pairs (one fixed threshold)."""
     t = split.tested()

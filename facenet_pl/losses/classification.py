@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,6 +76,19 @@ class ClassificationLoss(nn.Module):
         self.loss = self._make(int(num_classes), int(embedding_dim))
         self.num_classes = int(num_classes)
 
+    def build_for(self, labels: Any, embedding_dim: int) -> torch.Tensor:
+        """Class weights for the training identities ``labels`` (kept if already sized for them, e.g. restored from
+        a checkpoint); returns the sorted distinct labels: a label's position is its class index (its row)."""
+        if labels is None:
+            raise ConfigError(
+                f"loss={self.name} sizes its class weights from the training identities: it needs a facenet_pl "
+                "data module (trainer.fit(model, datamodule=...))"
+            )
+        classes = torch.unique(torch.as_tensor(np.asarray(labels), dtype=torch.long))
+        if not self.built or self.num_classes != len(classes):
+            self.build(len(classes), embedding_dim)
+        return classes
+
     def forward(self, embeddings: torch.Tensor, class_indices: torch.Tensor) -> torch.Tensor:
         if self.loss is None:
             raise RuntimeError("ClassificationLoss.build(num_classes, embedding_dim) was not called")
@@ -123,3 +137,44 @@ class CombinedLoss(nn.Module):
             return self.triplet_weight, self.classification_weight
         # one loss at a time: each at full weight (the weights balance the two only when they are summed)
         return (0.0, 1.0) if epoch < self.classification_epochs else (1.0, 0.0)
+
+
+def loss_parts(criterion: nn.Module) -> tuple[nn.Module | None, ClassificationLoss | None]:
+    """(triplet part, classification part) of a ``loss`` config's module: either may be None; any other loss module
+    takes mined triplets like the triplet loss."""
+    if isinstance(criterion, CombinedLoss):
+        return criterion.triplet, criterion.classification
+    if isinstance(criterion, ClassificationLoss):
+        return None, criterion
+    return criterion, None
+
+
+def loss_weights(criterion: nn.Module, epoch: int) -> tuple[float, float]:
+    """(triplet weight, classification weight) of ``epoch``: host numbers, no device work."""
+    if isinstance(criterion, CombinedLoss):
+        return criterion.weights(epoch)
+    return (1.0, 0.0) if loss_parts(criterion)[0] is not None else (0.0, 1.0)
+
+
+def check_loss_and_miner(criterion: nn.Module, miner: Any) -> None:
+    """A classification loss takes no triplets (a miner beside it would do nothing); a triplet loss needs one."""
+    triplet, classification = loss_parts(criterion)
+    if classification is not None and triplet is None and miner is not None:
+        raise ConfigError(
+            f"loss={classification.name} is a classification loss: it uses no triplets, so a miner would do "
+            f"nothing. Drop miner=... (loss={classification.name} selects miner=none itself)."
+        )
+    if triplet is not None and miner is None:
+        raise ConfigError("miner=none: the triplet loss needs a miner (miner=semihard, the paper's)")
+
+
+def param_groups(module: nn.Module, classification: ClassificationLoss | None) -> list[dict[str, Any]]:
+    """``module``'s parameters for the optimiser; a classification loss's class weights as their own group (with
+    their own learning rate when ``loss.classifier_lr`` is set)."""
+    if classification is None:
+        return [{"params": list(module.parameters())}]
+    own = {id(p) for p in classification.parameters()}
+    group: dict[str, Any] = {"params": list(classification.parameters())}
+    if classification.classifier_lr is not None:
+        group["lr"] = classification.classifier_lr
+    return [{"params": [p for p in module.parameters() if id(p) not in own]}, group]

@@ -14,6 +14,7 @@ import facenet_pl.models.dlib_resnet  # noqa: F401  (registers dlib_resnet with 
 import facenet_pl.models.inception_resnet_v1  # noqa: F401  (registers inception_resnet_v1 with timm)
 import facenet_pl.models.small_cnn  # noqa: F401  (registers facenet_small with timm)
 from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.settings import ModelSettings
 
 
 def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -59,11 +60,11 @@ class FaceNetEmbedding(nn.Module):
     def __init__(
         self,
         backbone: str = "facenet_small",
-        embedding_dim: int = 128,
+        embedding_dim: int = ModelSettings.embedding_dim,
         pretrained: bool = False,
-        dropout: float = 0.0,
+        dropout: float = ModelSettings.dropout,
         backbone_kwargs: dict[str, Any] | None = None,
-        head: str = "linear",
+        head: str = ModelSettings.head,
     ) -> None:
         super().__init__()
         if int(embedding_dim) < 1:
@@ -86,3 +87,16 @@ class FaceNetEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
         return F.normalize(self.head(self.dropout(feats)).float(), p=2, dim=1)
+
+
+def compile_network(net: nn.Module, setting: bool | str) -> nn.Module:
+    """``model.compile``: ``torch.compile`` the network, true for inductor or a backend's name (eager, aot_eager:
+    to tell a compiler problem from a model problem); an unknown name is one line listing the backends."""
+    backend = setting if isinstance(setting, str) else "inductor"
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ConfigError(
+            f"model.compile={backend!r}: not a torch.compile backend (true for inductor, or one of "
+            f"{', '.join(backends)})"
+        )
+    return torch.compile(net, backend=backend)

@@ -101,7 +101,10 @@ def check_missing(cfg: DictConfig) -> None:
                     node[key]
                 except InterpolationToMissingValueError as e:  # ${seed} with seed=???: name the empty key
                     target = str(child._value()).strip("${}")
-                    missing.add(target if "." not in target and ":" not in target else f"{full} ({e})")
+                    if target.startswith("missing:"):  # ${missing:}: this key itself
+                        missing.add(full)
+                    else:
+                        missing.add(target if "." not in target and ":" not in target else f"{full} ({e})")
                 except Exception:  # noqa: BLE001 - other resolution errors are reported where the value is used
                     pass
                 continue

@@ -170,10 +170,26 @@ def release_run_lock() -> None:
         _RUN_LOCK = None
 
 
-def register_resolvers() -> None:
-    """Make ``${unique_dir:...}`` available to the configs (idempotent)."""
+def register_hydra() -> None:
+    """What the configs need before Hydra composes them (idempotent): the ``${unique_dir:...}`` resolver (run
+    directories never shared, conf/hydra/default.yaml), ``${missing:}`` (a value the user must give) and the
+    schemas conf/ extends (``model/settings``)."""
+    from facenet_pl.utils.settings import store_schemas
+
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("missing"):
+        OmegaConf.register_new_resolver("missing", _missing_value)
+    store_schemas()
+
+
+def _missing_value() -> None:
+    """``${missing:}``: a value the user must give, where an experiment cannot write ``???`` (merging ``???`` onto
+    a value keeps the value, so ``experiment=finetune``'s ``model.init_from: ???`` once left it null and trained
+    from scratch). check_config_early names the key; resolving it anywhere else fails the same way."""
+    from omegaconf.errors import InterpolationToMissingValueError
+
+    raise InterpolationToMissingValueError("a value the user must give (${missing:})")
 
 
 #: Keys of a data config that name what is read from disk.

@@ -85,3 +85,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"disk full writing checkpoint {path} ({free_space(folder)} in {folder}); the previous "
                 "checkpoints there are intact. Free space and resume with ckpt_path=last."
             ) from None
+
+
+def rng_states() -> dict[str, Any]:
+    """The random state a checkpoint keeps (flip augmentation draws from it), so a resumed run continues it."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng_states(rng: dict[str, Any] | None) -> None:
+    """Set what :func:`rng_states` kept (the CUDA part only on as many devices as were saved); None: nothing."""
+    if not rng:
+        return
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])

@@ -16,14 +16,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 #: A weight or BatchNorm statistic larger than this in magnitude means training diverged (``model.max_abs_weight``).
-MAX_ABS_WEIGHT = 1e6
+MAX_ABS_WEIGHT = ModelSettings.max_abs_weight  # model.max_abs_weight's default
 #: ``model.guard_every_n_steps=auto``: every step on a CPU (a read costs nothing there), else every this many.
 GUARD_EVERY_ON_ACCELERATOR = 50
 
@@ -143,6 +145,38 @@ class TrainingGuards:
         step, kind, index = int(vals[0]), int(vals[1]), int(vals[2])
         what = "loss" if kind == 0 else (self.names[index] if 0 <= index < len(self.names) else f"tensor {index}")
         return GuardReading(step, what if step >= 0 else "", vals[3], *vals[4:8])
+
+    def check(self, step: int, when: str = "") -> GuardReading:
+        """:meth:`read`, then stop if a loss was non-finite or a weight diverged since the run began. ``step``: the
+        trainer's step now; ``when``: what the read is for, e.g. " (the checkpoint was not written)"."""
+        r = self.read()
+        if r.bad_step >= 0 and r.bad_what == "loss":
+            stopped = (
+                "training stopped before this step's update"
+                if r.bad_step == step
+                else f"training stopped at step {step}; no checkpoint holds weights from that step on"
+            )
+            raise NonFiniteLossError(
+                f"non-finite loss ({r.bad_value}) at step {r.bad_step}: {stopped}{when}. Lower optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the inputs."
+            )
+        if r.bad_step >= 0:
+            raise DivergedWeightsError(
+                f"training diverged at step {r.bad_step}: {r.bad_what} reached |value| {r.bad_value:.3g} (limit "
+                f"model.max_abs_weight={self.limit:g}); nothing from this point is checkpointed{when}. Lower "
+                "optimizer.lr, set trainer.gradient_clip_val, or use a scheduler with warm-up."
+            )
+        return r
+
+
+def check_finite_distances(distances: Any, stage: str, step: int) -> None:
+    """Stop when a validation or test pair distance is NaN or inf: the network's outputs diverged."""
+    d = np.asarray(distances)
+    if not np.isfinite(d).all():
+        raise DivergedWeightsError(
+            f"{stage}: {int((~np.isfinite(d)).sum())} of {len(d)} pair distances are NaN or inf at step {step}: the "
+            "network's outputs diverged. Lower optimizer.lr or set trainer.gradient_clip_val."
+        )
 
 
 def guard_every(setting: int | str, device: torch.device) -> int:

@@ -7,73 +7,52 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
 from facenet_pl.data.augment import build_augment
-from facenet_pl.data.images import DEFAULT_FIT
-from facenet_pl.evaluation import EmbeddingCollector, score_split
-from facenet_pl.losses import ClassificationLoss, CombinedLoss
+from facenet_pl.data.images import load_image_settings
+from facenet_pl.evaluation import LOGGED_BIN_METRICS, EmbeddingCollector, logged_metrics, score_split
+from facenet_pl.losses import (
+    ClassificationLoss,
+    CombinedLoss,
+    check_loss_and_miner,
+    loss_parts,
+    loss_weights,
+    param_groups,
+)
 from facenet_pl.mining import build_miner
 from facenet_pl.mining.cross_rank import gather_batch
-from facenet_pl.mining.offline import offline_batch_triplets
-from facenet_pl.models import FaceNetEmbedding
+from facenet_pl.mining.offline import offline_batch_triplets, offline_settings
+from facenet_pl.models import FaceNetEmbedding, compile_network
 from facenet_pl.models.normalization import normalize_images
-from facenet_pl.training.guards import (  # noqa: F401  (NonFiniteLossError, DivergedWeightsError: raised from here)
-    MAX_ABS_WEIGHT,
+from facenet_pl.training.checkpoint_io import restore_rng_states, rng_states
+from facenet_pl.training.guards import (
     CollapseWatch,
-    DivergedWeightsError,
     GuardReading,
-    NonFiniteLossError,
     TrainingGuards,
+    check_finite_distances,
     guard_every,
 )
-from facenet_pl.training.schedulers import build_scheduler, scheduler_config, total_training_steps
+from facenet_pl.training.schedulers import build_optimization
 from facenet_pl.utils.config import plain as _plain
 from facenet_pl.utils.errors import ConfigError
+from facenet_pl.utils.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-#: ``evaluate_pairs`` result key -> the name it is logged under (``val/<name>``, ``test/<name>``).
-LOGGED_PAIR_METRICS = {
-    "accuracy": "acc",
-    "accuracy_std": "acc_std",
-    "accuracy_ci95_low": "acc_ci95_low",
-    "accuracy_ci95_high": "acc_ci95_high",
-    "threshold": "threshold",
-    "val": "val_at_far",
-    "far": "far",
-    "auc": "auc",
-    "eer": "eer",
-    "pairs": "pairs",
-    "identities": "identities",
-    "folds": "folds",
-}
-
-
-def _loss_parts(criterion) -> tuple[torch.nn.Module | None, ClassificationLoss | None]:
-    """(triplet loss, classification loss) of a ``loss`` config: either may be None; any other loss module takes
-    mined triplets like the triplet loss."""
-    if isinstance(criterion, CombinedLoss):
-        return criterion.triplet, criterion.classification
-    if isinstance(criterion, ClassificationLoss):
-        return None, criterion
-    return criterion, None
-
 
 class FaceNetModule(pl.LightningModule):
-    """Embedding network + miner + triplet loss; validates and tests by k-fold pair verification.
+    """Embedding network + miner + triplet loss (FaceNet's training step); validates on held-out people's pairs.
 
-    All constructor arguments are plain config dicts (``_target_`` style for miner, loss,
-    optimizer), saved as hyperparameters, so ``facenet_pl.inference.embed.load_model(path)`` rebuilds
-    the whole model with no Hydra config at hand. The threshold calibrated on the validation pairs
-    is kept in the ``threshold`` buffer and what it was calibrated on in ``calibration``, so both
-    travel inside the checkpoint, with the training data config (``data_config``) and the names of
-    the validation and test identities (``eval.py`` reads them to test the run's own test split).
-    ``model.eval_flip`` (one setting for validation, test, ``eval.py`` and the CLI): embed each face
-    as the normalised sum of its and its mirror image's embeddings.
+    All constructor arguments are plain config dicts (``_target_`` style for miner, loss, optimizer), saved as
+    hyperparameters, so ``facenet_pl.inference.embed.load_model(path)`` rebuilds the whole model with no Hydra config
+    at hand. The threshold calibrated on the validation pairs is kept in the ``threshold`` buffer and what it was
+    calibrated on in ``calibration``: both travel inside the checkpoint, with the training data config
+    (``data_config``) and the names of the validation and test identities (``eval.py`` tests the run's own test
+    split with them). ``model.eval_flip`` (validation, test, ``eval.py`` and the CLI alike): embed each face as the
+    normalised sum of its and its mirror image's embeddings.
     """
 
     def __init__(
@@ -89,12 +68,14 @@ class FaceNetModule(pl.LightningModule):
         augment: dict | None = None,
     ) -> None:
         super().__init__()
-        backbone, model, miner, loss = _plain(backbone), _plain(model), _plain(miner), _plain(loss)
+        backbone, miner, loss = _plain(backbone), _plain(miner), _plain(loss)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        #: ``model.*`` with every key (a model file written with fewer takes the defaults, utils/settings.py).
+        self.settings = settings = ModelSettings.from_config(_plain(model))
         self.save_hyperparameters(
             dict(
                 backbone=backbone,
-                model=model,
+                model=settings.as_dict(),
                 miner=miner,
                 loss=loss,
                 optimizer=optimizer,
@@ -104,62 +85,38 @@ class FaceNetModule(pl.LightningModule):
                 augment=_plain(augment),
             )
         )
-        self.normalization = model.get("normalization", "fixed")
+        self.normalization = settings.normalization
         normalize_images(torch.zeros(1, 3, 1, 1), self.normalization)  # fail early on a bad name
-        self.input_size = int(backbone.get("input_size", 64))
-        self.crop_size = (preprocess or {}).get("crop_size")  # centre crop applied to files before resizing
+        self.input_size = int(backbone["input_size"])
         #: How image files become network input (``load_image`` arguments): crop, fit, grayscale.
-        self.preprocess = {
-            "crop": self.crop_size,
-            "fit": (preprocess or {}).get("fit", DEFAULT_FIT),
-            "grayscale": bool((preprocess or {}).get("grayscale", False)),
-        }
+        self.preprocess = load_image_settings(preprocess)
+        self.crop_size = self.preprocess["crop"]  # centre crop applied to files before resizing
         #: Training-only batch augmentation (``augment`` group); None: none.
         self.augment = build_augment(_plain(augment))
-        self.channels_last = bool(model.get("channels_last", False))
-        # the network's own defaults (FaceNetEmbedding) apply to what the config leaves out: written once, there
+        self.channels_last = bool(settings.channels_last)
         self.net = FaceNetEmbedding(
             backbone=backbone["name"],
             backbone_kwargs=backbone.get("kwargs") or {},
-            **{k: backbone[k] for k in ("pretrained",) if k in backbone},
-            **{k: model[k] for k in ("embedding_dim", "dropout", "head") if k in model},
+            pretrained=bool(backbone.get("pretrained", False)),
+            embedding_dim=settings.embedding_dim,
+            dropout=settings.dropout,
+            head=settings.head,
         )
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.cross_rank = bool(miner.get("cross_rank", False))
-        if model.get("compile", False):  # true: inductor; or a torch.compile backend's name (eager, aot_eager, ...)
-            backend = model["compile"] if isinstance(model["compile"], str) else "inductor"
-            if backend not in torch._dynamo.list_backends(exclude_tags=()):
-                raise ConfigError(
-                    f"model.compile={backend!r}: not a torch.compile backend (true for inductor, or one of "
-                    f"{', '.join(torch._dynamo.list_backends(exclude_tags=()))})"
-                )
-            self.net = torch.compile(self.net, backend=backend)
-        offline = dict(miner.get("offline") or {})
-        #: ``miner.offline`` settings when triplets are mined offline (every_n_steps > 0), else None;
-        #: :meth:`setup` hands them and :meth:`mine_offline` to the data module, which then draws batches with an
-        #: :class:`~facenet_pl.data.samplers.OfflineTripletSampler`.
-        self.offline_mining: dict | None = offline if offline.get("every_n_steps") else None
-        if self.offline_mining and self.cross_rank:
-            raise ConfigError(
-                "miner.offline.every_n_steps and miner.cross_rank=true do not combine: offline "
-                "triplets are mined per rank on a subset. Set one of them off."
-            )
+        if settings.compile:
+            self.net = compile_network(self.net, settings.compile)
+        #: ``miner.offline`` settings when triplets are mined offline (every_n_steps > 0), else None; :meth:`setup`
+        #: hands them and :meth:`mine_offline` to the data module (an OfflineTripletSampler draws the batches).
+        self.offline_mining = offline_settings(miner)
         self.miner = build_miner(miner)
         self.criterion = instantiate(loss)
-        if self.classifier is not None and self.triplet_loss is None and self.miner is not None:
-            raise ConfigError(
-                f"loss={self.classifier.name} is a classification loss: it uses no triplets, so a miner would do "
-                f"nothing. Drop miner=... (loss={self.classifier.name} selects miner=none itself)."
-            )
-        if self.triplet_loss is not None and self.miner is None:
-            raise ConfigError("miner=none: the triplet loss needs a miner (miner=semihard, the paper's)")
+        check_loss_and_miner(self.criterion, self.miner)
         #: Sorted training labels: a label's position is its class index (the classifier's row). Set in setup.
         self.register_buffer("class_labels", torch.empty(0, dtype=torch.long), persistent=False)
-        self.eval_flip = bool(model.get("eval_flip", False))
-        self.max_abs_weight = float(model.get("max_abs_weight", MAX_ABS_WEIGHT))
-        #: Steps between host reads of the guards (``auto``: 1 on a CPU, 50 on an accelerator; training/guards.py).
-        self.guard_every_n_steps = model.get("guard_every_n_steps", "auto")
+        self.eval_flip = bool(settings.eval_flip)
+        self.max_abs_weight = float(settings.max_abs_weight)
         self._guards: TrainingGuards | None = None
         self.far_target = far_target
         #: ``{"val"|"test": (distances, VerificationSet, results)}`` of the last evaluation of each split.
@@ -179,17 +136,16 @@ class FaceNetModule(pl.LightningModule):
         self._bin_collectors: dict[int, EmbeddingCollector] = {}  # data.val_bins sets, by validation loader
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
-    # -- inference -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """Classification losses: size the class weights from the data module's training identities. Offline
-        mining: give the data module this model's embed-and-mine function, once, before it builds the training
-        loader. (Lightning sets up the data module first, then the model, then restores a checkpoint, builds the
-        optimiser and asks for loaders.)"""
+        """Size a classification loss's class weights from the data module's training identities; hand offline
+        mining's embed-and-mine function to the data module before it builds the training loader (Lightning sets
+        up the data module, then the model, then restores a checkpoint, builds the optimiser, asks for loaders)."""
         if stage != "fit":
             return
         dm = self.trainer.datamodule if self._trainer is not None else None
         if self.classifier is not None:
-            self._build_classifier(dm)
+            labels = getattr(getattr(dm, "train_set", None), "labels", None)
+            self.class_labels = self.classifier.build_for(labels, self.net.embedding_dim).to(self.class_labels.device)
         if not self.offline_mining:
             return
         if dm is None or not hasattr(dm, "use_offline_mining"):
@@ -199,27 +155,16 @@ class FaceNetModule(pl.LightningModule):
             )
         dm.use_offline_mining(self.offline_mining, self.mine_offline)
 
+    # -- the loss's parts and inference ----------------------------------------------------
     @property
     def triplet_loss(self) -> torch.nn.Module | None:
         """The loss's triplet part (on mined triplets); None for a classification loss."""
-        return _loss_parts(self.criterion)[0]
+        return loss_parts(self.criterion)[0]
 
     @property
     def classifier(self) -> ClassificationLoss | None:
         """The loss's classification part (with the class weights); None for the triplet loss."""
-        return _loss_parts(self.criterion)[1]
-
-    def _build_classifier(self, dm) -> None:
-        labels = getattr(getattr(dm, "train_set", None), "labels", None)
-        if labels is None:
-            raise ConfigError(
-                f"loss={self.classifier.name} sizes its class weights from the training identities: it needs a "
-                "facenet_pl data module (trainer.fit(model, datamodule=...))"
-            )
-        classes = torch.unique(torch.as_tensor(np.asarray(labels), dtype=torch.long))
-        if not self.classifier.built or self.classifier.num_classes != len(classes):
-            self.classifier.build(len(classes), self.net.embedding_dim)
-        self.class_labels = classes.to(self.class_labels.device)
+        return loss_parts(self.criterion)[1]
 
     @staticmethod
     def is_training_state(key: str) -> bool:
@@ -270,14 +215,9 @@ class FaceNetModule(pl.LightningModule):
         and the run's data: its config, the validation/test identities and what the threshold was calibrated on.
         The guards are read first: a checkpoint is never written after a non-finite loss or diverged weight."""
         if self._guards is not None:
-            self._guards.note_tensors(
-                itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
-            )
+            self._note_weights()
             self._check_guards(when=" (the checkpoint was not written)")
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["rng_states"] = rng
+        checkpoint["rng_states"] = rng_states()
         dm = self._trainer.datamodule if self._trainer is not None else None
         splits = dm.identity_splits() if hasattr(dm, "identity_splits") else self.identity_splits
         checkpoint["facenet_pl"] = {
@@ -294,9 +234,7 @@ class FaceNetModule(pl.LightningModule):
     def on_validation_start(self) -> None:
         """Validation during training reads the guards first: a bad step is named as such, not as NaN distances."""
         if self._guards is not None and not self.trainer.sanity_checking:
-            self._guards.note_tensors(
-                itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
-            )
+            self._note_weights()
             self._check_guards()
 
     def on_train_end(self) -> None:
@@ -312,12 +250,8 @@ class FaceNetModule(pl.LightningModule):
             self.classifier.build(int(run["num_classes"]), self.net.embedding_dim)  # loading without the data
         if run.get("data") is not None and self.data_config is None:
             self.data_config = run["data"]
-        rng = checkpoint.get("rng_states")
-        if not rng or self._trainer is None:  # loading for inference: leave the caller's random state alone
-            return
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self._trainer is not None:  # loading for inference leaves the caller's random state alone
+            restore_rng_states(checkpoint.get("rng_states"))
 
     def _inputs(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
         """Normalise a uint8 batch on its device, after the ``augment`` ops when ``augment`` (training)."""
@@ -327,20 +261,14 @@ class FaceNetModule(pl.LightningModule):
 
     @torch.no_grad()
     def mine_offline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Embed a subset with the current weights (eval mode, no gradients) and mine it.
-
-        Called by the offline sampler between training steps; the module's train/eval mode is restored.
-        """
+        """Embed a subset with the current weights (eval mode, no gradients) and mine it: the offline sampler calls
+        it between training steps; the module's train/eval mode is restored."""
         was_training = self.training
         self.eval()
         try:
             chunk = int((self.offline_mining or {}).get("embed_batch_size") or 256)
-            emb = torch.cat(
-                [
-                    self(self._inputs(images[i : i + chunk].to(self.device), augment=False))
-                    for i in range(0, len(images), chunk)
-                ]
-            )
+            pieces = (images[i : i + chunk] for i in range(0, len(images), chunk))  # one on the device at a time
+            emb = torch.cat([self(self._inputs(piece.to(self.device), augment=False)) for piece in pieces])
             return self.miner(emb, labels.to(self.device))
         finally:
             self.train(was_training)
@@ -350,18 +278,20 @@ class FaceNetModule(pl.LightningModule):
         x = self._inputs(images, augment=True)
         emb = self(x)
         bs = x.shape[0]
-        triplet_w, class_w = self._loss_weights()
-        loss = returned = None
-        stats = None
+        triplet_w, class_w = loss_weights(self.criterion, self.current_epoch)
+        parts, world, stats = [], 1, None
         if triplet_w:
-            loss, returned, stats = self._triplet_part(emb, labels, triplet_w, bs)
+            t_loss, world, stats = self._triplet_part(emb, labels, bs)
+            parts.append(t_loss if triplet_w == 1.0 else triplet_w * t_loss)
         if self.classifier is not None:
             # the class weights stay in the graph with weight 0 (triplet phase): DDP expects every parameter used
             c_loss = self.classifier(emb, torch.searchsorted(self.class_labels, labels.to(emb.device)))
             if isinstance(self.criterion, CombinedLoss):  # each part's curve through both phases
                 self.log("train/class_loss", c_loss, batch_size=bs)
-            loss = class_w * c_loss if loss is None else loss + class_w * c_loss
-            returned = class_w * c_loss if returned is None else returned + class_w * c_loss
+            parts.append(class_w * c_loss)
+        loss = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        # DDP averages gradients over ranks; a triplet loss over the gathered batch reaches only this rank's rows
+        returned = loss if world == 1 else loss + (world - 1) * parts[0]
         guards = self._training_guards()
         guards.note_loss(loss, self.global_step)
         e = emb.detach().float()
@@ -380,14 +310,8 @@ class FaceNetModule(pl.LightningModule):
         on a GPU), so only when there is a bar, on a CPU."""
         return self.device.type == "cpu" and self._trainer is not None and bool(self._trainer.progress_bar_callback)
 
-    def _loss_weights(self) -> tuple[float, float]:
-        """(triplet weight, classification weight) of this epoch: host numbers, no device work."""
-        if isinstance(self.criterion, CombinedLoss):
-            return self.criterion.weights(self.current_epoch)
-        return (1.0, 0.0) if self.triplet_loss is not None else (0.0, 1.0)
-
-    def _triplet_part(self, emb: torch.Tensor, labels: torch.Tensor, weight: float, bs: int):
-        """(weighted triplet loss to log, the same as the step returns it, triplet stats)."""
+    def _triplet_part(self, emb: torch.Tensor, labels: torch.Tensor, bs: int):
+        """(triplet loss, the number of ranks whose batches it was mined over, triplet stats)."""
         world = 1
         if self.cross_rank:  # mine the global batch; see facenet_pl.mining.cross_rank
             emb, labels, world = gather_batch(emb, labels)
@@ -405,47 +329,32 @@ class FaceNetModule(pl.LightningModule):
             self.log("train/d_an", stats.mean_d_an, batch_size=bs)
         else:
             log.warning("step %d: the miner found no triplet (loss 0); check data.p/data.k", self.global_step)
-        # DDP averages gradients over ranks; each rank's only reach its own rows
-        loss = t_loss if weight == 1.0 else weight * t_loss
-        return loss, loss * world if world != 1 else loss, stats
+        return t_loss, world, stats
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """After the optimiser step: record (on the device) whether a weight or BatchNorm statistic diverged; it is
         read with the other guards (a NaN loss is caught before its step; exploding weights can still give a finite
         loss for a few steps)."""
-        self._training_guards().note_tensors(
-            itertools.chain(self.named_parameters(), self.named_buffers()), self.global_step - 1
-        )
+        self._note_weights()
+
+    def _note_weights(self) -> None:
+        """Record (on the device) whether a weight or BatchNorm statistic is non-finite or beyond the limit."""
+        named = itertools.chain(self.named_parameters(), self.named_buffers())
+        self._training_guards().note_tensors(named, self.global_step - 1)
 
     def _training_guards(self) -> TrainingGuards:
         if self._guards is None or self._guards.device != self.device:
             self._guards = TrainingGuards(self.device, self.max_abs_weight, self.collapse.spread_max)
-            self._guards.every = guard_every(self.guard_every_n_steps, self.device)  # resolved once, not per step
+            self._guards.every = guard_every(self.settings.guard_every_n_steps, self.device)  # resolved once
         return self._guards
 
     def _check_guards(self, when: str = "") -> GuardReading | None:
-        """Read the guards on the host (the one sync they make): stop if a loss was non-finite or a weight diverged
-        since the run began; warn about collapse. ``when``: what the read is for, e.g. a checkpoint write."""
+        """Read the guards on the host (the one sync they make): stop on a non-finite loss or a diverged weight
+        (:meth:`TrainingGuards.check`); warn about collapse. ``when``: what the read is for."""
         if self._guards is None:
             return None
-        r = self._guards.read()
+        r = self._guards.check(self.global_step, when)
         self.collapse.spread_max = max(self.collapse.spread_max, r.spread_max)
-        if r.bad_step >= 0 and r.bad_what == "loss":
-            stopped = (
-                "training stopped before this step's update"
-                if r.bad_step == self.global_step
-                else f"training stopped at step {self.global_step}; no checkpoint holds weights from that step on"
-            )
-            raise NonFiniteLossError(
-                f"non-finite loss ({r.bad_value}) at step {r.bad_step}: {stopped}{when}. Lower optimizer.lr, set "
-                "trainer.gradient_clip_val, or check the inputs."
-            )
-        if r.bad_step >= 0:
-            raise DivergedWeightsError(
-                f"training diverged at step {r.bad_step}: {r.bad_what} reached |value| {r.bad_value:.3g} (limit "
-                f"model.max_abs_weight={self.max_abs_weight:g}); nothing from this point is checkpointed{when}. Lower "
-                "optimizer.lr, set trainer.gradient_clip_val, or use a scheduler with warm-up."
-            )
         self._check_collapse(r.spread, r.d_an, r.d_ap)
         return r
 
@@ -487,8 +396,7 @@ class FaceNetModule(pl.LightningModule):
             if self.trainer.sanity_checking or idx.numel() != len(split.dataset):
                 continue
             res = score_split(split, split.distances(emb), far_target=self.far_target)
-            for key, short in (("accuracy", "acc"), ("accuracy_std", "acc_std"), ("auc", "auc"), ("eer", "eer")):
-                self.log(f"val/{name}/{short}", float(res[key]))
+            self.log_dict(logged_metrics(res, f"val/{name}", LOGGED_BIN_METRICS))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -527,39 +435,16 @@ class FaceNetModule(pl.LightningModule):
             log.info("%s saw %d of %d images: pair metrics skipped", stage, idx.numel(), n)
             return None
         d = split.distances(emb)
-        if not np.isfinite(d).all():
-            raise DivergedWeightsError(
-                f"{stage}: {int((~np.isfinite(d)).sum())} of {len(d)} pair distances are NaN or inf at step "
-                f"{self.global_step}: the network's outputs diverged. Lower optimizer.lr or set "
-                "trainer.gradient_clip_val."
-            )
+        check_finite_distances(d, stage, self.global_step)
         # test: every pair at the validation threshold (the test people choose nothing); val: k-fold on its own pairs
         val_threshold = float(self.threshold) if stage == "test" else None
         res = score_split(split, d, far_target=self.far_target, val_threshold=val_threshold)
         self.last_eval[stage] = (d, split, res)
-        for key, name in LOGGED_PAIR_METRICS.items():
-            self.log(f"{stage}/{name}", float(res[key]), prog_bar=name == "acc")
-        if "accuracy_other_folds_threshold" in res:
-            self.log(f"{stage}/acc_other_folds_threshold", float(res["accuracy_other_folds_threshold"]))
+        for name, value in logged_metrics(res, stage).items():
+            self.log(name, value, prog_bar=name == f"{stage}/acc")
         return res
 
     # -- optimisation ----------------------------------------------------------------------
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The network's parameters; the class weights of a classification loss as their own group (their own LR
-        with ``loss.classifier_lr``)."""
-        if self.classifier is None:
-            return [{"params": list(self.parameters())}]
-        own = {id(p) for p in self.classifier.parameters()}
-        groups = [{"params": [p for p in self.parameters() if id(p) not in own]}]
-        group: dict[str, Any] = {"params": list(self.classifier.parameters())}
-        if self.classifier.classifier_lr is not None:
-            group["lr"] = self.classifier.classifier_lr
-        return [*groups, group]
-
     def configure_optimizers(self):
-        opt_cfg = dict(self.hparams.optimizer)
-        opt = instantiate(opt_cfg, _partial_=True)(params=self._param_groups())  # param groups stay plain dicts
-        if scheduler_config(self.hparams.scheduler) is None:
-            return opt
-        main = build_scheduler(self.hparams.scheduler, opt, total_training_steps(self.trainer))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}
+        groups = param_groups(self, self.classifier)
+        return build_optimization(self.hparams.optimizer, self.hparams.scheduler, groups, self.trainer)

@@ -77,3 +77,13 @@ def total_training_steps(trainer) -> int:
     n = int(n * limit) if isinstance(limit, float) else min(n, int(limit))
     steps = math.ceil(n / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
     return min(steps, t.max_steps) if t.max_steps != -1 else steps
+
+
+def build_optimization(optimizer: dict, scheduler: dict | None, groups: list[dict], trainer):
+    """What ``configure_optimizers`` returns: the ``optimizer`` config over ``groups`` (plain dicts), with the
+    ``scheduler`` config stepped every training step over the run's steps when there is one."""
+    opt = instantiate(dict(optimizer), _partial_=True)(params=groups)
+    if scheduler_config(scheduler) is None:
+        return opt
+    main = build_scheduler(scheduler, opt, total_training_steps(trainer))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": main, "interval": "step"}}

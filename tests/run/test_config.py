@@ -77,6 +77,8 @@ def _fill_required(cfg):
 
 
 def _missing(cfg, top):
+    if top == "model" and str(cfg.model._get_node("init_from")._value()) == "${missing:}":  # experiment=finetune
+        return ["model.init_from"]
     if OmegaConf.is_missing(cfg, top):
         return [top]
     return list(OmegaConf.missing_keys(cfg[top])) if OmegaConf.is_config(cfg[top]) else []

@@ -36,6 +36,11 @@ CASES = {
     ),
     # issue 41: each reached a traceback (or came after the 116-line config tree)
     "a seed left without a value": ("train.py", [*TINY, "seed=???"], "seed has no value"),
+    "fine-tuning with no model to start from (it once trained from scratch)": (
+        "train.py",
+        ["experiment=finetune", "data.root=faces"],
+        "model.init_from has no value",
+    ),
     "a word for the epochs": ("train.py", [*TINY, "trainer.max_epochs=abc"], "trainer.max_epochs must be an integer"),
     "a negative learning rate": (
         "train.py",
@@ -119,7 +124,8 @@ def test_a_config_typo_is_reported_before_torch_loads():
 
 
 @pytest.mark.parametrize(
-    "mistake", ["seed=???", "trainer.max_epochs=abc", "optimizer.lr=-1", "data.p=10000", "data=folder"]
+    "mistake",
+    ["seed=???", "trainer.max_epochs=abc", "optimizer.lr=-1", "data.p=10000", "data=folder", "experiment=finetune"],
 )
 def test_config_mistakes_are_one_line_before_torch_loads(mistake, tmp_path):
     """The config mistakes a typo makes are caught by the checks that need no torch (torch alone takes 2-3 s to
@@ -134,7 +140,8 @@ def test_config_mistakes_are_one_line_before_torch_loads(mistake, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    key = "data.root" if mistake == "data=folder" else mistake.split("=")[0]
+    named = {"data=folder": "data.root", "experiment=finetune": "data.root, model.init_from have no value"}
+    key = named.get(mistake, mistake.split("=")[0])
     assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {key}"), out.stderr
     assert "HEAVY []" in out.stdout, out.stdout
 

@@ -163,7 +163,7 @@ def test_nan_embeddings_in_validation_stop_with_one_line(tmp_path):
 
 def test_the_checkpoint_writer_refuses_diverged_weights(tmp_path):
     from facenet_pl.training.checkpoint_io import AtomicCheckpointIO
-    from facenet_pl.training.module import DivergedWeightsError
+    from facenet_pl.training.guards import DivergedWeightsError
 
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
