@@ -83,7 +83,17 @@ MARGIN_WARN = 2.0
 
 def check_missing(cfg: DictConfig) -> None:
     """Keys left at ``???`` (e.g. ``data=folder`` without ``data.root``, or ``seed=???``, which ``data.seed`` refers
-    to): one line, before anything is printed."""
+    to) or at ``${missing:}`` (``experiment=finetune``'s ``model.init_from``): one line, before anything is printed."""
+    keys = missing_keys(cfg)
+    if keys:
+        raise ConfigError(
+            f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} no value (??? in the config): set "
+            f"{'it' if len(keys) == 1 else 'them'} on the command line, e.g. {keys[0]}=<value>"
+        )
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """The keys a user must still give (:func:`check_missing`), sorted; Hydra's own ``hydra`` node is skipped."""
     missing: set[str] = set()
 
     def walk(node: Any, prefix: str) -> None:
@@ -112,12 +122,7 @@ def check_missing(cfg: DictConfig) -> None:
                 walk(child, f"{full}.")
 
     walk(cfg, "")
-    if missing:
-        keys = sorted(missing)
-        raise ConfigError(
-            f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} no value (??? in the config): set "
-            f"{'it' if len(keys) == 1 else 'them'} on the command line, e.g. {keys[0]}=<value>"
-        )
+    return sorted(missing)
 
 
 def _is_classification(cfg: DictConfig) -> bool:

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from facenet_pl.mining import MINERS, build_miner
-from facenet_pl.run.config_checks import ConfigError, check_config
+from facenet_pl.run.config_checks import ConfigError, check_config, missing_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = [
@@ -70,18 +70,11 @@ def test_every_option_composes_and_resolves(group, option, tmp_path, monkeypatch
 
 
 def _fill_required(cfg):
-    """The keys an option leaves for the user (``???``: data.root, model.init_from) set to a placeholder."""
-    for key in (k for top in cfg if top != "hydra" for k in _missing(cfg, top)):
+    """The keys an option leaves for the user (``???`` or ``${missing:}``: data.root, model.init_from) set to a
+    placeholder, as the user would on the command line."""
+    for key in missing_keys(cfg):
         OmegaConf.update(cfg, key, "user-given")
     return cfg
-
-
-def _missing(cfg, top):
-    if top == "model" and str(cfg.model._get_node("init_from")._value()) == "${missing:}":  # experiment=finetune
-        return ["model.init_from"]
-    if OmegaConf.is_missing(cfg, top):
-        return [top]
-    return list(OmegaConf.missing_keys(cfg[top])) if OmegaConf.is_config(cfg[top]) else []
 
 
 def _experiment_data_pairs():
