@@ -115,8 +115,19 @@ def test_model_complexity_of_a_hand_counted_network():
     assert got["model/macs_per_image"] == 8 * 8 * 4 * 27 + 4 * 2
     assert got["model/params"] == 3 * 4 * 9 + 4 * 2 + 2
     net.train()
-    model_complexity(net, 8)
+    model_complexity(net, 16)  # a size not counted yet: the network runs
     assert net.training  # the caller's network is untouched (a copy is measured)
+
+
+def test_a_network_is_counted_once_per_input_size():
+    """The model summary (fit start) and metrics.json (fit end) both ask: the second answer is the first count's,
+    with no forward pass; another input size is counted anew."""
+    forwards = []
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.register_forward_hook(lambda *_: forwards.append(1))  # deepcopy keeps the hook: the copy's forwards count
+    first = model_complexity(net, 8)
+    assert model_complexity(net, 8) == first and len(forwards) == 1
+    assert model_complexity(net, 10)["model/macs_per_image"] == 8 * 8 * 4 * 27 and len(forwards) == 2
 
 
 # --- experiment configs ----------------------------------------------------------------------------------------
