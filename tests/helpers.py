@@ -526,3 +526,21 @@ class ScrambleHeadAt(Callback):
         if trainer.current_epoch == self.epoch:
             with torch.no_grad():
                 pl_module.net.head.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+
+
+class RecordWeights(Callback):
+    """Saves the module's raw weights (``state_dict``) after every optimiser step as ``<dir>/step<N>.pt``, and what
+    the module holds when testing starts as ``<dir>/test.pt``: what a weight-averaging callback averaged and what the
+    test scored, read independently of that callback."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir = dir
+
+    def _save(self, pl_module, name: str) -> None:
+        torch.save({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}, f"{self.dir}/{name}.pt")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._save(pl_module, f"step{trainer.global_step}")
+
+    def on_test_start(self, trainer, pl_module):
+        self._save(pl_module, "test")
