@@ -529,15 +529,18 @@ class ScrambleHeadAt(Callback):
 
 
 class RecordWeights(Callback):
-    """Saves the module's raw weights (``state_dict``) after every optimiser step as ``<dir>/step<N>.pt``, and what
-    the module holds when testing starts as ``<dir>/test.pt``: what a weight-averaging callback averaged and what the
-    test scored, read independently of that callback."""
+    """Saves the module's raw weights (``state_dict``) when training starts and after every optimiser step as
+    ``<dir>/step<N>.pt``, and what the module holds when testing starts as ``<dir>/test.pt``: what was trained, what
+    a weight-averaging callback averaged and what the test scored, read independently of the code under test."""
 
     def __init__(self, dir: str) -> None:
         self.dir = dir
 
     def _save(self, pl_module, name: str) -> None:
         torch.save({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}, f"{self.dir}/{name}.pt")
+
+    def on_train_start(self, trainer, pl_module):
+        self._save(pl_module, f"step{trainer.global_step}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._save(pl_module, f"step{trainer.global_step}")

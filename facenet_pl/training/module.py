@@ -175,6 +175,26 @@ class FaceNetModule(pl.LightningModule):
         """The state an embedding model file holds: everything but the loss's class weights (training only)."""
         return {k: v for k, v in self.state_dict().items() if not self.is_training_state(k)}
 
+    def train(self, mode: bool = True) -> FaceNetModule:
+        """``model.freeze_bn_stats``: BatchNorm layers stay in eval mode while the rest trains, so they normalise
+        with, and keep, their stored statistics."""
+        super().train(mode)
+        if mode:
+            self._freeze_bn_stats()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning 2.6 never calls train() when fitting (a module starts in training mode; validation restores each
+        # layer's own mode), so the freeze is applied here as well
+        self._freeze_bn_stats()
+
+    def _freeze_bn_stats(self) -> None:
+        settings = getattr(self, "settings", None)
+        if settings is not None and settings.freeze_bn_stats:
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised network input (N, 3, H, W) -> unit embeddings (N, D)."""
         if self.channels_last:

@@ -35,6 +35,11 @@ class ModelSettings:
     #: Embed each face as the normalised sum of its and its mirror's embedding in validation, test, eval.py and the
     #: facenet-pl CLI (one setting everywhere: the stored threshold is calibrated with it). A second forward pass.
     eval_flip: bool = False
+    #: BatchNorm layers normalise with their stored running statistics while training and keep them (their scale
+    #: and shift still learn): fine-tuning a model whose statistics must not drift toward small batches of a few
+    #: people, above all an imported one whose BatchNorm is folded into its convolutions (identity statistics that a
+    #: training-mode BatchNorm would replace; experiment=finetune_facenet_casia).
+    freeze_bn_stats: bool = False
     #: The network's activations in channels-last memory order (faster convolutions on CPUs and tensor cores).
     channels_last: bool = True
     #: torch.compile the network: true (inductor; helps on GPU; the first steps are slow while it compiles), or a
