@@ -41,6 +41,18 @@ class EMAWeights(EMAWeightAveraging):
         )
         self.decay = float(decay)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Nothing yet: Lightning runs the module's ``setup`` after the callbacks', and it may add parameters (the
+        ArcFace class weights of ``loss=triplet_arcface`` are sized by the data there). The averaged copy is made when
+        fitting starts, or when a resumed fit restores it."""
+
+    def _build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._average_model is None:
+            super().setup(trainer, pl_module, "fit")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._build(trainer, pl_module)
+
     @staticmethod
     def averaged(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """What is averaged, by ``state_dict`` name: every parameter and the normalisation layers' running
@@ -105,4 +117,5 @@ class EMAWeights(EMAWeightAveraging):
         """Resuming a fit restores both the average and the raw weights; testing or predicting from a checkpoint
         keeps its ``state_dict``, the averaged weights (Lightning's class would put the raw ones back)."""
         if trainer.state.fn == TrainerFn.FITTING:
+            self._build(trainer, pl_module)
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
