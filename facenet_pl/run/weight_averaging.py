@@ -64,10 +64,12 @@ class EMAWeights(EMAWeightAveraging):
         return out
 
     def _pairs(self, pl_module: pl.LightningModule) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The averaged and the current tensors, in the same order."""
+        """The averaged and the current tensors, in the same order (listed once: every step updates them in place)."""
         assert self._average_model is not None
-        avg, cur = self.averaged(self._average_model.module), self.averaged(pl_module)
-        return [avg[n] for n in cur], list(cur.values())
+        if getattr(self, "_pair_lists", None) is None:
+            avg, cur = self.averaged(self._average_model.module), self.averaged(pl_module)
+            self._pair_lists = ([avg[n] for n in cur], list(cur.values()))
+        return self._pair_lists
 
     @torch.no_grad()
     def update(self, pl_module: pl.LightningModule, first: bool) -> None:
