@@ -33,7 +33,7 @@ def test_bn_statistics_stay_only_when_frozen(tmp_path, freeze):
     weights = [k for k in steps[0] if k.endswith(".weight") and steps[0][k].dim() == 4]  # convolutions
     assert stats and weights
     stats_moved = any(not torch.equal(s[k], steps[0][k]) for s in steps[1:] for k in stats)
-    assert stats_moved is not freeze  # 4 steps (across an epoch boundary: Lightning calls train() again)
+    assert stats_moved is not freeze  # 4 steps, across a validation and an epoch boundary
     assert any(not torch.equal(steps[-1][k], steps[0][k]) for k in weights)  # the convolutions learn either way
 
 
